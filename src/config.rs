@@ -1,0 +1,316 @@
+//! The gateway config, `blocklab.toml` (DESIGN.md, "Gateway config").
+//!
+//! Loaded as `load(path) -> from_str -> validate`: serde with `deny_unknown_fields` everywhere,
+//! then checks that need the whole file (dates, networks, jurisdictions). Errors are
+//! `path:line:column: message`. [`Config::embedded_default`] is what `blocklab serve` runs with
+//! no config: the shipped rules, DNS on 127.0.0.1:5353, loopback mapped to `ru`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::{At, ClientNet, Policy};
+use crate::rules::{Day, Diagnostic, IpNet, RuleSet, RulesError};
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Simulated date (`YYYY-MM-DD`); absent = today, following the clock.
+    pub date: Option<Spanned<String>>,
+    /// Directory of jurisdiction rules files, relative to the config file; absent = the
+    /// shipped rules, embedded in the binary.
+    pub rules: Option<PathBuf>,
+    /// Client networks and their jurisdictions; unmapped clients are refused.
+    #[serde(default)]
+    pub clients: Vec<ClientsSection>,
+    /// The DNS frontend.
+    pub dns: Option<DnsSection>,
+    /// The forward HTTP proxy.
+    pub http: Option<HttpSection>,
+    /// The transparent TLS/HTTP listener.
+    pub tls: Option<TlsSection>,
+    /// UDP/TCP relays inspected by the detectors.
+    #[serde(default)]
+    pub relay: Vec<RelaySection>,
+    /// The admin listener (metrics, health, reload).
+    pub admin: Option<AdminSection>,
+    /// Where the config was read from (set by [`Config::load`]).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+/// `[[clients]]`: networks mapped to one jurisdiction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsSection {
+    /// CIDRs (or single addresses).
+    pub networks: Vec<Spanned<String>>,
+    /// Jurisdiction code, as in a rules file's `[jurisdiction] code`.
+    pub jurisdiction: Spanned<String>,
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// Addresses to answer on, over UDP and TCP each.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Upstream resolvers; absent or empty = the system resolver.
+    #[serde(default)]
+    pub upstream: Vec<SocketAddr>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Addresses of the forward proxy (plain HTTP + CONNECT).
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Addresses of the transparent listener.
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+}
+
+/// Transport of a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayProtocol {
+    /// UDP datagrams, one flow per client address.
+    Udp,
+    /// TCP connections.
+    Tcp,
+}
+
+/// What the detectors may do to relayed flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    /// Log verdicts only; never change traffic.
+    #[default]
+    Observe,
+    /// Apply the jurisdiction's `[[vpn]]` rules.
+    Enforce,
+}
+
+/// `[[relay]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// Address to accept flows on.
+    pub listen: SocketAddr,
+    /// Address to forward them to.
+    pub forward: SocketAddr,
+    /// `udp` or `tcp`.
+    pub protocol: RelayProtocol,
+    /// `observe` (default) or `enforce`.
+    #[serde(default)]
+    pub mode: RelayMode,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin HTTP listener (loopback by default).
+    pub listen: SocketAddr,
+    /// Bearer token required on every request; mandatory for a non-loopback address.
+    pub token: Option<String>,
+}
+
+/// A config that could not be loaded: every problem, located.
+pub type ConfigError = RulesError;
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}"))))?;
+        let mut cfg = Config::from_str(&shown, &text)?;
+        cfg.path = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `shown` names it in errors.
+    pub fn from_str(shown: &str, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let off = e.span().map_or(0, |s| s.start);
+            RulesError::single(Diagnostic::at(shown, text, off, e.message().trim().to_string()))
+        })?;
+        cfg.validate(shown, text)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, shown: &str, text: &str) -> Result<(), ConfigError> {
+        let mut errors = RulesError::default();
+        let mut err = |off: usize, msg: String| errors.push(Diagnostic::at(shown, text, off, msg));
+        if let Some(d) = &self.date {
+            if let Err(e) = d.get_ref().parse::<Day>() {
+                err(d.span().start, format!("`date`: {e}"));
+            }
+        }
+        for c in &self.clients {
+            for n in &c.networks {
+                if parse_net(n.get_ref()).is_none() {
+                    err(n.span().start, format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()));
+                }
+            }
+        }
+        if let Some(a) = &self.admin {
+            if !a.listen.ip().is_loopback() && a.token.is_none() {
+                err(0, format!("[admin] listen = {} is not loopback: set `token` to expose the admin endpoints", a.listen));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// What `blocklab serve` runs with no config: shipped rules, DNS on 127.0.0.1:5353 and
+    /// [::1]:5353, loopback mapped to `ru`, system resolver upstream, today's date.
+    pub fn embedded_default() -> Config {
+        Config {
+            clients: vec![ClientsSection {
+                networks: vec![Spanned::new(0..0, "127.0.0.0/8".into()), Spanned::new(0..0, "::1/128".into())],
+                jurisdiction: Spanned::new(0..0, "ru".into()),
+            }],
+            dns: Some(DnsSection {
+                listen: vec!["127.0.0.1:5353".parse().expect("literal address")],
+                upstream: Vec::new(),
+            }),
+            ..Config::default()
+        }
+    }
+
+    /// The simulated date, if set.
+    pub fn date(&self) -> Option<Day> {
+        self.date.as_ref().and_then(|d| d.get_ref().parse().ok())
+    }
+
+    /// The moment decisions are made at now: the simulated date, or the clock.
+    pub fn at(&self) -> At {
+        at_now(self.date())
+    }
+
+    /// The client networks, as the policy wants them.
+    pub fn client_nets(&self) -> Vec<ClientNet> {
+        self.clients
+            .iter()
+            .flat_map(|c| {
+                c.networks.iter().filter_map(|n| parse_net(n.get_ref())).map(|net| ClientNet {
+                    net,
+                    jurisdiction: c.jurisdiction.get_ref().clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The rules directory, resolved against the config file's directory.
+    pub fn rules_dir(&self) -> Option<PathBuf> {
+        let dir = self.rules.as_ref()?;
+        let base = self.path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        Some(base.join(dir))
+    }
+
+    /// Loads the rules (directory or embedded).
+    pub fn load_rules(&self) -> Result<RuleSet, RulesError> {
+        match self.rules_dir() {
+            Some(dir) => RuleSet::load_dir(&dir),
+            None => RuleSet::embedded(),
+        }
+    }
+
+    /// Loads the rules and compiles the policy with this config's client networks.
+    pub fn compile_policy(&self) -> Result<Policy, String> {
+        let rules = self.load_rules().map_err(|e| e.to_string())?;
+        Policy::compile(&rules, &self.client_nets()).map_err(|e| e.to_string())
+    }
+}
+
+/// `date` as [`At::Day`], or the clock as [`At::Instant`].
+pub fn at_now(date: Option<Day>) -> At {
+    match date {
+        Some(d) => At::Day(d),
+        None => At::Instant(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+        ),
+    }
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+date = "2022-03-10"
+rules = "rules"
+[[clients]]
+networks = ["127.0.0.0/8", "10.7.0.0/16"]
+jurisdiction = "ru"
+[dns]
+listen = ["127.0.0.1:5353"]
+upstream = ["127.0.0.1:5300"]
+[http]
+listen = ["127.0.0.1:8080"]
+[tls]
+listen = ["127.0.0.1:8443"]
+[[relay]]
+listen = "127.0.0.1:51820"
+forward = "127.0.0.1:51821"
+protocol = "udp"
+[admin]
+listen = "127.0.0.1:9153"
+"#;
+        let c = Config::from_str("t.toml", text).unwrap();
+        assert_eq!(c.date(), Some("2022-03-10".parse().unwrap()));
+        assert_eq!(c.client_nets().len(), 2);
+        assert_eq!(c.relay[0].protocol, RelayProtocol::Udp);
+    }
+
+    #[test]
+    fn junk_keys_are_rejected_with_line_numbers() {
+        let err = Config::from_str("t.toml", "date = \"2022-03-10\"\n[dns]\nlisten = []\nlisen = 1\n").unwrap_err();
+        let d = &err.diagnostics[0];
+        assert_eq!((d.line, d.path.as_str()), (4, "t.toml"), "{err}");
+        assert!(d.message.contains("unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let text = "date = \"2022-02-30\"\n[[clients]]\nnetworks = [\"10.0.0.0/33\", \"x\"]\njurisdiction = \"ru\"\n";
+        let err = Config::from_str("t.toml", text).unwrap_err();
+        assert_eq!(err.len(), 3, "{err}");
+        assert_eq!(err.diagnostics[1].line, 3);
+    }
+
+    #[test]
+    fn public_admin_needs_a_token() {
+        let err = Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\n").unwrap_err();
+        assert!(err.to_string().contains("token"));
+        assert!(Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\ntoken = \"s\"\n").is_ok());
+    }
+}

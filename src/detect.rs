@@ -1,0 +1,1 @@
+//! detect (placeholder until its issue lands).

@@ -1,0 +1,27 @@
+//! blocklab: a network gateway that behaves like a national censor, for research labs.
+//!
+//! Module map (dependencies point downwards only):
+//!
+//! - [`rules`]: the jurisdiction rules files (`rules/*.toml`) and their importers; parsing with
+//!   `path:line:column` errors. Pure data, no I/O beyond reading the files it is given.
+//! - [`policy`]: the compiled, immutable policy answering "client X, target Y, date T ->
+//!   allow / block how". Pure, synchronous, allocation-free and lock-free on the lookup path.
+//! - [`config`]: the gateway config (`blocklab.toml`).
+//! - [`detect`]: VPN / protocol detectors, pure functions over a flow's first packets.
+//! - [`experiment`]: offline detector experiments over pcap/pcapng files.
+//! - [`serve`]: starts the frontends named in the config and owns the shared, swappable policy.
+//! - [`dns`], [`http`], [`tls`], [`relay`]: the frontends, translating between the wire and
+//!   `policy::Request`/`policy::Decision`.
+//! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
+
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod dns;
+pub mod experiment;
+pub mod http;
+pub mod policy;
+pub mod relay;
+pub mod rules;
+pub mod serve;
+pub mod tls;
