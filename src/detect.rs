@@ -1,1 +1,1 @@
-//! detect (placeholder until its issue lands).
+//! VPN and protocol detectors (not yet implemented: the VPN-detection issue builds them).

@@ -8,6 +8,10 @@ use crate::serve::{Gateway, StartError};
 
 /// Binds the `[dns]` listeners and spawns their tasks.
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let _ = gw;
-    Ok(Vec::new())
+    match &gw.config.dns {
+        Some(s) if !s.listen.is_empty() => Err(StartError::Other(
+            "not yet implemented: the dns frontend ([dns] in the config)".into(),
+        )),
+        _ => Ok(Vec::new()),
+    }
 }

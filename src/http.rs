@@ -8,6 +8,10 @@ use crate::serve::{Gateway, StartError};
 
 /// Binds the `[http]` listeners and spawns their tasks.
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let _ = gw;
-    Ok(Vec::new())
+    match &gw.config.http {
+        Some(s) if !s.listen.is_empty() => Err(StartError::Other(
+            "not yet implemented: the http frontend ([http] in the config)".into(),
+        )),
+        _ => Ok(Vec::new()),
+    }
 }

@@ -10,6 +10,7 @@
 //! - [`detect`]: VPN / protocol detectors, pure functions over a flow's first packets.
 //! - [`experiment`]: offline detector experiments over pcap/pcapng files.
 //! - [`serve`]: starts the frontends named in the config and owns the shared, swappable policy.
+//! - [`resolve`]: the upstream resolver shared by the frontends.
 //! - [`dns`], [`http`], [`tls`], [`relay`]: the frontends, translating between the wire and
 //!   `policy::Request`/`policy::Decision`.
 //! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
@@ -22,6 +23,7 @@ pub mod experiment;
 pub mod http;
 pub mod policy;
 pub mod relay;
+pub mod resolve;
 pub mod rules;
 pub mod serve;
 pub mod tls;

@@ -21,16 +21,21 @@ use crate::policy::{At, Policy};
 pub struct Gateway {
     /// The config the gateway was started with.
     pub config: Config,
+    /// The upstream resolver (`[dns] upstream`, or the system resolver).
+    pub upstream: crate::resolve::Upstream,
     policy: ArcSwap<Policy>,
 }
 
 impl Gateway {
     /// A gateway serving `policy` under `config`.
-    pub fn new(config: Config, policy: Policy) -> Arc<Gateway> {
-        Arc::new(Gateway {
+    pub fn new(config: Config, policy: Policy) -> Result<Arc<Gateway>, StartError> {
+        let servers = config.dns.as_ref().map(|d| d.upstream.clone()).unwrap_or_default();
+        let upstream = crate::resolve::Upstream::new(&servers).map_err(StartError::Other)?;
+        Ok(Arc::new(Gateway {
             config,
+            upstream,
             policy: ArcSwap::from_pointee(policy),
-        })
+        }))
     }
 
     /// The current policy (a cheap, lock-free snapshot).
@@ -94,7 +99,7 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
 /// Runs the gateway until SIGINT or SIGTERM; SIGHUP reloads the rules.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let policy = config.compile_policy().map_err(StartError::Other)?;
-    let gw = Gateway::new(config, policy);
+    let gw = Gateway::new(config, policy)?;
     let tasks = start(&gw).await?;
     wait_for_signals(&gw).await;
     tracing::info!("shutting down");
