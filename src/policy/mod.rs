@@ -20,7 +20,7 @@ use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 
 use crate::rules::{Day, Entry, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN};
-use cidr::CidrTable;
+use cidr::{CidrTable, Spans};
 use domain::{finish, hash_step, refs, DomainMatcher, NamesBuilder, FNV_OFFSET};
 
 /// The simulated moment of a decision.
@@ -330,7 +330,7 @@ impl Policy {
             client_nets.push(c.clone());
         }
         // The innermost network decides; among equal networks the first listed.
-        let clients = CidrTable::build(pairs, |chain| {
+        let clients = CidrTable::build(pairs.into_iter().collect(), |chain| {
             let max = chain.iter().map(|c| c.0).max().unwrap_or(0);
             chain.iter().find(|c| c.0 == max).map_or(0, |c| c.1)
         });
@@ -615,7 +615,7 @@ struct Builder {
     names: NamesBuilder,
     root: Vec<u32>,
     substrings: Vec<(String, u32)>,
-    nets: Vec<(IpNet, u32)>,
+    nets: Spans,
     urls: Vec<(String, String, u32)>,
     entries: usize,
 }
@@ -646,7 +646,7 @@ impl Builder {
             self.substrings.push((s.clone(), base_idx));
         }
         for n in &rule.ips {
-            self.nets.push((*n, base_idx));
+            self.nets.push(*n, base_idx);
         }
         for u in &rule.urls {
             self.add_url(u, base_idx);
@@ -682,7 +682,7 @@ impl Builder {
                     let r = variant(since) | if subdomains_only { SUBS_ONLY } else { 0 };
                     self.names.push(name.as_bytes(), r);
                 }
-                Entry::Ip { net, since } => self.nets.push((net, variant(since))),
+                Entry::Ip { net, since } => self.nets.push(net, variant(since)),
                 Entry::Url { url, since } => {
                     let r = variant(since);
                     self.add_url(url, r);
