@@ -163,7 +163,8 @@ fn synthetic_rules(s: &Synthetic, with_names: bool, with_nets: bool) -> RuleSet 
     let mut rules = Vec::new();
     if with_names {
         let text = s.names.join("\n").into_bytes();
-        let imp = Import::new("synthetic-names".into(), ImportFormat::Domains, text).expect("valid");
+        let imp =
+            Import::new("synthetic-names".into(), ImportFormat::Domains, text).expect("valid");
         rules.push(rule("synthetic-names", imp, Technique::TlsReset));
     }
     if with_nets {
@@ -267,10 +268,7 @@ fn queries(names: &[String], nets: &[IpNet], policy: &Policy) -> Queries {
     let mut mr = Rng(0xdead_beef_cafe_f00d);
     while misses.len() < n {
         let m = format!("{}.miss-{}.example", synth_name(&mut mr), mr.below(1000));
-        if !policy
-            .decide_in(j, Target::Domain(&m), at)
-            .is_block()
-        {
+        if !policy.decide_in(j, Target::Domain(&m), at).is_block() {
             deep_misses.push(format!("w.x.y.z.{m}"));
             misses.push(m);
         }
@@ -295,7 +293,13 @@ fn queries(names: &[String], nets: &[IpNet], policy: &Policy) -> Queries {
     }
 }
 
-fn bench_names(c: &mut Criterion, group: &str, policy: &Policy, q: &Queries, naive: Option<&Naive>) {
+fn bench_names(
+    c: &mut Criterion,
+    group: &str,
+    policy: &Policy,
+    q: &Queries,
+    naive: Option<&Naive>,
+) {
     let client: IpAddr = "127.0.0.1".parse().expect("ip");
     let at = At::Day("2026-08-01".parse::<Day>().expect("date"));
     let mut g = c.benchmark_group(group);

@@ -79,9 +79,9 @@ impl<K: Key> IntervalTable<K> {
         spans.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(a.len.cmp(&b.len)));
         let mut sw = Sweep {
             table: IntervalTable {
-                starts: Vec::new(),
-                ends: Vec::new(),
-                vals: Vec::new(),
+                starts: Vec::with_capacity(spans.len()),
+                ends: Vec::with_capacity(spans.len()),
+                vals: Vec::with_capacity(spans.len()),
                 index: Vec::new(),
             },
             stack: Vec::new(),
@@ -207,6 +207,11 @@ pub(crate) struct Spans {
 }
 
 impl Spans {
+    /// Reserves room for `n` more prefixes (IPv4 assumed).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.v4.reserve(n);
+    }
+
     /// Adds `net` with `payload`.
     pub(crate) fn push(&mut self, net: IpNet, payload: u32) {
         match net.trunc() {
@@ -281,7 +286,9 @@ mod tests {
     fn table(nets: &[(&str, u32)]) -> (CidrTable, Vec<Vec<(u8, u32)>>) {
         let mut chains: Vec<Vec<(u8, u32)>> = Vec::new();
         let t = CidrTable::build(
-            nets.iter().map(|(n, p)| (n.parse::<IpNet>().unwrap(), *p)).collect(),
+            nets.iter()
+                .map(|(n, p)| (n.parse::<IpNet>().unwrap(), *p))
+                .collect(),
             |c| {
                 let v = c.to_vec();
                 match chains.iter().position(|x| *x == v) {

@@ -120,6 +120,22 @@ fn insert(groups: &mut [Group], h: u64, v: u32) {
     }
 }
 
+#[inline(always)]
+fn bloom_word(h: u64, n: usize) -> usize {
+    // The low 32 bits, like the group index, but a different table size.
+    (((h & 0xffff_ffff) * n as u64) >> 32) as usize
+}
+
+#[inline(always)]
+fn bloom_bits(h: u64) -> u64 {
+    (1u64 << ((h >> 32) & 63)) | (1u64 << ((h >> 40) & 63))
+}
+
+#[inline(always)]
+fn label_bit(labels: usize) -> u64 {
+    1u64 << (labels.clamp(1, 64) - 1)
+}
+
 /// A name to store: `len` bytes at `off` of the builder's arena, with one rule reference.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NameRef {
@@ -159,75 +175,73 @@ pub(crate) struct DomainMatcher {
     groups: Vec<Group>,
     arena: Vec<u8>,
     names: usize,
+    /// A blocked Bloom filter (8 bits per name, 2 bits set in one word per name): most absent
+    /// suffixes are rejected here, in a structure small enough to stay in cache.
+    bloom: Vec<u64>,
+    /// Bit `i` set if some stored name has `i + 1` labels (63 = 64 or more).
+    label_counts: u64,
 }
 
 impl DomainMatcher {
     /// Builds the matcher from names (slices of `arena_in`) with their refs; a name given
     /// several times gets all its refs, ordered by `rank(ref)` (the rule order), duplicates
     /// removed. Grouping is by hash, so building is linear (no sort of the names).
-    pub(crate) fn build(arena_in: &[u8], items: Vec<NameRef>, rank: impl Fn(u32) -> u32) -> DomainMatcher {
+    pub(crate) fn build(
+        arena_in: &[u8],
+        items: Vec<NameRef>,
+        rank: impl Fn(u32) -> u32,
+    ) -> DomainMatcher {
         let name_of = |n: &NameRef| &arena_in[n.off as usize..n.off as usize + usize::from(n.len)];
         // At most 80% of the slots used: a group of 8 per 6.4 names.
         let n_groups = (items.len() * 10).div_ceil(64).max(1);
         let mut groups = vec![EMPTY_GROUP; n_groups];
-        // Pass 1: distinct names get ids (stored in the slots for now).
-        let mut id_of_item: Vec<u32> = Vec::with_capacity(items.len());
+        // Pass 1: distinct names get ids (stored in the slots for now); the refs of repeated
+        // names are set aside.
         let mut first_item: Vec<u32> = Vec::new();
+        let mut extra: Vec<(u32, u32)> = Vec::new();
+        let mut bytes = 0usize;
         for (i, it) in items.iter().enumerate() {
             let name = name_of(it);
             let h = hash_name(name);
-            let id = match find(&groups, h, |id| name_of(&items[first_item[id as usize] as usize]) == name) {
-                Some(id) => id,
+            match find(&groups, h, |id| {
+                name_of(&items[first_item[id as usize] as usize]) == name
+            }) {
+                Some(id) => extra.push((id, it.r)),
                 None => {
-                    let id = first_item.len() as u32;
+                    insert(&mut groups, h, first_item.len() as u32);
                     first_item.push(i as u32);
-                    insert(&mut groups, h, id);
-                    id
-                }
-            };
-            id_of_item.push(id);
-        }
-        let distinct = first_item.len();
-        // Pass 2: the refs of each name, contiguous (counting sort by id).
-        let mut start = vec![0u32; distinct + 1];
-        for &id in &id_of_item {
-            start[id as usize + 1] += 1;
-        }
-        for i in 0..distinct {
-            start[i + 1] += start[i];
-        }
-        let mut fill = start.clone();
-        let mut refs = vec![0u32; items.len()];
-        for (it, &id) in items.iter().zip(&id_of_item) {
-            refs[fill[id as usize] as usize] = it.r;
-            fill[id as usize] += 1;
-        }
-        drop(fill);
-        drop(id_of_item);
-        // Pass 3: the arena, one entry per name; slots then point at entries.
-        let bytes: usize = first_item.iter().map(|&i| usize::from(items[i as usize].len) + 3).sum();
-        let mut arena = Vec::with_capacity(bytes + items.len() * 4);
-        let mut offset_of = Vec::with_capacity(distinct);
-        for id in 0..distinct {
-            let list = &mut refs[start[id] as usize..start[id + 1] as usize];
-            list.sort_unstable_by_key(|r| (rank(*r), *r));
-            let mut n = 0;
-            for k in 0..list.len() {
-                if k == 0 || list[k] != list[k - 1] {
-                    list[n] = list[k];
-                    n += 1;
+                    bytes += name.len() + 7;
                 }
             }
-            let n = n.min(usize::from(u16::MAX));
-            let name = name_of(&items[first_item[id] as usize]);
-            offset_of.push(arena.len() as u32);
+        }
+        extra.sort_unstable();
+        let distinct = first_item.len();
+        // Pass 2: the arena, one entry per name; `first_item[id]` becomes the entry's offset.
+        let mut arena = Vec::with_capacity(bytes + extra.len() * 4);
+        let mut list: Vec<u32> = Vec::new();
+        let mut e = 0;
+        for id in 0..distinct {
+            let first = &items[first_item[id] as usize];
+            list.clear();
+            list.push(first.r);
+            while e < extra.len() && extra[e].0 == id as u32 {
+                list.push(extra[e].1);
+                e += 1;
+            }
+            list.sort_unstable_by_key(|r| (rank(*r), *r));
+            list.dedup();
+            list.truncate(usize::from(u16::MAX));
+            let name = name_of(first);
+            first_item[id] = arena.len() as u32;
             arena.push(name.len() as u8);
             arena.extend_from_slice(name);
-            arena.extend_from_slice(&(n as u16).to_le_bytes());
-            for r in &list[..n] {
+            arena.extend_from_slice(&(list.len() as u16).to_le_bytes());
+            for r in &list {
                 arena.extend_from_slice(&r.to_le_bytes());
             }
         }
+        drop(extra);
+        let offset_of = first_item;
         for g in &mut groups {
             for k in 0..8 {
                 if (g.tags >> (8 * k)) & 0x80 != 0 {
@@ -236,11 +250,36 @@ impl DomainMatcher {
             }
         }
         arena.shrink_to_fit();
+        let mut bloom = vec![0u64; distinct.div_ceil(8).max(1)];
+        let mut label_counts = 0u64;
+        for &off in &offset_of {
+            let off = off as usize;
+            let name = &arena[off + 1..off + 1 + usize::from(arena[off])];
+            let h = hash_name(name);
+            let w = bloom_word(h, bloom.len());
+            bloom[w] |= bloom_bits(h);
+            label_counts |= label_bit(name.iter().filter(|b| **b == b'.').count() + 1);
+        }
         DomainMatcher {
             groups,
             arena,
             names: distinct,
+            bloom,
+            label_counts,
         }
+    }
+
+    /// Whether some stored name has `labels` labels.
+    #[inline(always)]
+    pub(crate) fn has_label_count(&self, labels: usize) -> bool {
+        self.label_counts & label_bit(labels) != 0
+    }
+
+    /// Whether a name hashing to `h` may be stored (no false negatives).
+    #[inline(always)]
+    pub(crate) fn may_contain(&self, h: u64) -> bool {
+        let bits = bloom_bits(h);
+        self.bloom[bloom_word(h, self.bloom.len())] & bits == bits
     }
 
     /// The refs stored for exactly `name` (whose hash, from [`finish`], is `h`), as LE bytes.
@@ -267,7 +306,9 @@ impl DomainMatcher {
 
     /// Heap bytes used.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.groups.capacity() * std::mem::size_of::<Group>() + self.arena.capacity()
+        self.groups.capacity() * std::mem::size_of::<Group>()
+            + self.arena.capacity()
+            + self.bloom.capacity() * 8
     }
 }
 
