@@ -177,11 +177,8 @@ impl DecisionLog {
 
 fn run_writer(w: &mut Writer, rx: Receiver<Event>, metrics: &Metrics) {
     let mut line = Vec::with_capacity(512);
-    loop {
-        // Block for one event, then drain what is queued before flushing.
-        let Ok(first) = rx.recv() else {
-            break;
-        };
+    // Block for one event, then drain what is queued before flushing.
+    while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(ev) = next {
             line.clear();
