@@ -23,8 +23,8 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use tracing::{field, Instrument, Span};
 
 use super::cache::Cache;
-use super::stats::Stats;
 use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
+use crate::metrics::Metrics;
 use crate::policy::{At, Block, Decision, JurisdictionId, Policy, Target};
 use crate::resolve::Answer;
 use crate::rules::{Layer, Technique};
@@ -60,13 +60,15 @@ pub enum Step {
     /// Send nothing (`dns-drop`, or a packet not worth answering).
     Silent,
     /// Ask the upstream first.
-    Upstream(Pending),
+    Upstream(Box<Pending>),
 }
 
 /// An allowed query the cache could not answer.
 #[derive(Debug)]
 pub struct Pending {
     req: Request,
+    client: SocketAddr,
+    decision: Decision,
     key: String,
     policy: Arc<Policy>,
     jurisdiction: JurisdictionId,
@@ -75,13 +77,11 @@ pub struct Pending {
     span: Span,
 }
 
-/// The DNS frontend's shared state: the gateway, the answer cache and the counters.
+/// The DNS frontend's shared state: the gateway (policy, upstream, metrics) and the cache.
 #[derive(Debug)]
 pub struct Frontend {
     gw: Arc<Gateway>,
     cache: Cache,
-    /// What the frontend has done so far.
-    pub stats: Stats,
 }
 
 impl Frontend {
@@ -90,8 +90,12 @@ impl Frontend {
         Frontend {
             gw,
             cache: Cache::new(cache_size),
-            stats: Stats::default(),
         }
+    }
+
+    /// The gateway's metrics (queries, malformed packets, cache, upstream).
+    pub fn metrics(&self) -> &Metrics {
+        &self.gw.metrics
     }
 
     /// Answers `buf` from `client`, asking the upstream if needed; `None` = send nothing.
@@ -110,7 +114,7 @@ impl Frontend {
 
     /// The part of answering that needs no I/O.
     pub fn answer_now(&self, client: SocketAddr, buf: &[u8], transport: Transport) -> Step {
-        Stats::bump(&self.stats.queries);
+        Metrics::inc(&self.gw.metrics.dns_queries);
         let span = tracing::debug_span!(
             "dns",
             client.addr = %client,
@@ -119,12 +123,12 @@ impl Frontend {
             dns.qname = field::Empty,
             dns.qtype = field::Empty,
         );
-        let _entered = span.enter();
+        let entered = span.enter();
         let req = match wire::parse(buf) {
             Ok(r) => r,
             Err(rej) => {
                 if rej.is_malformed() {
-                    Stats::bump(&self.stats.malformed);
+                    Metrics::inc(&self.gw.metrics.malformed);
                 }
                 tracing::debug!(reason = %rej, len = buf.len(), "rejected packet");
                 return match rej {
@@ -144,24 +148,28 @@ impl Frontend {
 
         let policy = self.gw.policy();
         let Some(jid) = policy.jurisdiction_for(client.ip()) else {
-            Stats::bump(&self.stats.refused_clients);
+            self.gw.record_refused("dns", client, &key);
             tracing::debug!(decision = "refused", "client in no configured network");
-            return Step::Reply(wire::encode(
-                &req.head,
-                ResponseCode::Refused,
-                &[],
-                &[],
-                limit,
-            ));
+            let refused = ResponseCode::Refused;
+            return Step::Reply(wire::encode(&req.head, refused, &[], &[], limit));
         };
         span.record(
             "client.jurisdiction",
             policy.jurisdiction(jid).code.as_str(),
         );
         let at = self.gw.at();
-        match policy.decide_in(jid, Target::Domain(&key), at) {
+        let decision = policy.decide_in(jid, Target::Domain(&key), at);
+        let ctx = Ctx {
+            policy: &policy,
+            jid,
+            at,
+            client,
+            key: &key,
+            decision: &decision,
+        };
+        match decision {
             Decision::Block(b) => match b.techniques.first_at(Layer::Dns) {
-                Some(t) => return self.enact(&policy, b, t, &req, limit, "name"),
+                Some(t) => return self.enact(&ctx, b, t, &req, limit, "name"),
                 None => tracing::debug!(
                     decision = "pass",
                     rule = policy.rule(b.rule).id.as_str(),
@@ -178,44 +186,52 @@ impl Frontend {
 
         let now = Instant::now();
         if let Some(hit) = self.cache.get(&key, req.qtype, now) {
-            Stats::bump(&self.stats.cache_hits);
-            return self.relay(&policy, jid, at, &req, &hit.aged(now), limit);
+            Metrics::inc(&self.gw.metrics.cache_hits);
+            return self.relay(&ctx, &req, &hit.aged(now), limit);
         }
-        Stats::bump(&self.stats.cache_misses);
-        drop(_entered);
-        Step::Upstream(Pending {
+        Metrics::inc(&self.gw.metrics.cache_misses);
+        drop(entered);
+        Step::Upstream(Box::new(Pending {
             req,
+            client,
+            decision,
             key,
             policy: Guard::into_inner(policy),
             jurisdiction: jid,
             at,
             limit,
             span,
-        })
+        }))
     }
 
     /// Asks the upstream for a [`Pending`] query, caches the answer and screens it.
-    pub async fn answer_later(&self, p: Pending) -> Option<Vec<u8>> {
+    pub async fn answer_later(&self, p: Box<Pending>) -> Option<Vec<u8>> {
         let span = p.span.clone();
         async move {
-            let step = match self.gw.upstream.query(&p.req.name, p.req.qtype).await {
+            let started = Instant::now();
+            let result = self.gw.upstream.query(&p.req.name, p.req.qtype).await;
+            self.gw.metrics.upstream_latency.observe(started.elapsed());
+            let ctx = Ctx {
+                policy: &p.policy,
+                jid: p.jurisdiction,
+                at: p.at,
+                client: p.client,
+                key: &p.key,
+                decision: &p.decision,
+            };
+            let step = match result {
                 Ok(answer) => {
-                    let step =
-                        self.relay(&p.policy, p.jurisdiction, p.at, &p.req, &answer, p.limit);
-                    self.cache
-                        .insert(p.key, p.req.qtype, answer, Instant::now());
+                    let step = self.relay(&ctx, &p.req, &answer, p.limit);
+                    let key = p.key.clone();
+                    self.cache.insert(key, p.req.qtype, answer, Instant::now());
                     step
                 }
                 Err(e) => {
-                    Stats::bump(&self.stats.upstream_errors);
+                    Metrics::inc(&self.gw.metrics.upstream_errors);
+                    self.gw.record("dns", p.client, &p.key, &p.decision, None);
                     tracing::debug!(error = %e, "upstream failed; answering SERVFAIL");
-                    Step::Reply(wire::encode(
-                        &p.req.head,
-                        ResponseCode::ServFail,
-                        &[],
-                        &[],
-                        p.limit,
-                    ))
+                    let fail = ResponseCode::ServFail;
+                    Step::Reply(wire::encode(&p.req.head, fail, &[], &[], p.limit))
                 }
             };
             match step {
@@ -228,23 +244,18 @@ impl Frontend {
     }
 
     /// Relays an upstream answer, unless a CNAME target or an address in it is blocked.
-    fn relay(
-        &self,
-        policy: &Policy,
-        jid: JurisdictionId,
-        at: At,
-        req: &Request,
-        answer: &Answer,
-        limit: usize,
-    ) -> Step {
-        if let Some((block, technique, via)) = screen(policy, jid, at, &answer.records) {
-            return self.enact(policy, block, technique, req, limit, via);
+    fn relay(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
+        if let Some((block, technique, via)) = screen(ctx, &answer.records) {
+            return self.enact(ctx, block, technique, req, limit, via);
         }
+        self.gw
+            .record("dns", ctx.client, ctx.key, ctx.decision, None);
+        let (records, authority) = (&answer.records, &answer.authority);
         Step::Reply(wire::encode(
             &req.head,
             answer.rcode,
-            &answer.records,
-            &answer.authority,
+            records,
+            authority,
             limit,
         ))
     }
@@ -252,17 +263,19 @@ impl Frontend {
     /// Answers as the censor would under `block`, with its DNS technique `technique`.
     fn enact(
         &self,
-        policy: &Policy,
+        ctx: &Ctx<'_>,
         block: Block,
         technique: Technique,
         req: &Request,
         limit: usize,
         via: &'static str,
     ) -> Step {
-        Stats::bump(&self.stats.blocked);
+        let decision = Decision::Block(block);
+        self.gw
+            .record("dns", ctx.client, ctx.key, &decision, Some(technique));
         tracing::debug!(
             decision = "block",
-            rule = policy.rule(block.rule).id.as_str(),
+            rule = ctx.policy.rule(block.rule).id.as_str(),
             technique = technique.as_str(),
             via,
             "blocked"
@@ -270,26 +283,30 @@ impl Frontend {
         let rcode = match technique {
             Technique::DnsNxdomain => ResponseCode::NXDomain,
             Technique::DnsRefused => ResponseCode::Refused,
-            Technique::DnsDrop => {
-                Stats::bump(&self.stats.dropped);
-                return Step::Silent;
-            }
+            Technique::DnsDrop => return Step::Silent,
             Technique::DnsBlockpage => {
-                let addrs = &policy.jurisdiction(block.jurisdiction).dns_blockpage;
+                let addrs = &ctx.policy.jurisdiction(block.jurisdiction).dns_blockpage;
                 let records = blockpage_records(req, addrs);
-                return Step::Reply(wire::encode(
-                    &req.head,
-                    ResponseCode::NoError,
-                    &records,
-                    &[],
-                    limit,
-                ));
+                let ok = ResponseCode::NoError;
+                return Step::Reply(wire::encode(&req.head, ok, &records, &[], limit));
             }
             // DnsServfail, and (never chosen by `first_at(Layer::Dns)`) any other technique.
             _ => ResponseCode::ServFail,
         };
         Step::Reply(wire::encode(&req.head, rcode, &[], &[], limit))
     }
+}
+
+/// What answering one query needs to know beyond the packet.
+struct Ctx<'a> {
+    policy: &'a Policy,
+    jid: JurisdictionId,
+    at: At,
+    client: SocketAddr,
+    /// The question name, lower-case.
+    key: &'a str,
+    /// The decision on the question name (recorded when the answer passes screening).
+    decision: &'a Decision,
 }
 
 fn limit_for(transport: Transport, udp_limit: usize) -> usize {
@@ -300,26 +317,13 @@ fn limit_for(transport: Transport, udp_limit: usize) -> usize {
 }
 
 /// The first CNAME target or address of `records` blocked with a DNS technique.
-fn screen(
-    policy: &Policy,
-    jid: JurisdictionId,
-    at: At,
-    records: &[Record],
-) -> Option<(Block, Technique, &'static str)> {
+fn screen(ctx: &Ctx<'_>, records: &[Record]) -> Option<(Block, Technique, &'static str)> {
+    let decide = |t: Target<'_>| ctx.policy.decide_in(ctx.jid, t, ctx.at);
     records.iter().find_map(|r| {
         let (decision, via) = match r.data() {
-            RData::CNAME(c) => (
-                policy.decide_in(jid, Target::Domain(&c.0.to_ascii()), at),
-                "cname",
-            ),
-            RData::A(a) => (
-                policy.decide_in(jid, Target::Ip(IpAddr::V4(a.0)), at),
-                "address",
-            ),
-            RData::AAAA(a) => (
-                policy.decide_in(jid, Target::Ip(IpAddr::V6(a.0)), at),
-                "address",
-            ),
+            RData::CNAME(c) => (decide(Target::Domain(&c.0.to_ascii())), "cname"),
+            RData::A(a) => (decide(Target::Ip(IpAddr::V4(a.0))), "address"),
+            RData::AAAA(a) => (decide(Target::Ip(IpAddr::V6(a.0))), "address"),
             _ => return None,
         };
         match decision {

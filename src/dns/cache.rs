@@ -8,7 +8,7 @@
 //! first drops its expired entries, then an arbitrary one.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,9 +67,7 @@ impl Cache {
     }
 
     fn shard(&self, key: &Key) -> &Mutex<HashMap<Key, Arc<Entry>>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// The live entry for `name` (lower-case, as [`Cache::insert`] was given it) and `qtype`.

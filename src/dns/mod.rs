@@ -4,11 +4,11 @@
 //! with `SO_REUSEPORT`) and TCP on the same port, and logs one `listening` line per listener.
 //! Files: [`wire`] reads queries and writes responses, [`answer`] makes the decision (policy,
 //! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache, [`udp`] and
-//! [`tcp`] are the listeners, [`stats`] the counters.
+//! [`tcp`] are the listeners. Counters go to the gateway's metrics and every decision to
+//! [`Gateway::record`] (metrics and decision log).
 
 pub mod answer;
 pub mod cache;
-pub mod stats;
 pub mod tcp;
 pub mod udp;
 pub mod wire;

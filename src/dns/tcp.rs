@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::answer::{Frontend, Step, Transport};
-use super::stats::Stats;
+use crate::metrics::Metrics;
 
 /// How long a connection may stay without a complete query before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,7 +75,7 @@ async fn connection(front: Arc<Frontend>, stream: TcpStream, peer: SocketAddr) {
     loop {
         let len = match timeout(IDLE_TIMEOUT, rd.read_u16()).await {
             Ok(Ok(0)) => {
-                Stats::bump(&front.stats.malformed);
+                Metrics::inc(&front.metrics().malformed);
                 break;
             }
             Ok(Ok(len)) => usize::from(len),
@@ -85,7 +85,7 @@ async fn connection(front: Arc<Frontend>, stream: TcpStream, peer: SocketAddr) {
         match timeout(IDLE_TIMEOUT, rd.read_exact(&mut buf)).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) | Err(_) => {
-                Stats::bump(&front.stats.malformed);
+                Metrics::inc(&front.metrics().malformed);
                 break;
             }
         }
