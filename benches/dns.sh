@@ -167,7 +167,10 @@ import sys
 lat, qps, lost = [], 0.0, "?"
 for line in open(sys.argv[1]):
     if line.startswith("> "):
-        lat.append(float(line.split()[-1]))
+        try:
+            lat.append(float(line.split()[-1]))
+        except ValueError:  # "> T name A": a query that timed out
+            pass
     elif "Queries per second:" in line:
         qps = float(line.split()[-1])
     elif "Queries lost:" in line:
