@@ -5,6 +5,7 @@
 //! `path:line:column: message`. [`Config::embedded_default`] is what `blocklab serve` runs with
 //! no config: the shipped rules, DNS on 127.0.0.1:5353, loopback mapped to `ru`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,10 @@ pub struct Config {
     pub relay: Vec<RelaySection>,
     /// The admin listener (metrics, health, reload).
     pub admin: Option<AdminSection>,
+    /// `[hosts]`: fixed addresses for names, consulted before the upstream resolver by the
+    /// proxies (`"facebook.com" = ["127.0.0.1"]`), so a lab can point names at its own servers.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// Where the config was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -71,6 +76,25 @@ pub struct HttpSection {
     /// Addresses of the forward proxy (plain HTTP + CONNECT).
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Seconds a dropped connection (`tls-drop`, `ip-drop`) is held open before the gateway
+    /// closes it (the client normally gives up first).
+    #[serde(default = "default_hold_secs")]
+    pub hold_secs: u64,
+    /// Seconds an idle client connection (no request in progress) is kept open.
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+}
+
+fn default_hold_secs() -> u64 {
+    120
+}
+
+fn default_idle_secs() -> u64 {
+    60
+}
+
+fn default_tls_port() -> u16 {
+    443
 }
 
 /// `[tls]`.
@@ -80,6 +104,13 @@ pub struct TlsSection {
     /// Addresses of the transparent listener.
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Seconds a dropped connection (`tls-drop`, `ip-drop`) is held open before closing.
+    #[serde(default = "default_hold_secs")]
+    pub hold_secs: u64,
+    /// Port to reach a TLS origin on when a connection was not redirected (no original
+    /// destination, e.g. `curl --connect-to`): the origin is then the SNI's address.
+    #[serde(default = "default_tls_port")]
+    pub direct_tls_port: u16,
 }
 
 /// Transport of a relay.
@@ -135,8 +166,9 @@ impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}"))))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}")))
+        })?;
         let mut cfg = Config::from_str(&shown, &text)?;
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
@@ -146,7 +178,12 @@ impl Config {
     pub fn from_str(shown: &str, text: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let off = e.span().map_or(0, |s| s.start);
-            RulesError::single(Diagnostic::at(shown, text, off, e.message().trim().to_string()))
+            RulesError::single(Diagnostic::at(
+                shown,
+                text,
+                off,
+                e.message().trim().to_string(),
+            ))
         })?;
         cfg.validate(shown, text)?;
         Ok(cfg)
@@ -163,7 +200,10 @@ impl Config {
         for c in &self.clients {
             for n in &c.networks {
                 if parse_net(n.get_ref()).is_none() {
-                    err(n.span().start, format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()));
+                    err(
+                        n.span().start,
+                        format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()),
+                    );
                 }
             }
         }
@@ -184,7 +224,10 @@ impl Config {
     pub fn embedded_default() -> Config {
         Config {
             clients: vec![ClientsSection {
-                networks: vec![Spanned::new(0..0, "127.0.0.0/8".into()), Spanned::new(0..0, "::1/128".into())],
+                networks: vec![
+                    Spanned::new(0..0, "127.0.0.0/8".into()),
+                    Spanned::new(0..0, "::1/128".into()),
+                ],
                 jurisdiction: Spanned::new(0..0, "ru".into()),
             }],
             dns: Some(DnsSection {
@@ -210,10 +253,13 @@ impl Config {
         self.clients
             .iter()
             .flat_map(|c| {
-                c.networks.iter().filter_map(|n| parse_net(n.get_ref())).map(|net| ClientNet {
-                    net,
-                    jurisdiction: c.jurisdiction.get_ref().clone(),
-                })
+                c.networks
+                    .iter()
+                    .filter_map(|n| parse_net(n.get_ref()))
+                    .map(|net| ClientNet {
+                        net,
+                        jurisdiction: c.jurisdiction.get_ref().clone(),
+                    })
             })
             .collect()
     }
@@ -221,7 +267,11 @@ impl Config {
     /// The rules directory, resolved against the config file's directory.
     pub fn rules_dir(&self) -> Option<PathBuf> {
         let dir = self.rules.as_ref()?;
-        let base = self.path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        let base = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
         Some(base.join(dir))
     }
 
@@ -284,19 +334,35 @@ forward = "127.0.0.1:51821"
 protocol = "udp"
 [admin]
 listen = "127.0.0.1:9153"
+[hosts]
+"facebook.com" = ["127.0.0.1", "::1"]
 "#;
         let c = Config::from_str("t.toml", text).unwrap();
         assert_eq!(c.date(), Some("2022-03-10".parse().unwrap()));
         assert_eq!(c.client_nets().len(), 2);
         assert_eq!(c.relay[0].protocol, RelayProtocol::Udp);
+        assert_eq!(c.hosts["facebook.com"].len(), 2);
+        assert_eq!(c.http.as_ref().unwrap().hold_secs, 120);
+        assert_eq!(c.tls.as_ref().unwrap().direct_tls_port, 443);
     }
 
     #[test]
     fn junk_keys_are_rejected_with_line_numbers() {
-        let err = Config::from_str("t.toml", "date = \"2022-03-10\"\n[dns]\nlisten = []\nlisen = 1\n").unwrap_err();
+        let err = Config::from_str(
+            "t.toml",
+            "date = \"2022-03-10\"\n[dns]\nlisten = []\nlisen = 1\n",
+        )
+        .unwrap_err();
         let d = &err.diagnostics[0];
         assert_eq!((d.line, d.path.as_str()), (4, "t.toml"), "{err}");
         assert!(d.message.contains("unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn hosts_need_addresses() {
+        let err =
+            Config::from_str("t.toml", "[hosts]\n\"a.example\" = [\"not-an-ip\"]\n").unwrap_err();
+        assert_eq!(err.diagnostics[0].line, 2, "{err}");
     }
 
     #[test]
@@ -311,6 +377,10 @@ listen = "127.0.0.1:9153"
     fn public_admin_needs_a_token() {
         let err = Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\n").unwrap_err();
         assert!(err.to_string().contains("token"));
-        assert!(Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\ntoken = \"s\"\n").is_ok());
+        assert!(Config::from_str(
+            "t.toml",
+            "[admin]\nlisten = \"0.0.0.0:9153\"\ntoken = \"s\"\n"
+        )
+        .is_ok());
     }
 }
