@@ -67,10 +67,7 @@ pub(crate) struct Span<K> {
 impl<K: Key> IntervalTable<K> {
     /// Builds the table; `intern` turns a chain of `(prefix len, payload)` (outermost first)
     /// into the interval's value.
-    pub(crate) fn build(
-        mut spans: Vec<Span<K>>,
-        mut intern: impl FnMut(&[(u8, u32)]) -> u32,
-    ) -> Self {
+    pub(crate) fn build(mut spans: Vec<Span<K>>, mut intern: impl FnMut(&[(u8, u32)]) -> u32) -> Self {
         spans.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(a.len.cmp(&b.len)));
         let mut t = IntervalTable {
             starts: Vec::new(),
@@ -95,28 +92,27 @@ impl<K: Key> IntervalTable<K> {
                 t.vals.push(v);
             }
         };
-        let close_until =
-            |t: &mut Self,
-             stack: &mut Vec<(K, u8, u32)>,
-             cursor: &mut Option<K>,
-             limit: Option<K>,
-             emit: &mut dyn FnMut(&mut Self, K, K, &[(K, u8, u32)])| {
-                while let Some(&(end, _, _)) = stack.last() {
-                    if limit.is_some_and(|l| end >= l) {
-                        break;
-                    }
-                    if let Some(c) = *cursor {
-                        if c <= end {
-                            emit(t, c, end, stack);
-                        }
-                    }
-                    *cursor = end.succ();
-                    // Pop every entry ending here (equal prefixes from several rules).
-                    while stack.last().is_some_and(|s| s.0 == end) {
-                        stack.pop();
+        let close_until = |t: &mut Self,
+                           stack: &mut Vec<(K, u8, u32)>,
+                           cursor: &mut Option<K>,
+                           limit: Option<K>,
+                           emit: &mut dyn FnMut(&mut Self, K, K, &[(K, u8, u32)])| {
+            while let Some(&(end, _, _)) = stack.last() {
+                if limit.is_some_and(|l| end >= l) {
+                    break;
+                }
+                if let Some(c) = *cursor {
+                    if c <= end {
+                        emit(t, c, end, stack);
                     }
                 }
-            };
+                *cursor = end.succ();
+                // Pop every entry ending here (equal prefixes from several rules).
+                while stack.last().is_some_and(|s| s.0 == end) {
+                    stack.pop();
+                }
+            }
+        };
         for s in spans {
             close_until(&mut t, &mut stack, &mut cursor, Some(s.start), &mut emit);
             if !stack.is_empty() {
@@ -187,10 +183,7 @@ pub(crate) struct CidrTable {
 
 impl CidrTable {
     /// Builds both tables from `(net, payload)` pairs.
-    pub(crate) fn build(
-        nets: impl IntoIterator<Item = (IpNet, u32)>,
-        mut intern: impl FnMut(&[(u8, u32)]) -> u32,
-    ) -> Self {
+    pub(crate) fn build(nets: impl IntoIterator<Item = (IpNet, u32)>, mut intern: impl FnMut(&[(u8, u32)]) -> u32) -> Self {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for (net, payload) in nets {
@@ -268,13 +261,7 @@ mod tests {
 
     #[test]
     fn nested_prefixes_give_chains() {
-        let t = table(&[
-            ("10.0.0.0/8", 1),
-            ("10.1.0.0/16", 2),
-            ("10.1.2.0/24", 3),
-            ("192.0.2.7/32", 4),
-            ("10.1.0.0/16", 5),
-        ]);
+        let t = table(&[("10.0.0.0/8", 1), ("10.1.0.0/16", 2), ("10.1.2.0/24", 3), ("192.0.2.7/32", 4), ("10.1.0.0/16", 5)]);
         assert_eq!(chain_at(&t, "10.0.0.1"), Some(vec![1]));
         assert_eq!(chain_at(&t, "10.1.0.1"), Some(vec![1, 2, 5]));
         assert_eq!(chain_at(&t, "10.1.2.9"), Some(vec![1, 2, 5, 3]));
@@ -289,12 +276,7 @@ mod tests {
 
     #[test]
     fn full_ranges_and_ipv6() {
-        let t = table(&[
-            ("0.0.0.0/0", 1),
-            ("255.255.255.255/32", 2),
-            ("2001:db8::/32", 3),
-            ("::/0", 4),
-        ]);
+        let t = table(&[("0.0.0.0/0", 1), ("255.255.255.255/32", 2), ("2001:db8::/32", 3), ("::/0", 4)]);
         assert_eq!(chain_at(&t, "0.0.0.0"), Some(vec![1]));
         assert_eq!(chain_at(&t, "255.255.255.255"), Some(vec![1, 2]));
         assert_eq!(chain_at(&t, "2001:db8::1"), Some(vec![4, 3]));
@@ -307,9 +289,7 @@ mod tests {
         for i in 0..5000u32 {
             let a = i.wrapping_mul(2_654_435_761);
             let len = [32u8, 24, 20, 16][(i % 4) as usize];
-            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(a), len)
-                .unwrap()
-                .trunc();
+            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(a), len).unwrap().trunc();
             nets.push((IpNet::V4(net), i));
         }
         let mut chains: Vec<Vec<(u8, u32)>> = Vec::new();
@@ -327,10 +307,7 @@ mod tests {
                 .map(|(n, p)| (n.prefix_len(), *p))
                 .collect();
             want.sort();
-            let mut got = t
-                .get(IpAddr::V4(ip))
-                .map(|v| chains[v as usize].clone())
-                .unwrap_or_default();
+            let mut got = t.get(IpAddr::V4(ip)).map(|v| chains[v as usize].clone()).unwrap_or_default();
             got.sort();
             assert_eq!(got, want, "{ip}");
         }
