@@ -235,3 +235,35 @@ fn header(headers: &str, name: &str) -> Option<String> {
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
     })
 }
+
+/// Twitter 2021: twitter.com throttled to 140 kbit/s by SNI (1 MB in 57 s ± 15%), and the
+/// sloppy `t.co` substring slows microsoft.com too (checked on a shorter plain-HTTP download).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twitter_2021_throttle_and_microsoft_collateral() {
+    let origin = Origin::start().await;
+    let gw = Blocklab::start(&ru_config("2021-04-01"), &[], &["http"]);
+    let proxy = format!("http://{}", gw.addr("http"));
+    let ca = origin.ca.to_str().unwrap().to_string();
+    let big = format!("https://twitter.com:{}/bytes/1000000", origin.https.port());
+    let small = format!("http://microsoft.com:{}/bytes/200000", origin.http.port());
+    let allowed = format!("http://example.org:{}/bytes/1000000", origin.http.port());
+    let (ta, ma, aa) = (
+        ["-x", &proxy, "--cacert", &ca, "--max-time", "120", &big],
+        ["-x", &proxy, "--max-time", "60", &small],
+        ["-x", &proxy, "--max-time", "60", &allowed],
+    );
+    let (t, m, a) = tokio::join!(curl(&ta), curl(&ma), curl(&aa));
+    assert_eq!((t.code, t.status), (0, 200), "{t:?}");
+    assert!(t.body == pattern(1_000_000), "throttled body differs");
+    let secs = t.elapsed.as_secs_f64();
+    assert!((57.0 * 0.85..=57.0 * 1.15).contains(&secs), "1 MB took {secs:.1} s, want 57 s ± 15%");
+
+    assert_eq!((m.code, m.status), (0, 200), "{m:?}");
+    assert!(m.body == pattern(200_000));
+    let rate = 200_000.0 * 8.0 / 1000.0 / m.elapsed.as_secs_f64();
+    assert!((110.0..=150.0).contains(&rate), "microsoft.com at {rate:.0} kbit/s, want about 140");
+
+    assert_eq!((a.code, a.status), (0, 200), "{a:?}");
+    assert!(a.elapsed.as_secs_f64() < 5.0, "an unthrottled 1 MB took {:?}", a.elapsed);
+    gw.wait_log(&["decision=\"throttle\"", "ru-twitter-throttle-2021", "kbps=140"]);
+}
