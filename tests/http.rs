@@ -91,12 +91,28 @@ async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
     let url = format!("https://facebook.com:{}/", origin.https.port());
     let r = curl(&["-x", &proxy, "--cacert", ca, &url]).await;
     assert_eq!(r.code, 35, "{r:?}");
-    assert!(r.stderr.contains("reset") || r.stderr.contains("SSL"), "{r:?}");
+    assert!(
+        r.stderr.contains("reset") || r.stderr.contains("SSL"),
+        "{r:?}"
+    );
     gw.wait_log(&["decision=\"tls-reset\"", "ru-facebook"]);
 
     // Subdomains too, and the CONNECT target alone decides even when the SNI differs.
     let url = format!("https://www.facebook.com:{}/", origin.https.port());
-    let r = curl(&["-x", &proxy, "--cacert", ca, "--connect-to", &format!("www.facebook.com:{}:facebook.com:{}", origin.https.port(), origin.https.port()), &url]).await;
+    let r = curl(&[
+        "-x",
+        &proxy,
+        "--cacert",
+        ca,
+        "--connect-to",
+        &format!(
+            "www.facebook.com:{}:facebook.com:{}",
+            origin.https.port(),
+            origin.https.port()
+        ),
+        &url,
+    ])
+    .await;
     assert_eq!(r.code, 35, "{r:?}");
 
     // Allowed names pass byte for byte (the shipped ru-quic-v1 rule covers every address
@@ -115,15 +131,34 @@ async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
     let u2 = format!("http://example.org:{}/b", origin.http.port());
     let r = curl(&["-v", "-x", &proxy, &u1, &u2]).await;
     assert_eq!(r.code, 0, "{r:?}");
-    assert_eq!(String::from_utf8_lossy(&r.body), format!("hello from the http origin: host=example.org:{} path=/a\n", origin.http.port()));
-    assert!(r.stderr.contains("Re-using existing connection") || r.stderr.contains("Reusing existing"), "{}", r.stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        format!(
+            "hello from the http origin: host=example.org:{} path=/a\n",
+            origin.http.port()
+        )
+    );
+    assert!(
+        r.stderr.contains("Re-using existing connection") || r.stderr.contains("Reusing existing"),
+        "{}",
+        r.stderr
+    );
 
     // Unmapped clients are refused with 403 and counted in the log.
     let url = format!("http://example.org:{}/", origin.http.port());
     let r = curl(&["--interface", "127.0.0.2", "-x", &proxy, &url]).await;
     assert_eq!((r.code, r.status), (0, 403), "{r:?}");
     let url = format!("https://example.org:{}/", origin.https.port());
-    let r = curl(&["--interface", "127.0.0.2", "-x", &proxy, "--cacert", ca, &url]).await;
+    let r = curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-x",
+        &proxy,
+        "--cacert",
+        ca,
+        &url,
+    ])
+    .await;
     assert_eq!(r.code, 56, "{r:?}");
     assert!(r.stderr.contains("403"), "{r:?}");
     gw.wait_log(&["decision=\"refused\"", "127.0.0.2"]);
@@ -139,7 +174,8 @@ async fn ru_blockpage_matches_the_ooni_fingerprint() {
     let r = curl(&["-x", &proxy, &url]).await;
     let location = header(&r.headers, "location").expect("a Location header");
 
-    let csv = std::fs::read_to_string(common::ooni_http_fingerprints()).expect("the shared OONI fingerprints");
+    let csv = std::fs::read_to_string(common::ooni_http_fingerprints())
+        .expect("the shared OONI fingerprints");
     let mut matched = Vec::new();
     for line in csv.lines().skip(1) {
         let cols: Vec<&str> = line.split(',').collect();
@@ -156,7 +192,11 @@ async fn ru_blockpage_matches_the_ooni_fingerprint() {
             matched.push(cols[0].to_string());
         }
     }
-    assert_eq!(matched, vec!["ooni.ru_6".to_string()], "Location {location} matched {matched:?}");
+    assert_eq!(
+        matched,
+        vec!["ooni.ru_6".to_string()],
+        "Location {location} matched {matched:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +207,13 @@ async fn ru_2022_01_01_facebook_is_not_blocked_yet() {
     let url = format!("http://facebook.com:{}/", origin.http.port());
     let r = curl(&["-x", &proxy, &url]).await;
     assert_eq!((r.code, r.status), (0, 200), "{r:?}");
-    assert_eq!(String::from_utf8_lossy(&r.body), format!("hello from the http origin: host=facebook.com:{} path=/\n", origin.http.port()));
+    assert_eq!(
+        String::from_utf8_lossy(&r.body),
+        format!(
+            "hello from the http origin: host=facebook.com:{} path=/\n",
+            origin.http.port()
+        )
+    );
     let url = format!("https://facebook.com:{}/bytes/5000", origin.https.port());
     let r = curl(&["-x", &proxy, "--cacert", origin.ca.to_str().unwrap(), &url]).await;
     assert_eq!((r.code, r.status), (0, 200), "{r:?}");
@@ -187,9 +233,18 @@ async fn lab_rules_every_technique() {
     let r = curl(&["-x", &proxy, &url]).await;
     assert_eq!((r.code, r.status), (0, 451), "{r:?}");
     let link = header(&r.headers, "link").expect("a Link header");
-    assert_eq!(link, format!("<http://{}/>; rel=\"blocked-by\"", gw.addr("http")));
+    assert_eq!(
+        link,
+        format!("<http://{}/>; rel=\"blocked-by\"", gw.addr("http"))
+    );
     let body = String::from_utf8_lossy(&r.body);
-    for want in ["lab-page", "Lab order 1", "https://lab.example/order-1", "Lab Authority", "/some/page"] {
+    for want in [
+        "lab-page",
+        "Lab order 1",
+        "https://lab.example/order-1",
+        "Lab Authority",
+        "/some/page",
+    ] {
         assert!(body.contains(want), "451 page lacks {want}: {body}");
     }
 
@@ -232,7 +287,9 @@ async fn lab_rules_every_technique() {
 fn header(headers: &str, name: &str) -> Option<String> {
     headers.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
     })
 }
 
@@ -256,14 +313,28 @@ async fn twitter_2021_throttle_and_microsoft_collateral() {
     assert_eq!((t.code, t.status), (0, 200), "{t:?}");
     assert!(t.body == pattern(1_000_000), "throttled body differs");
     let secs = t.elapsed.as_secs_f64();
-    assert!((57.0 * 0.85..=57.0 * 1.15).contains(&secs), "1 MB took {secs:.1} s, want 57 s ± 15%");
+    assert!(
+        (57.0 * 0.85..=57.0 * 1.15).contains(&secs),
+        "1 MB took {secs:.1} s, want 57 s ± 15%"
+    );
 
     assert_eq!((m.code, m.status), (0, 200), "{m:?}");
     assert!(m.body == pattern(200_000));
     let rate = 200_000.0 * 8.0 / 1000.0 / m.elapsed.as_secs_f64();
-    assert!((110.0..=150.0).contains(&rate), "microsoft.com at {rate:.0} kbit/s, want about 140");
+    assert!(
+        (110.0..=150.0).contains(&rate),
+        "microsoft.com at {rate:.0} kbit/s, want about 140"
+    );
 
     assert_eq!((a.code, a.status), (0, 200), "{a:?}");
-    assert!(a.elapsed.as_secs_f64() < 5.0, "an unthrottled 1 MB took {:?}", a.elapsed);
-    gw.wait_log(&["decision=\"throttle\"", "ru-twitter-throttle-2021", "kbps=140"]);
+    assert!(
+        a.elapsed.as_secs_f64() < 5.0,
+        "an unthrottled 1 MB took {:?}",
+        a.elapsed
+    );
+    gw.wait_log(&[
+        "decision=\"throttle\"",
+        "ru-twitter-throttle-2021",
+        "kbps=140",
+    ]);
 }

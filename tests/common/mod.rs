@@ -19,15 +19,24 @@ use tokio::net::TcpListener;
 
 /// Deterministic body bytes for `/bytes/N`.
 pub fn pattern(n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i.wrapping_mul(7) ^ (i >> 8)) as u8).collect()
+    (0..n)
+        .map(|i| (i.wrapping_mul(7) ^ (i >> 8)) as u8)
+        .collect()
 }
 
-async fn origin_service(req: Request<Incoming>, scheme: &'static str) -> Result<Response<Full<Bytes>>, hyper::Error> {
+async fn origin_service(
+    req: Request<Incoming>,
+    scheme: &'static str,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let path = req.uri().path().to_string();
     let body = if let Some(n) = path.strip_prefix("/bytes/") {
         pattern(n.parse().unwrap_or(0))
     } else {
-        let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         format!("hello from the {scheme} origin: host={host} path={path}\n").into_bytes()
     };
     Ok(Response::new(Full::new(Bytes::from(body))))
@@ -69,10 +78,14 @@ impl Origin {
         let https = https_l.local_addr().unwrap();
         tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = http_l.accept().await else { continue };
+                let Ok((s, _)) = http_l.accept().await else {
+                    continue;
+                };
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|r| origin_service(r, "http"));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
                 });
             }
         });
@@ -80,12 +93,17 @@ impl Origin {
         // A test CA and a leaf certificate for the lab names.
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "blocklab test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "blocklab test CA");
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(names).unwrap().signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+        let leaf = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&leaf_key, &ca_cert, &ca_key)
+            .unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, ca_cert.pem()).unwrap();
 
@@ -103,16 +121,27 @@ impl Origin {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = https_l.accept().await else { continue };
+                let Ok((s, _)) = https_l.accept().await else {
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else { return };
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
                     let svc = hyper::service::service_fn(|r| origin_service(r, "https"));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
                 });
             }
         });
-        Origin { http, https, ca, _dir: dir }
+        Origin {
+            http,
+            https,
+            ca,
+            _dir: dir,
+        }
     }
 }
 
@@ -169,14 +198,22 @@ impl Blocklab {
                 Ok(l) => l,
                 Err(_) => {
                     let _ = child.kill();
-                    panic!("blocklab did not announce {expect:?}; log:\n{}", log.lock().unwrap().join("\n"));
+                    panic!(
+                        "blocklab did not announce {expect:?}; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
                 }
             };
             if let Some((name, addr)) = parse_listening(&line) {
                 listeners.insert(name, addr);
             }
         }
-        Blocklab { child, listeners, log, dir }
+        Blocklab {
+            child,
+            listeners,
+            log,
+            dir,
+        }
     }
 
     /// The address of listener `name`.
@@ -193,7 +230,13 @@ impl Blocklab {
     pub fn wait_log(&self, parts: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(l) = self.log.lock().unwrap().iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
                 return l.clone();
             }
             if Instant::now() > deadline {
@@ -266,7 +309,10 @@ pub async fn curl(args: &[&str]) -> CurlOut {
     let elapsed = start.elapsed();
     CurlOut {
         code: out.status.code().unwrap_or(-1),
-        status: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0),
+        status: String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
         body: std::fs::read(&body_path).unwrap_or_default(),
         headers: std::fs::read_to_string(&head_path).unwrap_or_default(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
