@@ -62,7 +62,7 @@ throttle_kbps = 140
 "#;
 
 fn lab_config() -> String {
-    format!(
+    String::from(
         "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n\
          [http]\nlisten = [\"127.0.0.1:0\"]\nhold_secs = 5\n\
          [hosts]\n\"blocked.example\" = [\"127.0.0.1\"]\n\"drop.example\" = [\"127.0.0.1\"]\n\

@@ -194,15 +194,9 @@ impl Blocklab {
         let deadline = Instant::now() + Duration::from_secs(20);
         while expect.iter().any(|e| !listeners.contains_key(*e)) {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "blocklab did not announce {expect:?}; log:\n{}",
-                        log.lock().unwrap().join("\n")
-                    );
-                }
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!("blocklab did not announce {expect:?}; log:\n{}", log.lock().unwrap().join("\n"));
             };
             if let Some((name, addr)) = parse_listening(&line) {
                 listeners.insert(name, addr);
