@@ -68,7 +68,7 @@ fn lab_config() -> String {
          [hosts]\n\"blocked.example\" = [\"127.0.0.1\"]\n\"drop.example\" = [\"127.0.0.1\"]\n\
          \"reset.example\" = [\"127.0.0.1\"]\n\"example.org\" = [\"127.0.0.1\"]\n\
          \"throttle.example\" = [\"127.0.0.1\"]\n\
-         \"ipreset.example\" = [\"127.0.0.2\"]\n\"ipdrop.example\" = [\"127.0.0.3\"]\n"
+         \"ipreset.example\" = [\"127.0.0.2\"]\n\"ipdrop.example\" = [\"127.0.0.3\"]\n",
     )
 }
 

@@ -69,11 +69,16 @@ pub const NAMES: &[&str] = &[
 ];
 
 impl Origin {
-    /// Starts both servers on the current tokio runtime.
+    /// Starts both servers on 127.0.0.1 on the current tokio runtime.
     pub async fn start() -> Origin {
+        Origin::start_on("127.0.0.1".parse().unwrap()).await
+    }
+
+    /// Starts both servers on `ip` (free ports).
+    pub async fn start_on(ip: std::net::IpAddr) -> Origin {
         let dir = tempfile::tempdir().unwrap();
-        let http_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let https_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_l = TcpListener::bind((ip, 0)).await.unwrap();
+        let https_l = TcpListener::bind((ip, 0)).await.unwrap();
         let http = http_l.local_addr().unwrap();
         let https = https_l.local_addr().unwrap();
         tokio::spawn(async move {
@@ -196,7 +201,10 @@ impl Blocklab {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
-                panic!("blocklab did not announce {expect:?}; log:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "blocklab did not announce {expect:?}; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             };
             if let Some((name, addr)) = parse_listening(&line) {
                 listeners.insert(name, addr);
