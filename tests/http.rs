@@ -338,3 +338,82 @@ async fn twitter_2021_throttle_and_microsoft_collateral() {
         "kbps=140",
     ]);
 }
+
+/// CONNECT to an address, then a ClientHello for `sni` written in two TCP segments: "reset"
+/// when the gateway resets, "passed" when the origin's ServerHello comes back.
+async fn split_hello_through(
+    proxy: std::net::SocketAddr,
+    origin: std::net::SocketAddr,
+    sni: &str,
+) -> &'static str {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "proxy closed during CONNECT"
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The name sits past byte 60 of the hello; the first segment stops before it.
+    s.write_all(&hello[..60]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(&hello[60..]).await.unwrap();
+    let mut buf = [0u8; 5];
+    match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+        Ok(Ok(n)) if n > 0 && buf[0] == 0x16 => "passed",
+        other => panic!("unexpected: {other:?}"),
+    }
+}
+
+/// `reassemble = true` (the default) sees a ClientHello split across TCP segments;
+/// `reassemble = false` only reads the first segment and misses the name, as circumvention
+/// tools that split the hello exploit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_client_hello_and_reassembly() {
+    let origin = Origin::start().await;
+    let lazy = LAB_RULES.replace(
+        "utc_offset = \"+00:00\"",
+        "utc_offset = \"+00:00\"\nreassemble = false",
+    );
+    assert_ne!(lazy, LAB_RULES);
+    let careful = Blocklab::start(&lab_config(), &[("lab.toml", LAB_RULES)], &["http"]);
+    let lazy = Blocklab::start(&lab_config(), &[("lab.toml", &lazy)], &["http"]);
+    assert_eq!(
+        split_hello_through(careful.addr("http"), origin.https, "reset.example").await,
+        "reset"
+    );
+    assert_eq!(
+        split_hello_through(lazy.addr("http"), origin.https, "reset.example").await,
+        "passed"
+    );
+    assert_eq!(
+        split_hello_through(careful.addr("http"), origin.https, "example.org").await,
+        "passed"
+    );
+}
