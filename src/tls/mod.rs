@@ -8,6 +8,7 @@
 pub mod client_hello;
 pub mod flow;
 pub mod http_head;
+pub mod quic;
 pub mod throttle;
 pub mod transparent;
 pub mod verdict;
