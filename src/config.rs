@@ -111,6 +111,15 @@ pub struct TlsSection {
     /// destination, e.g. `curl --connect-to`): the origin is then the SNI's address.
     #[serde(default = "default_tls_port")]
     pub direct_tls_port: u16,
+    /// UDP addresses of the QUIC relay (the lab router redirects UDP/443 here); QUIC v1
+    /// Initials to names or addresses blocked with `quic-drop` are dropped.
+    #[serde(default)]
+    pub quic_listen: Vec<SocketAddr>,
+    /// Fixed upstream of the QUIC relay; absent = the SNI's address on `direct_quic_port`.
+    pub quic_forward: Option<SocketAddr>,
+    /// Port of the SNI's address the QUIC relay forwards to when `quic_forward` is absent.
+    #[serde(default = "default_tls_port")]
+    pub direct_quic_port: u16,
 }
 
 /// Transport of a relay.

@@ -321,3 +321,105 @@ async fn netns_client_redirected_by_nftables() {
     );
     gw.wait_log(&["decision=\"tls-reset\"", &dest, "tls.sni=\"facebook.com\""]);
 }
+
+/// A UDP echo server on 127.0.0.1 standing in for a QUIC origin.
+async fn udp_echo() -> std::net::SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// Sends a client Initial for `sni` of `size` bytes from a fresh socket; whether it came back.
+async fn quic_initial_echoed(relay: std::net::SocketAddr, sni: &str, size: usize) -> bool {
+    use blocklab::tls::quic::seal_initial;
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let mut records = Vec::new();
+    conn.write_tls(&mut records).unwrap();
+    let hello = &records[5..]; // the handshake message without its record header
+    let dcid: Vec<u8> = (0..8u8)
+        .map(|i| i ^ s.local_addr().unwrap().port() as u8)
+        .collect();
+    let pkt = seal_initial(&dcid, 0, 0, hello, size).unwrap();
+    s.send_to(&pkt, relay).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    match tokio::time::timeout(std::time::Duration::from_millis(700), s.recv(&mut buf)).await {
+        Ok(Ok(n)) => {
+            assert_eq!(&buf[..n], &pkt[..], "the relay changed the datagram");
+            true
+        }
+        _ => false,
+    }
+}
+
+const QUIC_RULES: &str = r#"
+[jurisdiction]
+code = "lab"
+name = "Test Lab"
+utc_offset = "+00:00"
+
+[[rule]]
+id = "lab-quic"
+domains = ["facebook.com"]
+techniques = ["quic-drop"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_drop_by_name_and_by_address() {
+    let echo = udp_echo().await;
+    let cfg = |date: &str, rules: &str, jur: &str| {
+        format!(
+            "{date}{rules}[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"{jur}\"\n\
+             [tls]\nquic_listen = [\"127.0.0.1:0\"]\ndirect_quic_port = {}\n{}",
+            echo.port(),
+            hosts_table()
+        )
+    };
+    // A lab rule by name: facebook.com's big Initials dropped, example.org's relayed.
+    let lab = Blocklab::start(
+        &cfg("", "rules = \"rules\"\n", "lab"),
+        &[("lab.toml", QUIC_RULES)],
+        &["quic"],
+    );
+    let relay = lab.addr("quic");
+    assert!(
+        !quic_initial_echoed(relay, "facebook.com", 1200).await,
+        "facebook.com Initial was relayed"
+    );
+    assert!(
+        quic_initial_echoed(relay, "example.org", 1200).await,
+        "example.org Initial was dropped"
+    );
+    lab.wait_log(&[
+        "decision=\"quic-drop\"",
+        "tls.sni=\"facebook.com\"",
+        "lab-quic",
+    ]);
+
+    // The shipped ru rules: from 2022-03-04 every QUIC v1 Initial of >= 1001 bytes is dropped
+    // (ru-quic-v1, by address), smaller ones pass; before that date everything passes.
+    let ru = Blocklab::start(&cfg("date = \"2022-03-10\"\n", "", "ru"), &[], &["quic"]);
+    let relay = ru.addr("quic");
+    assert!(!quic_initial_echoed(relay, "example.org", 1200).await);
+    assert!(!quic_initial_echoed(relay, "example.org", 1001).await);
+    assert!(
+        quic_initial_echoed(relay, "example.org", 1000).await,
+        "a 1000-byte Initial was dropped"
+    );
+    ru.wait_log(&["decision=\"quic-drop\"", "ru-quic-v1"]);
+    let before = Blocklab::start(&cfg("date = \"2022-03-01\"\n", "", "ru"), &[], &["quic"]);
+    assert!(quic_initial_echoed(before.addr("quic"), "facebook.com", 1200).await);
+}
