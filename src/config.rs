@@ -120,6 +120,22 @@ pub struct TlsSection {
     /// Port of the SNI's address the QUIC relay forwards to when `quic_forward` is absent.
     #[serde(default = "default_tls_port")]
     pub direct_quic_port: u16,
+    /// TLS interception with a lab CA (off when absent): see [`InterceptSection`].
+    pub intercept: Option<InterceptSection>,
+}
+
+/// `[tls] intercept = { ca_cert, ca_key }`: terminate TLS on the transparent listener with
+/// certificates minted for each SNI by this CA, so URL rules and the 451 page apply to HTTPS.
+/// Only for clients that trust the lab CA; never on by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptSection {
+    /// The lab CA certificate (PEM), relative to the config file.
+    pub ca_cert: PathBuf,
+    /// The lab CA private key (PEM, PKCS#8), relative to the config file.
+    pub ca_key: PathBuf,
+    /// CA certificates (PEM) that origins are verified against; absent = the Mozilla roots.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Transport of a relay.

@@ -423,3 +423,88 @@ async fn quic_drop_by_name_and_by_address() {
     let before = Blocklab::start(&cfg("date = \"2022-03-01\"\n", "", "ru"), &[], &["quic"]);
     assert!(quic_initial_echoed(before.addr("quic"), "facebook.com", 1200).await);
 }
+
+const URL_RULES: &str = r#"
+[jurisdiction]
+code = "lab"
+name = "Test Lab"
+utc_offset = "+00:00"
+
+[[rule]]
+id = "lab-url"
+urls = ["https://example.org/secret"]
+techniques = ["http-blockpage"]
+basis = "Lab order on one page"
+"#;
+
+/// With `[tls] intercept`, HTTPS is terminated with a certificate from the lab CA: URL rules
+/// and the 451 page apply to HTTPS; other pages pass byte for byte; clients that do not trust
+/// the lab CA fail certificate verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intercept_applies_url_rules_to_https() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "blocklab lab interception CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key).unwrap();
+    let (ca_cert, ca_key) = (dir.path().join("lab-ca.pem"), dir.path().join("lab-ca.key"));
+    std::fs::write(&ca_cert, ca.pem()).unwrap();
+    std::fs::write(&ca_key, key.serialize_pem()).unwrap();
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n\
+         [tls]\nlisten = [\"127.0.0.1:0\"]\ndirect_tls_port = {}\n\
+         intercept = {{ ca_cert = {:?}, ca_key = {:?}, upstream_ca = {:?} }}\n{}",
+        origin.https.port(),
+        ca_cert.to_str().unwrap(),
+        ca_key.to_str().unwrap(),
+        origin.ca.to_str().unwrap(),
+        hosts_table()
+    );
+    let gw = Blocklab::start(&cfg, &[("lab.toml", URL_RULES)], &["tls"]);
+    let l = gw.addr("tls");
+    let to = format!("example.org:443:{}:{}", l.ip(), l.port());
+    let lab_ca = ca_cert.to_str().unwrap();
+
+    let r = curl(&[
+        "--connect-to",
+        &to,
+        "--cacert",
+        lab_ca,
+        "https://example.org/secret/page",
+    ])
+    .await;
+    assert_eq!((r.code, r.status), (0, 451), "{r:?}");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("lab-url") && body.contains("Lab order on one page"),
+        "{body}"
+    );
+    gw.wait_log(&["decision=\"http-blockpage\"", "intercepted=true"]);
+
+    let r = curl(&[
+        "--connect-to",
+        &to,
+        "--cacert",
+        lab_ca,
+        "https://example.org/bytes/100000",
+        "https://example.org/bytes/5",
+    ])
+    .await;
+    assert_eq!((r.code, r.status), (0, 200), "{r:?}");
+    assert!(r.body == pattern(100_000), "intercepted body differs");
+
+    // A client that trusts only the origin's CA sees the lab certificate and refuses it.
+    let r = curl(&[
+        "--connect-to",
+        &to,
+        "--cacert",
+        origin.ca.to_str().unwrap(),
+        "https://example.org/",
+    ])
+    .await;
+    assert_eq!(r.code, 60, "{r:?}");
+}

@@ -4,12 +4,14 @@
 //! - [`verdict`]: which technique a TCP frontend enacts for a decision.
 //! - [`flow`]: sniffing first bytes, reset (RST), swallow, splice; [`throttle`]: the token bucket.
 //! - [`transparent`]: the `[tls]` listener for traffic redirected by the lab router.
+//! - [`intercept`]: optional TLS interception with a lab CA (off by default).
 //! - [`quic`]: QUIC v1 Initial decryption (RFC 9001) and SNI; [`quic_relay`]: the UDP relay
 //!   enacting `quic-drop`.
 
 pub mod client_hello;
 pub mod flow;
 pub mod http_head;
+pub mod intercept;
 pub mod quic;
 pub mod quic_relay;
 pub mod throttle;
