@@ -42,6 +42,8 @@ pub struct Config {
     /// proxies (`"facebook.com" = ["127.0.0.1"]`), so a lab can point names at its own servers.
     #[serde(default)]
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// The decision log.
+    pub log: Option<LogSection>,
     /// Where the config was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -184,6 +186,33 @@ pub struct AdminSection {
     pub token: Option<String>,
 }
 
+/// `[log]`: the JSON-lines decision log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// File to append decisions to (relative to the config file); rotated by size.
+    pub path: PathBuf,
+    /// Rotate when the file would exceed this many bytes (default 100 MiB).
+    #[serde(default = "default_log_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` .. `path.N`; default 5).
+    #[serde(default = "default_log_keep")]
+    pub keep: u32,
+    /// Events queued for the writer before new ones are dropped and counted (default 65536).
+    #[serde(default = "default_log_queue")]
+    pub queue: usize,
+}
+
+fn default_log_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_log_keep() -> u32 {
+    5
+}
+fn default_log_queue() -> usize {
+    65_536
+}
+
 /// A config that could not be loaded: every problem, located.
 pub type ConfigError = RulesError;
 
@@ -191,8 +220,9 @@ impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}"))))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}")))
+        })?;
         let mut cfg = Config::from_str(&shown, &text)?;
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
@@ -202,7 +232,12 @@ impl Config {
     pub fn from_str(shown: &str, text: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let off = e.span().map_or(0, |s| s.start);
-            RulesError::single(Diagnostic::at(shown, text, off, e.message().trim().to_string()))
+            RulesError::single(Diagnostic::at(
+                shown,
+                text,
+                off,
+                e.message().trim().to_string(),
+            ))
         })?;
         cfg.validate(shown, text)?;
         Ok(cfg)
@@ -219,7 +254,10 @@ impl Config {
         for c in &self.clients {
             for n in &c.networks {
                 if parse_net(n.get_ref()).is_none() {
-                    err(n.span().start, format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()));
+                    err(
+                        n.span().start,
+                        format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()),
+                    );
                 }
             }
         }
@@ -240,7 +278,10 @@ impl Config {
     pub fn embedded_default() -> Config {
         Config {
             clients: vec![ClientsSection {
-                networks: vec![Spanned::new(0..0, "127.0.0.0/8".into()), Spanned::new(0..0, "::1/128".into())],
+                networks: vec![
+                    Spanned::new(0..0, "127.0.0.0/8".into()),
+                    Spanned::new(0..0, "::1/128".into()),
+                ],
                 jurisdiction: Spanned::new(0..0, "ru".into()),
             }],
             dns: Some(DnsSection {
@@ -266,18 +307,35 @@ impl Config {
         self.clients
             .iter()
             .flat_map(|c| {
-                c.networks.iter().filter_map(|n| parse_net(n.get_ref())).map(|net| ClientNet {
-                    net,
-                    jurisdiction: c.jurisdiction.get_ref().clone(),
-                })
+                c.networks
+                    .iter()
+                    .filter_map(|n| parse_net(n.get_ref()))
+                    .map(|net| ClientNet {
+                        net,
+                        jurisdiction: c.jurisdiction.get_ref().clone(),
+                    })
             })
             .collect()
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        let base = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+        base.join(p)
     }
 
     /// The rules directory, resolved against the config file's directory.
     pub fn rules_dir(&self) -> Option<PathBuf> {
         let dir = self.rules.as_ref()?;
-        let base = self.path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        let base = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
         Some(base.join(dir))
     }
 
@@ -354,7 +412,11 @@ listen = "127.0.0.1:9153"
 
     #[test]
     fn junk_keys_are_rejected_with_line_numbers() {
-        let err = Config::from_str("t.toml", "date = \"2022-03-10\"\n[dns]\nlisten = []\nlisen = 1\n").unwrap_err();
+        let err = Config::from_str(
+            "t.toml",
+            "date = \"2022-03-10\"\n[dns]\nlisten = []\nlisen = 1\n",
+        )
+        .unwrap_err();
         let d = &err.diagnostics[0];
         assert_eq!((d.line, d.path.as_str()), (4, "t.toml"), "{err}");
         assert!(d.message.contains("unknown field `lisen`"), "{err}");
@@ -362,7 +424,8 @@ listen = "127.0.0.1:9153"
 
     #[test]
     fn hosts_need_addresses() {
-        let err = Config::from_str("t.toml", "[hosts]\n\"a.example\" = [\"not-an-ip\"]\n").unwrap_err();
+        let err =
+            Config::from_str("t.toml", "[hosts]\n\"a.example\" = [\"not-an-ip\"]\n").unwrap_err();
         assert_eq!(err.diagnostics[0].line, 2, "{err}");
     }
 
@@ -378,6 +441,10 @@ listen = "127.0.0.1:9153"
     fn public_admin_needs_a_token() {
         let err = Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\n").unwrap_err();
         assert!(err.to_string().contains("token"));
-        assert!(Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\ntoken = \"s\"\n").is_ok());
+        assert!(Config::from_str(
+            "t.toml",
+            "[admin]\nlisten = \"0.0.0.0:9153\"\ntoken = \"s\"\n"
+        )
+        .is_ok());
     }
 }

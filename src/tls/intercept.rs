@@ -243,6 +243,7 @@ impl Session {
         let url = format!("https://{host}{path}");
         let at = self.gw.at();
         let v = verdict::for_http(&self.policy, self.j, &host, &path, at);
+        v.record(&self.gw, &self.policy, self.j, "tls", self.peer, &url);
         if let Some(rule) = v.rule() {
             if !v.passes() {
                 let id = self.policy.rule(rule).id.as_str();

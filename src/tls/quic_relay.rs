@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::quic::{self, CryptoStream, InitialInfo};
-use crate::policy::{JurisdictionId, Policy, Target};
+use crate::policy::{JurisdictionId, Policy, RuleId, Target};
 use crate::rules::Technique;
 use crate::serve::{announce, Gateway, StartError};
 
@@ -122,7 +122,7 @@ impl Relay {
     ) {
         let policy: Arc<Policy> = arc_swap::Guard::into_inner(self.gw.policy());
         let Some(j) = policy.jurisdiction_for(client.ip()) else {
-            crate::http::count_refused();
+            self.gw.record_refused("quic", client, "");
             tracing::debug!(client.addr = %client, decision = "refused", "client is in no configured network");
             return;
         };
@@ -190,7 +190,21 @@ impl Relay {
         };
         let rule = quic_drop_rule(&policy, j, sni.as_deref(), dest.ip(), self.gw.at());
         let drop_initials = rule.is_some();
-        if let Some(rule) = &rule {
+        let decision = match &rule {
+            Some((r, _)) => crate::policy::Decision::Block(crate::policy::Block {
+                jurisdiction: j,
+                rule: *r,
+                techniques: policy.rule(*r).techniques,
+            }),
+            None => crate::policy::Decision::Allow {
+                jurisdiction: j,
+                rule: None,
+            },
+        };
+        let shown = sni.clone().unwrap_or_else(|| dest.to_string());
+        let enacted = drop_initials.then_some(Technique::QuicDrop);
+        self.gw.record("quic", client, &shown, &decision, enacted);
+        if let Some((_, rule)) = &rule {
             tracing::info!(client.addr = %client, dest = %dest, tls.sni = sni.as_deref().unwrap_or(""), decision = "quic-drop", rule = rule.as_str(), "blocked");
         }
         flow.state = State::Decided { drop_initials };
@@ -245,14 +259,14 @@ impl Relay {
     }
 }
 
-/// The rule that drops this flow's big v1 Initials, by name or by destination address.
+/// The rule (id and name) that drops this flow's big v1 Initials, by name or by address.
 fn quic_drop_rule(
     policy: &Policy,
     j: JurisdictionId,
     sni: Option<&str>,
     ip: IpAddr,
     at: crate::policy::At,
-) -> Option<String> {
+) -> Option<(RuleId, String)> {
     let by_name = sni.map(|n| policy.decide_in(j, Target::Domain(n), at));
     let by_ip = policy.decide_in(j, Target::Ip(ip), at);
     [by_name, Some(by_ip)]
@@ -260,7 +274,7 @@ fn quic_drop_rule(
         .flatten()
         .find(|d| d.techniques().contains(Technique::QuicDrop))
         .and_then(|d| d.rule())
-        .map(|r| policy.rule(r).id.clone())
+        .map(|r| (r, policy.rule(r).id.clone()))
 }
 
 async fn open_upstream(dest: SocketAddr) -> std::io::Result<UdpSocket> {

@@ -114,7 +114,7 @@ async fn handle(
 ) {
     let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
     let Some(j) = policy.jurisdiction_for(peer.ip()) else {
-        crate::http::count_refused();
+        gw.record_refused("tls", peer, "");
         tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
         flow::reset(client);
         return;
@@ -158,6 +158,12 @@ async fn handle(
             v = v.and(verdict::for_ip(&policy, j, d.ip(), at));
         }
     }
+    let target = match &sniffed {
+        Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
+        _ if !name.is_empty() => name.clone(),
+        _ => dest.map(|d| d.to_string()).unwrap_or_default(),
+    };
+    v.record(&gw, &policy, j, "tls", peer, &target);
     let rule = v
         .rule()
         .map(|r| policy.rule(r).id.clone())
