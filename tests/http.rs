@@ -75,7 +75,11 @@ fn lab_config() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&ru_config("2022-03-10"), &[], &["http"]);
+    let cfg = format!(
+        "{}[admin]\nlisten = \"127.0.0.1:0\"\n",
+        ru_config("2022-03-10")
+    );
+    let gw = Blocklab::start(&cfg, &[], &["http", "admin"]);
     let proxy = format!("http://{}", gw.addr("http"));
     let ca = origin.ca.to_str().unwrap();
 
@@ -162,6 +166,18 @@ async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
     assert_eq!(r.code, 56, "{r:?}");
     assert!(r.stderr.contains("403"), "{r:?}");
     gw.wait_log(&["decision=\"refused\"", "127.0.0.2"]);
+
+    // The refusals and the blocks are counted in /metrics.
+    let r = curl(&[&format!("http://{}/metrics", gw.addr("admin"))]).await;
+    let metrics = String::from_utf8_lossy(&r.body);
+    assert!(
+        metrics.contains("blocklab_refused_clients_total 2"),
+        "{metrics}"
+    );
+    let block = "blocklab_decisions_total{jurisdiction=\"ru\",layer=\"http\",verdict=\"block\",technique=\"http-blockpage\",rule=\"ru-facebook\"} 1";
+    assert!(metrics.contains(block), "{metrics}");
+    let reset = "layer=\"tls\",verdict=\"block\",technique=\"tls-reset\",rule=\"ru-facebook\"} 2";
+    assert!(metrics.contains(reset), "{metrics}");
 }
 
 /// The RU blockpage redirect matches the OONI fingerprint of a real RU ISP blockpage.

@@ -85,6 +85,7 @@ pub async fn serve_connection(
     peer: SocketAddr,
     local: SocketAddr,
 ) {
+    let _active = flow::ActiveFlow::new(&gw.metrics);
     let reset = stream
         .as_fd()
         .try_clone_to_owned()
@@ -442,6 +443,7 @@ impl Conn {
         upstream: Option<TcpStream>,
         reassemble: bool,
     ) {
+        let _active = flow::ActiveFlow::new(&self.gw.metrics);
         let sniffed = flow::sniff(&mut client, &mut first, reassemble).await;
         let at = self.gw.at();
         let seen = match sniffed.name() {

@@ -143,6 +143,28 @@ where
     Ok((up + first.len() as u64, down))
 }
 
+/// Counts one open connection or flow in the `active_flows` gauge while it lives.
+#[derive(Debug)]
+pub struct ActiveFlow(std::sync::Arc<crate::metrics::Metrics>);
+
+impl ActiveFlow {
+    /// Counts a new flow in `metrics`.
+    pub fn new(metrics: &std::sync::Arc<crate::metrics::Metrics>) -> ActiveFlow {
+        metrics
+            .active_flows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ActiveFlow(std::sync::Arc::clone(metrics))
+    }
+}
+
+impl Drop for ActiveFlow {
+    fn drop(&mut self) {
+        self.0
+            .active_flows
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A stream that first yields bytes already read from it, then reads on.
 #[derive(Debug)]
 pub struct Prefixed<S> {

@@ -69,6 +69,7 @@ struct Flow {
     state: State,
     upstream: Option<Arc<UdpSocket>>,
     last: Arc<AtomicU64>,
+    _active: super::flow::ActiveFlow,
 }
 
 struct Relay {
@@ -135,6 +136,7 @@ impl Relay {
             },
             upstream: None,
             last: Arc::new(AtomicU64::new(now)),
+            _active: super::flow::ActiveFlow::new(&self.gw.metrics),
         });
         flow.last.store(now, Ordering::Relaxed);
         let sni = match &mut flow.state {

@@ -112,6 +112,7 @@ async fn handle(
     local: SocketAddr,
     icp: Option<Arc<Interceptor>>,
 ) {
+    let _active = flow::ActiveFlow::new(&gw.metrics);
     let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
     let Some(j) = policy.jurisdiction_for(peer.ip()) else {
         gw.record_refused("tls", peer, "");
