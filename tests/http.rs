@@ -217,6 +217,7 @@ async fn ru_blockpage_matches_the_ooni_fingerprint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_2022_01_01_facebook_is_not_blocked_yet() {
+    use std::sync::atomic::Ordering;
     let origin = Origin::start().await;
     let gw = Blocklab::start(&ru_config("2022-01-01"), &[], &["http"]);
     let proxy = format!("http://{}", gw.addr("http"));
@@ -229,6 +230,15 @@ async fn ru_2022_01_01_facebook_is_not_blocked_yet() {
             "hello from the http origin: host=facebook.com:{} path=/\n",
             origin.http.port()
         )
+    );
+    // A second client connection reuses the origin connection the first one left idle.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = curl(&["-x", &proxy, &url]).await;
+    assert_eq!((r.code, r.status), (0, 200), "{r:?}");
+    assert_eq!(
+        origin.http_accepted.load(Ordering::SeqCst),
+        1,
+        "origin connection not reused"
     );
     let url = format!("https://facebook.com:{}/bytes/5000", origin.https.port());
     let r = curl(&["-x", &proxy, "--cacert", origin.ca.to_str().unwrap(), &url]).await;

@@ -10,6 +10,7 @@
 //! addresses checked for `ip-drop`/`ip-reset`.
 
 pub mod blockpage;
+pub mod pool;
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -64,7 +64,7 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// The origin connection kept for the next request of the same client connection.
 struct Pooled {
-    key: (String, u16, Option<u32>),
+    key: (String, IpAddr, u16, Option<u32>),
     sender: SendRequest<Incoming>,
 }
 
@@ -76,6 +76,18 @@ struct Conn {
     /// A second handle on the client socket, to turn a close into a reset.
     reset: Option<socket2::Socket>,
     pool: Mutex<Option<Pooled>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // An unthrottled origin connection outlives its client connection in the shared pool.
+        if let Some(p) = self.pool.get_mut().take() {
+            let (host, ip, port, kbps) = p.key;
+            if kbps.is_none() {
+                super::pool::Pool::global().put((host, ip, port), p.sender);
+            }
+        }
+    }
 }
 
 /// Serves one client connection until it closes.
@@ -290,13 +302,19 @@ impl Conn {
             }
         }
 
-        let key = (host.clone(), port, kbps);
+        let key = (host.clone(), ip, port, kbps);
         let mut pool = self.pool.lock().await;
         let mut reused = None;
         if let Some(mut p) = pool.take() {
             if p.key == key && p.sender.ready().await.is_ok() {
                 reused = Some(p.sender);
+            } else if p.key.3.is_none() {
+                let (h, i, po, _) = p.key;
+                super::pool::Pool::global().put((h, i, po), p.sender);
             }
+        }
+        if reused.is_none() && kbps.is_none() {
+            reused = super::pool::Pool::global().take(&(host.clone(), ip, port));
         }
         let mut sender = match reused {
             Some(s) => s,
@@ -310,13 +328,30 @@ impl Conn {
                 }
             },
         };
-        let resp = match sender.send_request(req).await {
+        let resp = match sender.try_send_request(req).await {
             Ok(r) => r,
-            Err(e) => {
-                return Ok(full(
-                    StatusCode::BAD_GATEWAY,
-                    format!("502 Bad Gateway: {host}:{port}: {e}\n"),
-                ))
+            Err(mut e) => {
+                // A kept connection the origin closed meanwhile: if the request was not sent,
+                // send it on a new connection.
+                let retried = match e.take_message() {
+                    Some(req) => match self.open(ip, port, kbps).await {
+                        Ok(fresh) => {
+                            sender = fresh;
+                            sender.send_request(req).await.map_err(|e| e.to_string())
+                        }
+                        Err(msg) => Err(msg),
+                    },
+                    None => Err(e.into_error().to_string()),
+                };
+                match retried {
+                    Ok(r) => r,
+                    Err(msg) => {
+                        return Ok(full(
+                            StatusCode::BAD_GATEWAY,
+                            format!("502 Bad Gateway: {host}:{port}: {msg}\n"),
+                        ))
+                    }
+                }
             }
         };
         *pool = Some(Pooled { key, sender });

@@ -47,6 +47,8 @@ async fn origin_service(
 pub struct Origin {
     /// The plain HTTP server.
     pub http: SocketAddr,
+    /// Connections the plain HTTP server accepted.
+    pub http_accepted: Arc<std::sync::atomic::AtomicUsize>,
     /// The HTTPS server.
     pub https: SocketAddr,
     /// The CA certificate (PEM) for `curl --cacert`.
@@ -81,11 +83,14 @@ impl Origin {
         let https_l = TcpListener::bind((ip, 0)).await.unwrap();
         let http = http_l.local_addr().unwrap();
         let https = https_l.local_addr().unwrap();
+        let http_accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&http_accepted);
         tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = http_l.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(|r| origin_service(r, "http"));
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -143,6 +148,7 @@ impl Origin {
         });
         Origin {
             http,
+            http_accepted,
             https,
             ca,
             _dir: dir,
