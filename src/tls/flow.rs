@@ -18,6 +18,9 @@ use super::throttle::Throttled;
 /// The longest the sniffer waits for a client's first bytes.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Buffer size of each direction of a splice.
+const SPLICE_BUF: usize = 64 * 1024;
+
 /// What the first bytes of a connection say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniffed {
@@ -139,7 +142,14 @@ where
 {
     let mut client = Throttled::new(client, kbps);
     upstream.write_all(first).await?;
-    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    // 64 KiB buffers: fewer syscalls per megabyte than the default 8 KiB.
+    let (up, down) = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        SPLICE_BUF,
+        SPLICE_BUF,
+    )
+    .await?;
     Ok((up + first.len() as u64, down))
 }
 
