@@ -1,4 +1,4 @@
-//! Offline detector experiments over pcap/pcapng files (not yet implemented: its issue builds it).
+//! Offline detector experiments over pcap/pcapng files (placeholder while being built).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +13,5 @@ pub struct Args {
 /// Runs the experiment.
 pub fn run(args: Args) -> ExitCode {
     let _ = args;
-    eprintln!("blocklab experiment: not yet implemented (VPN detection experiments)");
     ExitCode::from(2)
 }

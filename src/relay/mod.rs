@@ -1,4 +1,4 @@
-//! The UDP/TCP relays (not yet implemented: the VPN-detection issue builds them).
+//! The UDP/TCP relays (placeholder while being built).
 
 use std::sync::Arc;
 
@@ -11,6 +11,8 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     if gw.config.relay.is_empty() {
         Ok(Vec::new())
     } else {
-        Err(StartError::Other("not yet implemented: relays ([[relay]] in the config)".into()))
+        Err(StartError::Other(
+            "not yet implemented: relays ([[relay]] in the config)".into(),
+        ))
     }
 }
