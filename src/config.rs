@@ -135,8 +135,9 @@ impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}"))))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}")))
+        })?;
         let mut cfg = Config::from_str(&shown, &text)?;
         cfg.path = Some(path.to_path_buf());
         Ok(cfg)
@@ -146,7 +147,12 @@ impl Config {
     pub fn from_str(shown: &str, text: &str) -> Result<Config, ConfigError> {
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let off = e.span().map_or(0, |s| s.start);
-            RulesError::single(Diagnostic::at(shown, text, off, e.message().trim().to_string()))
+            RulesError::single(Diagnostic::at(
+                shown,
+                text,
+                off,
+                e.message().trim().to_string(),
+            ))
         })?;
         cfg.validate(shown, text)?;
         Ok(cfg)
@@ -163,7 +169,10 @@ impl Config {
         for c in &self.clients {
             for n in &c.networks {
                 if parse_net(n.get_ref()).is_none() {
-                    err(n.span().start, format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()));
+                    err(
+                        n.span().start,
+                        format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()),
+                    );
                 }
             }
         }
@@ -184,7 +193,10 @@ impl Config {
     pub fn embedded_default() -> Config {
         Config {
             clients: vec![ClientsSection {
-                networks: vec![Spanned::new(0..0, "127.0.0.0/8".into()), Spanned::new(0..0, "::1/128".into())],
+                networks: vec![
+                    Spanned::new(0..0, "127.0.0.0/8".into()),
+                    Spanned::new(0..0, "::1/128".into()),
+                ],
                 jurisdiction: Spanned::new(0..0, "ru".into()),
             }],
             dns: Some(DnsSection {
@@ -210,10 +222,13 @@ impl Config {
         self.clients
             .iter()
             .flat_map(|c| {
-                c.networks.iter().filter_map(|n| parse_net(n.get_ref())).map(|net| ClientNet {
-                    net,
-                    jurisdiction: c.jurisdiction.get_ref().clone(),
-                })
+                c.networks
+                    .iter()
+                    .filter_map(|n| parse_net(n.get_ref()))
+                    .map(|net| ClientNet {
+                        net,
+                        jurisdiction: c.jurisdiction.get_ref().clone(),
+                    })
             })
             .collect()
     }
@@ -221,7 +236,11 @@ impl Config {
     /// The rules directory, resolved against the config file's directory.
     pub fn rules_dir(&self) -> Option<PathBuf> {
         let dir = self.rules.as_ref()?;
-        let base = self.path.as_deref().and_then(Path::parent).unwrap_or(Path::new(""));
+        let base = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
         Some(base.join(dir))
     }
 
@@ -293,7 +312,11 @@ listen = "127.0.0.1:9153"
 
     #[test]
     fn junk_keys_are_rejected_with_line_numbers() {
-        let err = Config::from_str("t.toml", "date = \"2022-03-10\"\n[dns]\nlisten = []\nlisen = 1\n").unwrap_err();
+        let err = Config::from_str(
+            "t.toml",
+            "date = \"2022-03-10\"\n[dns]\nlisten = []\nlisen = 1\n",
+        )
+        .unwrap_err();
         let d = &err.diagnostics[0];
         assert_eq!((d.line, d.path.as_str()), (4, "t.toml"), "{err}");
         assert!(d.message.contains("unknown field `lisen`"), "{err}");
@@ -311,6 +334,10 @@ listen = "127.0.0.1:9153"
     fn public_admin_needs_a_token() {
         let err = Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\n").unwrap_err();
         assert!(err.to_string().contains("token"));
-        assert!(Config::from_str("t.toml", "[admin]\nlisten = \"0.0.0.0:9153\"\ntoken = \"s\"\n").is_ok());
+        assert!(Config::from_str(
+            "t.toml",
+            "[admin]\nlisten = \"0.0.0.0:9153\"\ntoken = \"s\"\n"
+        )
+        .is_ok());
     }
 }

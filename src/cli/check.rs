@@ -73,7 +73,12 @@ pub fn run(a: Args) -> ExitCode {
     let jid = match (&a.jurisdiction, a.client) {
         (Some(code), _) => match policy.jurisdiction_by_code(code) {
             Some(j) => j,
-            None => return bad(format!("unknown jurisdiction `{code}` (have: {})", codes(&rules))),
+            None => {
+                return bad(format!(
+                    "unknown jurisdiction `{code}` (have: {})",
+                    codes(&rules)
+                ))
+            }
         },
         (None, Some(ip)) => match policy.jurisdiction_for(ip) {
             Some(j) => j,
@@ -135,7 +140,9 @@ fn normalise_target(t: &str) -> Result<Normalised, String> {
         Target::Url { host, path } => {
             let host = match host.parse::<IpAddr>() {
                 Ok(ip) => ip.to_string(),
-                Err(_) => normalize_domain(host).map_err(|e| e.to_string())?.into_owned(),
+                Err(_) => normalize_domain(host)
+                    .map_err(|e| e.to_string())?
+                    .into_owned(),
             };
             Ok(Normalised::Url {
                 host,
@@ -146,7 +153,13 @@ fn normalise_target(t: &str) -> Result<Normalised, String> {
 }
 
 /// The JSON object of one decision (also used by the admin `/decide` endpoint).
-pub fn json_line(policy: &Policy, target: &str, jid: JurisdictionId, day: Day, d: &Decision) -> serde_json::Value {
+pub fn json_line(
+    policy: &Policy,
+    target: &str,
+    jid: JurisdictionId,
+    day: Day,
+    d: &Decision,
+) -> serde_json::Value {
     let code = &policy.jurisdiction(jid).code;
     match d {
         Decision::Block(b) => {
@@ -194,7 +207,10 @@ fn text(policy: &Policy, target: &str, jid: JurisdictionId, day: Day, d: &Decisi
     match d {
         Decision::Block(b) => {
             let r = policy.rule(b.rule);
-            out.push_str(&format!("{target}: BLOCK in {code} on {day} by rule {}\n", r.id));
+            out.push_str(&format!(
+                "{target}: BLOCK in {code} on {day} by rule {}\n",
+                r.id
+            ));
             out.push_str(&format!("  techniques: {}", b.techniques));
             if let Some(k) = r.throttle_kbps {
                 out.push_str(&format!(" ({k} kbit/s)"));
@@ -209,10 +225,15 @@ fn text(policy: &Policy, target: &str, jid: JurisdictionId, day: Day, d: &Decisi
         }
         Decision::Allow { rule: Some(r), .. } => {
             let r = policy.rule(*r);
-            out.push_str(&format!("{target}: allow in {code} on {day} (exception {})\n", r.id));
+            out.push_str(&format!(
+                "{target}: allow in {code} on {day} (exception {})\n",
+                r.id
+            ));
         }
         Decision::Allow { rule: None, .. } => {
-            out.push_str(&format!("{target}: allow in {code} on {day} (no rule matches)\n"));
+            out.push_str(&format!(
+                "{target}: allow in {code} on {day} (no rule matches)\n"
+            ));
         }
     }
     out

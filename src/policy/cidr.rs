@@ -67,65 +67,34 @@ pub(crate) struct Span<K> {
 impl<K: Key> IntervalTable<K> {
     /// Builds the table; `intern` turns a chain of `(prefix len, payload)` (outermost first)
     /// into the interval's value.
-    pub(crate) fn build(mut spans: Vec<Span<K>>, mut intern: impl FnMut(&[(u8, u32)]) -> u32) -> Self {
+    pub(crate) fn build(mut spans: Vec<Span<K>>, intern: impl FnMut(&[(u8, u32)]) -> u32) -> Self {
         spans.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(a.len.cmp(&b.len)));
-        let mut t = IntervalTable {
-            starts: Vec::new(),
-            ends: Vec::new(),
-            vals: Vec::new(),
-            index: Vec::new(),
-        };
-        let mut stack: Vec<(K, u8, u32)> = Vec::new();
-        let mut chain: Vec<(u8, u32)> = Vec::new();
-        // Start of the not yet emitted part of the region the stack covers.
-        let mut cursor: Option<K> = None;
-        let mut emit = |t: &mut Self, from: K, to: K, stack: &[(K, u8, u32)]| {
-            chain.clear();
-            chain.extend(stack.iter().map(|s| (s.1, s.2)));
-            let v = intern(&chain);
-            let n = t.starts.len();
-            if n > 0 && t.vals[n - 1] == v && t.ends[n - 1].succ() == Some(from) {
-                t.ends[n - 1] = to;
-            } else {
-                t.starts.push(from);
-                t.ends.push(to);
-                t.vals.push(v);
-            }
-        };
-        let close_until = |t: &mut Self,
-                           stack: &mut Vec<(K, u8, u32)>,
-                           cursor: &mut Option<K>,
-                           limit: Option<K>,
-                           emit: &mut dyn FnMut(&mut Self, K, K, &[(K, u8, u32)])| {
-            while let Some(&(end, _, _)) = stack.last() {
-                if limit.is_some_and(|l| end >= l) {
-                    break;
-                }
-                if let Some(c) = *cursor {
-                    if c <= end {
-                        emit(t, c, end, stack);
-                    }
-                }
-                *cursor = end.succ();
-                // Pop every entry ending here (equal prefixes from several rules).
-                while stack.last().is_some_and(|s| s.0 == end) {
-                    stack.pop();
-                }
-            }
+        let mut sw = Sweep {
+            table: IntervalTable {
+                starts: Vec::new(),
+                ends: Vec::new(),
+                vals: Vec::new(),
+                index: Vec::new(),
+            },
+            stack: Vec::new(),
+            chain: Vec::new(),
+            cursor: None,
+            intern,
         };
         for s in spans {
-            close_until(&mut t, &mut stack, &mut cursor, Some(s.start), &mut emit);
-            if !stack.is_empty() {
-                if let Some(c) = cursor {
+            sw.close_before(Some(s.start));
+            if !sw.stack.is_empty() {
+                if let Some(c) = sw.cursor {
                     if c < s.start {
-                        emit(&mut t, c, s.start.pred(), &stack);
+                        sw.emit(c, s.start.pred());
                     }
                 }
             }
-            stack.push((s.end, s.len, s.payload));
-            cursor = Some(s.start);
+            sw.stack.push((s.end, s.len, s.payload));
+            sw.cursor = Some(s.start);
         }
-        close_until(&mut t, &mut stack, &mut cursor, None, &mut emit);
+        sw.close_before(None);
+        let mut t = sw.table;
         if t.starts.len() > 1024 {
             let mut index = Vec::with_capacity(65_537);
             let mut i = 0usize;
@@ -174,6 +143,54 @@ impl<K: Key> IntervalTable<K> {
     }
 }
 
+/// The builder's sweep over sorted prefixes: a stack of open prefixes (outermost first).
+struct Sweep<K, F> {
+    table: IntervalTable<K>,
+    /// Open prefixes: `(end, prefix len, payload)`.
+    stack: Vec<(K, u8, u32)>,
+    chain: Vec<(u8, u32)>,
+    /// Start of the part of the stack's region not yet emitted.
+    cursor: Option<K>,
+    intern: F,
+}
+
+impl<K: Key, F: FnMut(&[(u8, u32)]) -> u32> Sweep<K, F> {
+    /// Emits `[from, to]` covered by the current stack, merging with an equal neighbour.
+    fn emit(&mut self, from: K, to: K) {
+        self.chain.clear();
+        self.chain.extend(self.stack.iter().map(|s| (s.1, s.2)));
+        let v = (self.intern)(&self.chain);
+        let t = &mut self.table;
+        let n = t.starts.len();
+        if n > 0 && t.vals[n - 1] == v && t.ends[n - 1].succ() == Some(from) {
+            t.ends[n - 1] = to;
+        } else {
+            t.starts.push(from);
+            t.ends.push(to);
+            t.vals.push(v);
+        }
+    }
+
+    /// Closes every open prefix ending before `limit` (all of them for `None`).
+    fn close_before(&mut self, limit: Option<K>) {
+        while let Some(&(end, _, _)) = self.stack.last() {
+            if limit.is_some_and(|l| end >= l) {
+                break;
+            }
+            if let Some(c) = self.cursor {
+                if c <= end {
+                    self.emit(c, end);
+                }
+            }
+            self.cursor = end.succ();
+            // Pop every entry ending here (equal prefixes from several rules).
+            while self.stack.last().is_some_and(|s| s.0 == end) {
+                self.stack.pop();
+            }
+        }
+    }
+}
+
 /// IPv4 and IPv6 tables side by side.
 #[derive(Debug, Default)]
 pub(crate) struct CidrTable {
@@ -183,7 +200,10 @@ pub(crate) struct CidrTable {
 
 impl CidrTable {
     /// Builds both tables from `(net, payload)` pairs.
-    pub(crate) fn build(nets: impl IntoIterator<Item = (IpNet, u32)>, mut intern: impl FnMut(&[(u8, u32)]) -> u32) -> Self {
+    pub(crate) fn build(
+        nets: impl IntoIterator<Item = (IpNet, u32)>,
+        mut intern: impl FnMut(&[(u8, u32)]) -> u32,
+    ) -> Self {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         for (net, payload) in nets {
@@ -261,7 +281,13 @@ mod tests {
 
     #[test]
     fn nested_prefixes_give_chains() {
-        let t = table(&[("10.0.0.0/8", 1), ("10.1.0.0/16", 2), ("10.1.2.0/24", 3), ("192.0.2.7/32", 4), ("10.1.0.0/16", 5)]);
+        let t = table(&[
+            ("10.0.0.0/8", 1),
+            ("10.1.0.0/16", 2),
+            ("10.1.2.0/24", 3),
+            ("192.0.2.7/32", 4),
+            ("10.1.0.0/16", 5),
+        ]);
         assert_eq!(chain_at(&t, "10.0.0.1"), Some(vec![1]));
         assert_eq!(chain_at(&t, "10.1.0.1"), Some(vec![1, 2, 5]));
         assert_eq!(chain_at(&t, "10.1.2.9"), Some(vec![1, 2, 5, 3]));
@@ -276,7 +302,12 @@ mod tests {
 
     #[test]
     fn full_ranges_and_ipv6() {
-        let t = table(&[("0.0.0.0/0", 1), ("255.255.255.255/32", 2), ("2001:db8::/32", 3), ("::/0", 4)]);
+        let t = table(&[
+            ("0.0.0.0/0", 1),
+            ("255.255.255.255/32", 2),
+            ("2001:db8::/32", 3),
+            ("::/0", 4),
+        ]);
         assert_eq!(chain_at(&t, "0.0.0.0"), Some(vec![1]));
         assert_eq!(chain_at(&t, "255.255.255.255"), Some(vec![1, 2]));
         assert_eq!(chain_at(&t, "2001:db8::1"), Some(vec![4, 3]));
@@ -289,7 +320,9 @@ mod tests {
         for i in 0..5000u32 {
             let a = i.wrapping_mul(2_654_435_761);
             let len = [32u8, 24, 20, 16][(i % 4) as usize];
-            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(a), len).unwrap().trunc();
+            let net = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(a), len)
+                .unwrap()
+                .trunc();
             nets.push((IpNet::V4(net), i));
         }
         let mut chains: Vec<Vec<(u8, u32)>> = Vec::new();
@@ -307,7 +340,10 @@ mod tests {
                 .map(|(n, p)| (n.prefix_len(), *p))
                 .collect();
             want.sort();
-            let mut got = t.get(IpAddr::V4(ip)).map(|v| chains[v as usize].clone()).unwrap_or_default();
+            let mut got = t
+                .get(IpAddr::V4(ip))
+                .map(|v| chains[v as usize].clone())
+                .unwrap_or_default();
             got.sort();
             assert_eq!(got, want, "{ip}");
         }

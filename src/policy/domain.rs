@@ -78,7 +78,11 @@ pub(crate) struct DomainMatcher {
 impl DomainMatcher {
     /// Builds the matcher from names (slices of `arena`) with their refs; a name given several
     /// times gets all its refs, ordered by `rank(ref)` (the rule order), duplicates removed.
-    pub(crate) fn build(arena_in: &[u8], mut items: Vec<NameRef>, rank: impl Fn(u32) -> u32) -> DomainMatcher {
+    pub(crate) fn build(
+        arena_in: &[u8],
+        mut items: Vec<NameRef>,
+        rank: impl Fn(u32) -> u32,
+    ) -> DomainMatcher {
         let name_of = |n: &NameRef| &arena_in[n.off as usize..n.off as usize + usize::from(n.len)];
         items.sort_unstable_by(|a, b| {
             name_of(a)
@@ -87,7 +91,10 @@ impl DomainMatcher {
                 .then(a.r.cmp(&b.r))
         });
         items.dedup_by(|a, b| a.r == b.r && name_of(a) == name_of(b));
-        let distinct = items.windows(2).filter(|w| name_of(&w[0]) != name_of(&w[1])).count()
+        let distinct = items
+            .windows(2)
+            .filter(|w| name_of(&w[0]) != name_of(&w[1]))
+            .count()
             + usize::from(!items.is_empty());
         // About 80% load: 10 bytes of table per name.
         let cap = (distinct + distinct / 4 + 1).max(8);
@@ -148,7 +155,8 @@ impl DomainMatcher {
                 let stored = &self.arena[off + 1..off + 1 + len];
                 if stored == name {
                     let n_at = off + 1 + len;
-                    let n = usize::from(u16::from_le_bytes([self.arena[n_at], self.arena[n_at + 1]]));
+                    let n =
+                        usize::from(u16::from_le_bytes([self.arena[n_at], self.arena[n_at + 1]]));
                     return Some(&self.arena[n_at + 2..n_at + 2 + 4 * n]);
                 }
             }
@@ -197,7 +205,8 @@ mod tests {
         b.push(b"facebook.com", 1);
         let m = b.build(|r| r);
         assert_eq!(m.len(), 2);
-        let got: Vec<u32> = refs(m.get(b"facebook.com", hash_name(b"facebook.com")).unwrap()).collect();
+        let got: Vec<u32> =
+            refs(m.get(b"facebook.com", hash_name(b"facebook.com")).unwrap()).collect();
         assert_eq!(got, vec![1, 3]);
         assert!(m.get(b"facebook.co", hash_name(b"facebook.co")).is_none());
         assert!(m.get(b"com", hash_name(b"com")).is_none());
@@ -212,9 +221,12 @@ mod tests {
         let m = b.build(|r| r);
         for i in (0..20_000u32).step_by(7) {
             let n = format!("host{i}.example{}.org", i % 97);
-            let got: Vec<u32> = refs(m.get(n.as_bytes(), hash_name(n.as_bytes())).unwrap()).collect();
+            let got: Vec<u32> =
+                refs(m.get(n.as_bytes(), hash_name(n.as_bytes())).unwrap()).collect();
             assert_eq!(got, vec![i]);
         }
-        assert!(m.get(b"host1.example2.org", hash_name(b"host1.example2.org")).is_none());
+        assert!(m
+            .get(b"host1.example2.org", hash_name(b"host1.example2.org"))
+            .is_none());
     }
 }

@@ -19,9 +19,7 @@ use std::sync::Arc;
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 
-use crate::rules::{
-    Day, Entry, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN,
-};
+use crate::rules::{Day, Entry, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN};
 use cidr::CidrTable;
 use domain::{finish, hash_step, refs, DomainMatcher, NamesBuilder, FNV_OFFSET};
 
@@ -302,12 +300,21 @@ impl Policy {
             if compiled.len() > INDEX_MASK as usize {
                 return Err(CompileError::TooManyRules(compiled.len()));
             }
-            jurisdictions.push(b.finish(file.jurisdiction.clone(), file.vpn.clone(), file.rules.len(), &compiled));
+            jurisdictions.push(b.finish(
+                file.jurisdiction.clone(),
+                file.vpn.clone(),
+                file.rules.len(),
+                &compiled,
+            ));
         }
         let mut client_nets = Vec::with_capacity(clients.len());
         let mut pairs = Vec::with_capacity(clients.len());
         for c in clients {
-            let Some(j) = rules.files.iter().position(|f| f.jurisdiction.code == c.jurisdiction) else {
+            let Some(j) = rules
+                .files
+                .iter()
+                .position(|f| f.jurisdiction.code == c.jurisdiction)
+            else {
                 return Err(CompileError::UnknownJurisdiction {
                     net: c.net,
                     code: c.jurisdiction.clone(),
@@ -447,9 +454,17 @@ impl Policy {
                         + j.chains.capacity() * 8
                         + j.chain_spans.capacity() * 8
                         + j.root.capacity() * 4
-                        + j.substring_refs.iter().map(|r| r.capacity() * 4 + 24).sum::<usize>()
+                        + j.substring_refs
+                            .iter()
+                            .map(|r| r.capacity() * 4 + 24)
+                            .sum::<usize>()
                         + j.substrings.as_ref().map_or(0, |a| a.memory_usage())
-                        + j.urls.iter().map(|(k, v)| k.capacity() + v.iter().map(|x| x.0.capacity() + 28).sum::<usize>()).sum::<usize>(),
+                        + j.urls
+                            .iter()
+                            .map(|(k, v)| {
+                                k.capacity() + v.iter().map(|x| x.0.capacity() + 28).sum::<usize>()
+                            })
+                            .sum::<usize>(),
                 })
                 .collect(),
         }
@@ -467,7 +482,10 @@ impl Policy {
         }
         let better = match best.rule {
             None => true,
-            Some(_) => specificity > best.specificity || (specificity == best.specificity && c.order < best.order),
+            Some(_) => {
+                specificity > best.specificity
+                    || (specificity == best.specificity && c.order < best.order)
+            }
         };
         if better {
             *best = Best {
@@ -479,7 +497,13 @@ impl Policy {
         None
     }
 
-    fn match_name(&self, cj: &CompiledJurisdiction, raw: &[u8], day: i32, best: &mut Best) -> Option<u32> {
+    fn match_name(
+        &self,
+        cj: &CompiledJurisdiction,
+        raw: &[u8],
+        day: i32,
+        best: &mut Best,
+    ) -> Option<u32> {
         let raw = raw.strip_suffix(b".").unwrap_or(raw);
         if raw.is_empty() || raw.len() > MAX_NAME_LEN {
             return None;
@@ -504,7 +528,12 @@ impl Policy {
                         if r & EXACT != 0 {
                             continue;
                         }
-                        allowed = allowed.or(self.consider(r & INDEX_MASK, suffix.len() as u32, day, best));
+                        allowed = allowed.or(self.consider(
+                            r & INDEX_MASK,
+                            suffix.len() as u32,
+                            day,
+                            best,
+                        ));
                     }
                 }
             }
@@ -532,7 +561,13 @@ impl Policy {
         allowed
     }
 
-    fn match_ip(&self, cj: &CompiledJurisdiction, ip: IpAddr, day: i32, best: &mut Best) -> Option<u32> {
+    fn match_ip(
+        &self,
+        cj: &CompiledJurisdiction,
+        ip: IpAddr,
+        day: i32,
+        best: &mut Best,
+    ) -> Option<u32> {
         let list = cj.cidrs.get(ip)?;
         let mut allowed = None;
         // Chains are stored innermost first; specificity is the prefix length.
@@ -543,7 +578,14 @@ impl Policy {
         allowed
     }
 
-    fn match_url(&self, cj: &CompiledJurisdiction, host: &str, path: &str, day: i32, best: &mut Best) -> Option<u32> {
+    fn match_url(
+        &self,
+        cj: &CompiledJurisdiction,
+        host: &str,
+        path: &str,
+        day: i32,
+        best: &mut Best,
+    ) -> Option<u32> {
         if cj.urls.is_empty() {
             return None;
         }
@@ -609,7 +651,11 @@ impl Builder {
         for u in &rule.urls {
             self.add_url(u, base_idx);
         }
-        self.entries += rule.domains.len() + rule.exact.len() + rule.substrings.len() + rule.ips.len() + rule.urls.len();
+        self.entries += rule.domains.len()
+            + rule.exact.len()
+            + rule.substrings.len()
+            + rule.ips.len()
+            + rule.urls.len();
         let Some(import) = &rule.import else {
             return;
         };
@@ -628,7 +674,11 @@ impl Builder {
         import.for_each(|e| {
             self.entries += 1;
             match e {
-                Entry::Domain { name, subdomains_only, since } => {
+                Entry::Domain {
+                    name,
+                    subdomains_only,
+                    since,
+                } => {
                     let r = variant(since) | if subdomains_only { SUBS_ONLY } else { 0 };
                     self.names.push(name.as_bytes(), r);
                 }
@@ -645,13 +695,20 @@ impl Builder {
         let Some(host) = crate::rules::url_host(url) else {
             return;
         };
-        let host = crate::rules::normalize_domain(host).map_or_else(|_| host.to_ascii_lowercase(), |h| h.into_owned());
+        let host = crate::rules::normalize_domain(host)
+            .map_or_else(|_| host.to_ascii_lowercase(), |h| h.into_owned());
         let after = url.split_once("://").map_or(url, |x| x.1);
         let path = after.find('/').map_or("/", |i| &after[i..]);
         self.urls.push((host, path.to_string(), r));
     }
 
-    fn finish(self, info: Jurisdiction, vpn: Vec<VpnRule>, rules: usize, compiled: &[Compiled]) -> CompiledJurisdiction {
+    fn finish(
+        self,
+        info: Jurisdiction,
+        vpn: Vec<VpnRule>,
+        rules: usize,
+        compiled: &[Compiled],
+    ) -> CompiledJurisdiction {
         let order = |r: u32| compiled[(r & INDEX_MASK) as usize].order;
         let domains = self.names.build(order);
         let (substrings, substring_refs) = if self.substrings.is_empty() {

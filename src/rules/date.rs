@@ -140,7 +140,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_dates() {
-        for s in ["2022-02-30", "2021-13-01", "2022-3-4", "22-03-04", "2022/03/04", "2023-02-29"] {
+        for s in [
+            "2022-02-30",
+            "2021-13-01",
+            "2022-3-4",
+            "22-03-04",
+            "2022/03/04",
+            "2023-02-29",
+        ] {
             assert!(s.parse::<Day>().is_err(), "{s}");
         }
         assert!("2024-02-29".parse::<Day>().is_ok());
@@ -159,6 +166,9 @@ mod tests {
         // 2022-03-13T21:00:00Z is 2022-03-14 00:00 in Moscow (+03:00).
         let t = 1_647_205_200;
         assert_eq!(Day::at_instant(t, 10_800), "2022-03-14".parse().unwrap());
-        assert_eq!(Day::at_instant(t - 1, 10_800), "2022-03-13".parse().unwrap());
+        assert_eq!(
+            Day::at_instant(t - 1, 10_800),
+            "2022-03-13".parse().unwrap()
+        );
     }
 }

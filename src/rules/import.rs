@@ -41,8 +41,8 @@ impl FromStr for ImportFormat {
             "ooni-csv" => ImportFormat::OoniCsv,
             other => {
                 return Err(format!(
-                    "unknown import format `{other}` (known: domains, cidrs, hosts, rkn-csv, ooni-csv)"
-                ))
+                "unknown import format `{other}` (known: domains, cidrs, hosts, rkn-csv, ooni-csv)"
+            ))
             }
         })
     }
@@ -233,7 +233,10 @@ fn hosts_line(
         return;
     };
     if addr.parse::<IpAddr>().is_err() {
-        err(off_of(addr), format!("`{addr}` is not an IP address (hosts format: ADDRESS NAME...)"));
+        err(
+            off_of(addr),
+            format!("`{addr}` is not an IP address (hosts format: ADDRESS NAME...)"),
+        );
         return;
     }
     let mut any = false;
@@ -261,14 +264,20 @@ fn rkn_line(
     // fields are taken from the left and the last three from the right.
     let mut left = line.splitn(3, ';');
     let (Some(ips), Some(domains), Some(rest)) = (left.next(), left.next(), left.next()) else {
-        err(off_of(line), "expected 6 `;`-separated fields: IPs;domains;URL;organisation;decision;date".into());
+        err(
+            off_of(line),
+            "expected 6 `;`-separated fields: IPs;domains;URL;organisation;decision;date".into(),
+        );
         return;
     };
     let mut right = rest.rsplitn(4, ';');
     let (Some(date), Some(_decision), Some(_org), Some(urls)) =
         (right.next(), right.next(), right.next(), right.next())
     else {
-        err(off_of(line), "expected 6 `;`-separated fields: IPs;domains;URL;organisation;decision;date".into());
+        err(
+            off_of(line),
+            "expected 6 `;`-separated fields: IPs;domains;URL;organisation;decision;date".into(),
+        );
         return;
     };
     let date_s = date.trim();
@@ -308,7 +317,10 @@ fn ooni_line(
         return;
     };
     match host.parse::<IpAddr>() {
-        Ok(ip) => f(Entry::Ip { net: IpNet::from(ip), since: None }),
+        Ok(ip) => f(Entry::Ip {
+            net: IpNet::from(ip),
+            since: None,
+        }),
         Err(_) => domain_entry(host, None, off_of(url), f, err),
     }
     f(Entry::Url { url, since: None });
@@ -342,7 +354,11 @@ mod tests {
 
     #[test]
     fn domains_with_comments_and_wildcards() {
-        let e = entries(ImportFormat::Domains, "# list\nExample.COM\n\n*.wild.org # c\n").unwrap();
+        let e = entries(
+            ImportFormat::Domains,
+            "# list\nExample.COM\n\n*.wild.org # c\n",
+        )
+        .unwrap();
         assert_eq!(e.len(), 2);
         assert!(e[0].contains("\"example.com\"") && e[0].contains("subdomains_only: false"));
         assert!(e[1].contains("\"wild.org\"") && e[1].contains("subdomains_only: true"));
@@ -350,7 +366,11 @@ mod tests {
 
     #[test]
     fn every_bad_line_is_reported() {
-        let err = entries(ImportFormat::Cidrs, "10.0.0.0/8\nnope\n1.2.3.4\n300.1.1.1/8\n").unwrap_err();
+        let err = entries(
+            ImportFormat::Cidrs,
+            "10.0.0.0/8\nnope\n1.2.3.4\n300.1.1.1/8\n",
+        )
+        .unwrap_err();
         let lines: Vec<usize> = err.diagnostics.iter().map(|d| d.line).collect();
         assert_eq!(lines, vec![2, 4]);
     }
@@ -360,7 +380,10 @@ mod tests {
         let text = "Updated: 2014-04-22\n1.2.3.4 | 5.6.7.8;a.example|*.b.example;http://a.example/x;y=1;Org;123;2013-08-06\n";
         let e = entries(ImportFormat::RknCsv, text).unwrap();
         assert_eq!(e.len(), 5, "{e:?}");
-        assert!(e.iter().all(|x| x.contains("15923")), "since = 2013-08-06 on every entry: {e:?}");
+        assert!(
+            e.iter().all(|x| x.contains("15923")),
+            "since = 2013-08-06 on every entry: {e:?}"
+        );
         assert!(e[4].contains("http://a.example/x;y=1"));
     }
 

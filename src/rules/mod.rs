@@ -17,7 +17,7 @@ mod technique;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use date::{parse_utc_offset, Day, DateError};
+pub use date::{parse_utc_offset, DateError, Day};
 pub use diag::{Diagnostic, RulesError};
 pub use import::{url_host, Entry, Import, ImportFormat};
 pub use ipnet::IpNet;
@@ -28,7 +28,10 @@ pub use technique::{Layer, Technique, Techniques, UnknownTechnique};
 pub const EMBEDDED: &[(&str, &str)] = &[
     ("eu.toml", include_str!("../../rules/eu.toml")),
     ("ru.toml", include_str!("../../rules/ru.toml")),
-    ("ru/registry.lst", include_str!("../../rules/ru/registry.lst")),
+    (
+        "ru/registry.lst",
+        include_str!("../../rules/ru/registry.lst"),
+    ),
     ("ru/ipsum.lst", include_str!("../../rules/ru/ipsum.lst")),
 ];
 

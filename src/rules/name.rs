@@ -78,17 +78,32 @@ mod tests {
     #[test]
     fn normalises() {
         assert_eq!(normalize_domain("FaceBook.COM.").unwrap(), "facebook.com");
-        assert!(matches!(normalize_domain("x.com").unwrap(), Cow::Borrowed(_)));
-        assert_eq!(normalize_domain("президент.рф").unwrap(), "xn--d1abbgf6aiiy.xn--p1ai");
-        assert_eq!(normalize_domain("_sip._tcp.example.com").unwrap(), "_sip._tcp.example.com");
+        assert!(matches!(
+            normalize_domain("x.com").unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            normalize_domain("президент.рф").unwrap(),
+            "xn--d1abbgf6aiiy.xn--p1ai"
+        );
+        assert_eq!(
+            normalize_domain("_sip._tcp.example.com").unwrap(),
+            "_sip._tcp.example.com"
+        );
     }
 
     #[test]
     fn rejects() {
         assert_eq!(normalize_domain(" ."), Err(NameError::Empty));
         assert!(matches!(normalize_domain("a..b"), Err(NameError::Label(_))));
-        assert!(matches!(normalize_domain("a b.com"), Err(NameError::Char(..))));
-        assert!(matches!(normalize_domain("http://x.com"), Err(NameError::Char(..))));
+        assert!(matches!(
+            normalize_domain("a b.com"),
+            Err(NameError::Char(..))
+        ));
+        assert!(matches!(
+            normalize_domain("http://x.com"),
+            Err(NameError::Char(..))
+        ));
         let long = format!("{}.com", "a".repeat(64));
         assert!(matches!(normalize_domain(&long), Err(NameError::Label(_))));
     }

@@ -15,9 +15,9 @@ use super::{
 /// Reads and parses the file at `path`.
 pub(super) fn parse_file(path: &Path, reader: &dyn Reader) -> Result<RulesFile, RulesError> {
     let shown = reader.display(path);
-    let bytes = reader.read(path).map_err(|e| {
-        RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}")))
-    })?;
+    let bytes = reader
+        .read(path)
+        .map_err(|e| RulesError::single(Diagnostic::file(&shown, format!("cannot read: {e}"))))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let off = e.utf8_error().valid_up_to();
         let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
@@ -53,6 +53,15 @@ pub(super) fn parse_text(
     };
     let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let file = cx.file(doc.as_table(), &base, reader);
+    // Report in reading order: this file's lines first, then its imports'.
+    cx.errors.diagnostics.sort_by(|a, b| {
+        (a.path != shown, &a.path, a.line, a.column).cmp(&(
+            b.path != shown,
+            &b.path,
+            b.line,
+            b.column,
+        ))
+    });
     if cx.errors.is_empty() {
         file.ok_or_else(|| RulesError::single(Diagnostic::file(&shown, "empty".into())))
     } else {
@@ -129,10 +138,7 @@ impl Cx<'_> {
                     .map_or_else(|| span_of(item), |s| s.start);
                 self.err(
                     off,
-                    format!(
-                        "unknown key `{k}` in {what} (known: {})",
-                        known.join(", ")
-                    ),
+                    format!("unknown key `{k}` in {what} (known: {})", known.join(", ")),
                 );
             }
         }
@@ -186,7 +192,10 @@ impl Cx<'_> {
             return Vec::new();
         };
         let Some(arr) = item.as_array() else {
-            self.err(span_of(item), format!("`{key}` must be an array of strings"));
+            self.err(
+                span_of(item),
+                format!("`{key}` must be an array of strings"),
+            );
             return Vec::new();
         };
         let mut out = Vec::with_capacity(arr.len());
@@ -242,18 +251,22 @@ impl Cx<'_> {
             None => {}
             Some(Item::ArrayOfTables(arr)) => {
                 for t in arr.iter() {
-                    if let Some(r) = self.rule(t, base, reader) {
-                        if !ids.insert(r.id.clone()) {
-                            let off = t
-                                .get("id")
-                                .map_or_else(|| t.span().map_or(0, |s| s.start), span_of);
-                            self.err(off, format!("duplicate rule id `{}`", r.id));
+                    if let Some(item) = t.get("id") {
+                        if let Some(id) = item.as_str() {
+                            if !ids.insert(id.to_string()) {
+                                self.err(span_of(item), format!("duplicate rule id `{id}`"));
+                            }
                         }
+                    }
+                    if let Some(r) = self.rule(t, base, reader) {
                         rules.push(r);
                     }
                 }
             }
-            Some(other) => self.err(span_of(other), "`rule` must be an array of tables ([[rule]])".into()),
+            Some(other) => self.err(
+                span_of(other),
+                "`rule` must be an array of tables ([[rule]])".into(),
+            ),
         }
         let mut vpn = Vec::new();
         match root.get("vpn") {
@@ -265,7 +278,10 @@ impl Cx<'_> {
                     }
                 }
             }
-            Some(other) => self.err(span_of(other), "`vpn` must be an array of tables ([[vpn]])".into()),
+            Some(other) => self.err(
+                span_of(other),
+                "`vpn` must be an array of tables ([[vpn]])".into(),
+            ),
         }
         Some(RulesFile {
             path: self.path.to_string(),
@@ -282,9 +298,15 @@ impl Cx<'_> {
             Some((c, off)) => {
                 let ok = !c.is_empty()
                     && c.len() <= 32
-                    && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
                 if !ok {
-                    self.err(off, format!("bad jurisdiction code `{c}`: use lowercase letters, digits and `-`"));
+                    self.err(
+                        off,
+                        format!(
+                            "bad jurisdiction code `{c}`: use lowercase letters, digits and `-`"
+                        ),
+                    );
                 }
                 Some(c)
             }
@@ -314,8 +336,13 @@ impl Cx<'_> {
         }
         let http_blockpage = match self.string(t, "http_blockpage") {
             Some((s, off)) => {
-                if !(s.starts_with("http://") || s.starts_with("https://")) || s.contains(char::is_whitespace) {
-                    self.err(off, format!("`http_blockpage`: `{s}` is not an http(s) URL"));
+                if !(s.starts_with("http://") || s.starts_with("https://"))
+                    || s.contains(char::is_whitespace)
+                {
+                    self.err(
+                        off,
+                        format!("`http_blockpage`: `{s}` is not an http(s) URL"),
+                    );
                 }
                 Some(s)
             }
@@ -401,13 +428,19 @@ impl Cx<'_> {
             self.err(off, "an `allow = true` rule takes no `techniques`".into());
         }
         let throttle_kbps = self.positive_int(t, "throttle_kbps");
-        if techniques.contains(Technique::Throttle) && throttle_kbps.is_none() && t.get("throttle_kbps").is_none() {
+        if techniques.contains(Technique::Throttle)
+            && throttle_kbps.is_none()
+            && t.get("throttle_kbps").is_none()
+        {
             let off = t.get("techniques").map_or(start, span_of);
             self.err(off, "technique `throttle` needs `throttle_kbps`".into());
         }
         if throttle_kbps.is_some() && !techniques.contains(Technique::Throttle) {
             let off = self.key_offset(t, "throttle_kbps");
-            self.err(off, "`throttle_kbps` is set but `throttle` is not among the techniques".into());
+            self.err(
+                off,
+                "`throttle_kbps` is set but `throttle` is not among the techniques".into(),
+            );
         }
         let basis = self.string(t, "basis").map(|x| x.0);
         let source = self.string(t, "source").map(|x| x.0);
@@ -415,12 +448,9 @@ impl Cx<'_> {
             None => None,
             Some(item) => self.import(item, base, reader),
         };
-        let matches_something = !domains.is_empty()
-            || !exact.is_empty()
-            || !substrings.is_empty()
-            || !ips.is_empty()
-            || !urls.is_empty()
-            || t.get("import").is_some();
+        let matches_something = ["domains", "exact", "substrings", "ips", "urls", "import"]
+            .iter()
+            .any(|k| t.get(k).is_some());
         if !matches_something {
             self.err(start, "[[rule]] matches nothing: give `domains`, `exact`, `substrings`, `ips`, `urls` or `import`".into());
         }
@@ -447,13 +477,23 @@ impl Cx<'_> {
 
     fn import(&mut self, item: &Item, base: &Path, reader: &dyn Reader) -> Option<Import> {
         let off = span_of(item);
-        let Some(t) = item.as_inline_table().map(|t| t.clone().into_table()).or_else(|| item.as_table().cloned()) else {
-            self.err(off, "`import` must be a table: { path = \"...\", format = \"...\" }".into());
+        let Some(t) = item
+            .as_inline_table()
+            .map(|t| t.clone().into_table())
+            .or_else(|| item.as_table().cloned())
+        else {
+            self.err(
+                off,
+                "`import` must be a table: { path = \"...\", format = \"...\" }".into(),
+            );
             return None;
         };
         for (k, _) in t.iter() {
             if k != "path" && k != "format" {
-                self.err(off, format!("unknown key `{k}` in `import` (known: path, format)"));
+                self.err(
+                    off,
+                    format!("unknown key `{k}` in `import` (known: path, format)"),
+                );
             }
         }
         let path = match t.get("path").and_then(|i| i.as_str()) {
@@ -472,7 +512,10 @@ impl Cx<'_> {
                 }
             },
             None => {
-                self.err(off, "`import` needs `format` (domains, cidrs, hosts, rkn-csv, ooni-csv)".into());
+                self.err(
+                    off,
+                    "`import` needs `format` (domains, cidrs, hosts, rkn-csv, ooni-csv)".into(),
+                );
                 return None;
             }
         };
@@ -506,7 +549,13 @@ impl Cx<'_> {
             if VPN_PROTOCOLS.contains(&p.as_str()) {
                 protocols.push(p);
             } else {
-                self.err(off, format!("unknown VPN protocol `{p}` (known: {})", VPN_PROTOCOLS.join(", ")));
+                self.err(
+                    off,
+                    format!(
+                        "unknown VPN protocol `{p}` (known: {})",
+                        VPN_PROTOCOLS.join(", ")
+                    ),
+                );
             }
         }
         if t.get("protocols").is_none() {
@@ -532,10 +581,16 @@ impl Cx<'_> {
         let throttle_kbps = self.positive_int(t, "throttle_kbps");
         let cut_after = self.positive_int(t, "cut_after");
         if technique == Some(VpnTechnique::Throttle) && throttle_kbps.is_none() {
-            self.err(start, "VPN technique `throttle` needs `throttle_kbps`".into());
+            self.err(
+                start,
+                "VPN technique `throttle` needs `throttle_kbps`".into(),
+            );
         }
         if technique == Some(VpnTechnique::CutAfter) && cut_after.is_none() {
-            self.err(start, "VPN technique `cut-after` needs `cut_after` (packets)".into());
+            self.err(
+                start,
+                "VPN technique `cut-after` needs `cut_after` (packets)".into(),
+            );
         }
         let basis = self.string(t, "basis").map(|x| x.0);
         let source = self.string(t, "source").map(|x| x.0);

@@ -177,7 +177,9 @@ impl Techniques {
 
     /// Iterates over the techniques in bit order.
     pub fn iter(self) -> impl Iterator<Item = Technique> {
-        Technique::ALL.into_iter().filter(move |t| self.contains(*t))
+        Technique::ALL
+            .into_iter()
+            .filter(move |t| self.contains(*t))
     }
 }
 
@@ -217,9 +219,13 @@ mod tests {
 
     #[test]
     fn set_by_layer() {
-        let s: Techniques = [Technique::TlsReset, Technique::DnsBlockpage, Technique::QuicDrop]
-            .into_iter()
-            .collect();
+        let s: Techniques = [
+            Technique::TlsReset,
+            Technique::DnsBlockpage,
+            Technique::QuicDrop,
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(s.len(), 3);
         assert_eq!(s.first_at(Layer::Dns), Some(Technique::DnsBlockpage));
         assert_eq!(s.first_at(Layer::Http), None);
