@@ -138,7 +138,7 @@ impl Detector for FullyEncrypted {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::detect::testutil::{every_prefix, flow};
     use crate::detect::Packet;

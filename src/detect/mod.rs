@@ -158,10 +158,37 @@ impl<'d> Classifier<'d> {
     /// Asks every undecided detector about the flow (call after each new packet).
     /// Returns true while some detector is still undecided.
     pub fn update(&mut self, flow: &Flow<'_>) -> bool {
+        self.update_with(flow, |_, d, f| d.detect(f))
+    }
+
+    /// [`Classifier::update`], adding each detector's time (ns) and calls to `cost_ns`/`calls`
+    /// (indexed like the detectors).
+    pub fn update_timed(
+        &mut self,
+        flow: &Flow<'_>,
+        cost_ns: &mut [u64],
+        calls: &mut [u64],
+    ) -> bool {
+        self.update_with(flow, |i, d, f| {
+            let t = std::time::Instant::now();
+            let r = d.detect(f);
+            if let (Some(c), Some(n)) = (cost_ns.get_mut(i), calls.get_mut(i)) {
+                *c += t.elapsed().as_nanos() as u64;
+                *n += 1;
+            }
+            r
+        })
+    }
+
+    fn update_with(
+        &mut self,
+        flow: &Flow<'_>,
+        mut ask: impl FnMut(usize, &dyn Detector, &Flow<'_>) -> Outcome,
+    ) -> bool {
         let mut pending = false;
-        for (d, s) in self.detectors.iter().zip(self.state.iter_mut()) {
+        for (i, (d, s)) in self.detectors.iter().zip(self.state.iter_mut()).enumerate() {
             if s.is_err() {
-                *s = d.detect(flow);
+                *s = ask(i, d.as_ref(), flow);
                 if flow.packets.len() >= MAX_PACKETS && s.is_err() {
                     *s = Ok(None);
                 }
@@ -199,6 +226,9 @@ pub(crate) const fn printable(b: u8) -> bool {
     b >= 0x20 && b <= 0x7e
 }
 
+/// Frames of one direction, each with the number of packets needed to complete it.
+pub(crate) type FrameList = Vec<(Vec<u8>, usize)>;
+
 /// The frames of one direction of a TCP flow carrying 2-byte big-endian length prefixes
 /// (OpenVPN over TCP, RFC 1035-style framing), each with the number of packets needed to
 /// complete it. Stops at `max` frames; `Err` if a length is outside `min..=max_len`.
@@ -208,7 +238,7 @@ pub(crate) fn length_frames<'a>(
     max: usize,
     min_len: usize,
     max_len: usize,
-) -> Result<(Vec<(Vec<u8>, usize)>, bool), ()> {
+) -> Result<(FrameList, bool), ()> {
     let mut frames = Vec::new();
     let mut cur: Vec<u8> = Vec::new();
     let mut need: Option<usize> = None;

@@ -279,7 +279,9 @@ impl OpenVpn {
             for (ok, (h, b)) in fits.iter_mut().zip(STATIC_KEY_LAYOUTS) {
                 *ok &= len >= h + 2 * b && (len - h) % b == 0;
             }
-            if !fits.iter().any(|&x| x) || fully_encrypted::exemption(&f.bytes, &self.wu).is_some()
+            if !fits.iter().any(|&x| x)
+                || fully_encrypted::exemption(&f.bytes, &self.wu).is_some()
+                || known_header(&f.bytes)
             {
                 return Ok(None);
             }
@@ -294,6 +296,19 @@ impl OpenVpn {
         }
         Err(Incomplete)
     }
+}
+
+/// Random-looking protocols with a recognisable plaintext header that static-key OpenVPN
+/// (random from the first byte) cannot have: QUIC long headers with a known version
+/// (RFC 9000 section 17.2, RFC 9369, drafts `ff0000xx`, Google `Q0xx`) and DTLS records
+/// (RFC 6347 section 4.1).
+fn known_header(p: &[u8]) -> bool {
+    let quic = p.len() >= 5 && p[0] & 0xc0 == 0xc0 && {
+        let v = u32::from_be_bytes([p[1], p[2], p[3], p[4]]);
+        matches!(v, 0 | 1 | 0x6b33_43cf) || v >> 8 == 0xff_0000 || v >> 16 == 0x5130
+    };
+    let dtls = p.len() >= 13 && (20..=25).contains(&p[0]) && p[1] == 0xfe && p[2] >= 0xfc;
+    quic || dtls
 }
 
 #[cfg(test)]
@@ -438,6 +453,36 @@ mod tests {
                 "{n} bytes: {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn padded_quic_initials_are_not_static_key_openvpn() {
+        // 1252-byte QUIC v1 Initials fit the HMAC/IV/CBC layout and look random; the long
+        // header's version gives them away (a false positive seen in non-vpn.pcap).
+        let body = crate::detect::fully_encrypted::tests::random_bytes(1252, 11);
+        let pkts: Vec<Vec<u8>> = (0..20u8)
+            .map(|i| {
+                let mut p = body.clone();
+                p[..5].copy_from_slice(&[0xc0 | (i & 0x0f), 0, 0, 0, 1]);
+                p
+            })
+            .collect();
+        let pk: Vec<Packet<'_>> = pkts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Packet {
+                dir: if i % 4 == 3 {
+                    Dir::ToClient
+                } else {
+                    Dir::ToServer
+                },
+                payload: p,
+            })
+            .collect();
+        assert_eq!(
+            OpenVpn::default().detect(&flow(Transport::Udp, 4001, &pk)),
+            Ok(None)
+        );
     }
 
     #[test]
