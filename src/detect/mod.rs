@@ -106,7 +106,7 @@ pub trait Detector: Send + Sync + std::fmt::Debug {
 /// (specific handshakes first, the generic fully-encrypted rule last).
 pub fn standard(endpoints: endpoints::Endpoints) -> Vec<Box<dyn Detector>> {
     vec![
-        Box::new(wireguard::WireGuard),
+        Box::new(wireguard::WireGuard::default()),
         Box::new(openvpn::OpenVpn::default()),
         Box::new(ike::Ike::default()),
         Box::new(pptp::Pptp),

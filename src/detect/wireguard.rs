@@ -3,8 +3,10 @@
 //!
 //! Every message starts with a type byte (1 = handshake initiation, 2 = handshake response,
 //! 3 = cookie reply, 4 = transport data) and three zero reserved bytes. Initiations are exactly
-//! 148 bytes, responses 92, cookie replies 64, transport messages at least 32 bytes with a
-//! 16-byte-aligned padded body (`len % 16 == 0`). Indices tie the directions together: the
+//! 148 bytes, responses 92, cookie replies 64, transport messages at least 32 bytes. The
+//! whitepaper pads transport plaintext to 16 bytes (`len % 16 == 0`), as the Linux kernel
+//! does, but padding is not mandatory and boringtun (tested here) sends unpadded messages, so
+//! the alignment check is opt-in ([`WireGuard::require_padding`]). Indices tie the directions together: the
 //! response's receiver index is the initiator's sender index, and every transport message
 //! carries the peer's index. The rule `handshake` fires on an initiation from the client
 //! answered by a response acknowledging its sender index (2 packets); the rule `transport`
@@ -48,6 +50,8 @@ pub enum Message {
         receiver: u32,
         /// Nonce counter.
         counter: u64,
+        /// The body is padded to 16 bytes (`len % 16 == 0`).
+        padded: bool,
     },
 }
 
@@ -71,9 +75,10 @@ pub fn parse(p: &[u8]) -> Option<Message> {
         (COOKIE_REPLY, 64) => Some(Message::CookieReply {
             receiver: u32_at(p, 4)?,
         }),
-        (TRANSPORT, n) if n >= 32 && (n - 16) % 16 == 0 => Some(Message::Transport {
+        (TRANSPORT, n) if n >= 32 => Some(Message::Transport {
             receiver: u32_at(p, 4)?,
             counter: u64::from_le_bytes(p.get(8..16)?.try_into().ok()?),
+            padded: n % 16 == 0,
         }),
         _ => None,
     }
@@ -81,7 +86,11 @@ pub fn parse(p: &[u8]) -> Option<Message> {
 
 /// The WireGuard detector.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct WireGuard;
+pub struct WireGuard {
+    /// Reject transport messages whose length is not a multiple of 16 (kernel WireGuard pads;
+    /// boringtun does not).
+    pub require_padding: bool,
+}
 
 impl Detector for WireGuard {
     fn name(&self) -> &'static str {
@@ -97,7 +106,7 @@ impl Detector for WireGuard {
         };
         match (first.dir, parse(first.payload)) {
             (Dir::ToServer, Some(Message::Initiation { .. })) => handshake(flow),
-            (_, Some(Message::Transport { .. })) => transport(flow),
+            (_, Some(Message::Transport { .. })) => transport(flow, self.require_padding),
             _ => Ok(None),
         }
     }
@@ -135,13 +144,19 @@ fn handshake(flow: &Flow<'_>) -> Outcome {
 }
 
 /// Mid-session: transport messages only, two per direction, constant receiver per direction.
-fn transport(flow: &Flow<'_>) -> Outcome {
+fn transport(flow: &Flow<'_>, require_padding: bool) -> Outcome {
     let mut recv: [Option<u32>; 2] = [None, None];
     let mut count = [0usize; 2];
     for (i, p) in flow.packets.iter().enumerate() {
-        let Some(Message::Transport { receiver, .. }) = parse(p.payload) else {
+        let Some(Message::Transport {
+            receiver, padded, ..
+        }) = parse(p.payload)
+        else {
             return Ok(None);
         };
+        if require_padding && !padded {
+            return Ok(None);
+        }
         let d = usize::from(p.dir == Dir::ToClient);
         match recv[d] {
             Some(r) if r != receiver => return Ok(None),
@@ -221,7 +236,7 @@ mod tests {
         );
         let pkts = [to_s(&i), to_c(&r), to_s(&t1), to_c(&t2)];
         let v = every_prefix(
-            &WireGuard,
+            &WireGuard::default(),
             Transport::Udp,
             51820,
             &pkts,
@@ -232,6 +247,67 @@ mod tests {
         assert_eq!(v.rule, "handshake");
     }
 
+    /// A real handshake and first transport messages from boringtun (Cloudflare's userspace
+    /// WireGuard implementation).
+    fn boringtun_flow() -> Vec<(Dir, Vec<u8>)> {
+        use boringtun::noise::{Tunn, TunnResult};
+        use boringtun::x25519::{PublicKey, StaticSecret};
+        let (ck, sk) = (StaticSecret::from([3u8; 32]), StaticSecret::from([4u8; 32]));
+        let mut c = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 0x0101, None);
+        let mut s = Tunn::new(sk, PublicKey::from(&ck), None, None, 0x0202, None);
+        let (mut o1, mut o2) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let mut out = Vec::new();
+        let TunnResult::WriteToNetwork(init) = c.format_handshake_initiation(&mut o1, false) else {
+            panic!("initiation")
+        };
+        out.push((Dir::ToServer, init.to_vec()));
+        let TunnResult::WriteToNetwork(resp) = s.decapsulate(None, &out[0].1, &mut o2) else {
+            panic!("response")
+        };
+        out.push((Dir::ToClient, resp.to_vec()));
+        if let TunnResult::WriteToNetwork(keepalive) = c.decapsulate(None, &out[1].1, &mut o1) {
+            out.push((Dir::ToServer, keepalive.to_vec()));
+        }
+        let ip = [
+            0x45u8, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        if let TunnResult::WriteToNetwork(data) = c.encapsulate(&ip, &mut o1) {
+            out.push((Dir::ToServer, data.to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn real_boringtun_handshake_every_prefix() {
+        let raw = boringtun_flow();
+        assert!(raw.len() >= 3, "handshake plus transport");
+        assert_eq!((raw[0].1.len(), raw[1].1.len()), (148, 92));
+        let pkts: Vec<Packet<'_>> = raw
+            .iter()
+            .map(|(d, p)| Packet {
+                dir: *d,
+                payload: p,
+            })
+            .collect();
+        let v = every_prefix(
+            &WireGuard::default(),
+            Transport::Udp,
+            51820,
+            &pkts,
+            2,
+            Some("wireguard"),
+        )
+        .unwrap();
+        assert_eq!(v.rule, "handshake");
+        for (_, p) in &raw {
+            assert!(
+                parse(p).is_some(),
+                "every real message parses: {:02x?}",
+                &p[..4]
+            );
+        }
+    }
+
     #[test]
     fn retried_initiations_and_cookie_replies_are_followed() {
         let (i1, i2) = (build::initiation(1, 0x11), build::initiation(2, 0x12));
@@ -240,7 +316,7 @@ mod tests {
         let r = build::response(9, 2, 0x13);
         let pkts = [to_s(&i1), to_c(&cookie), to_s(&i2), to_c(&r)];
         every_prefix(
-            &WireGuard,
+            &WireGuard::default(),
             Transport::Udp,
             51820,
             &pkts,
@@ -254,24 +330,24 @@ mod tests {
         let (i, r) = (build::initiation(1, 0), build::response(5, 2, 0));
         let pkts = [to_s(&i), to_c(&r)];
         assert_eq!(
-            WireGuard.detect(&flow(Transport::Udp, 1, &pkts)),
+            WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
             Ok(None),
             "response to another index"
         );
         let mut short = build::initiation(1, 0);
         short.pop();
         assert_eq!(
-            WireGuard.detect(&flow(Transport::Udp, 1, &[to_s(&short)])),
+            WireGuard::default().detect(&flow(Transport::Udp, 1, &[to_s(&short)])),
             Ok(None)
         );
         let mut reserved = build::initiation(1, 0);
         reserved[2] = 1;
         assert_eq!(
-            WireGuard.detect(&flow(Transport::Udp, 1, &[to_s(&reserved)])),
+            WireGuard::default().detect(&flow(Transport::Udp, 1, &[to_s(&reserved)])),
             Ok(None)
         );
         assert_eq!(
-            WireGuard.detect(&flow(Transport::Tcp, 1, &[to_s(&i)])),
+            WireGuard::default().detect(&flow(Transport::Tcp, 1, &[to_s(&i)])),
             Ok(None),
             "never over TCP"
         );
@@ -279,7 +355,26 @@ mod tests {
             4u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
             0, 0, 0, 0, 0,
         ];
-        assert_eq!(parse(&odd), None, "transport body not 16-aligned");
+        assert!(matches!(
+            parse(&odd),
+            Some(Message::Transport { padded: false, .. })
+        ));
+        let b = build::transport(10, 5, 3, 0);
+        let unpadded = b[..b.len() - 13].to_vec();
+        let pk = [
+            to_s(&unpadded),
+            to_s(&unpadded),
+            to_c(&unpadded),
+            to_c(&unpadded),
+        ];
+        let strict = WireGuard {
+            require_padding: true,
+        };
+        assert_eq!(
+            strict.detect(&flow(Transport::Udp, 1, &pk)),
+            Ok(None),
+            "unpadded transport rejected when padding is required"
+        );
     }
 
     #[test]
@@ -297,7 +392,7 @@ mod tests {
         let b = build::transport(20, 9, 30, 0x22);
         let pkts = [to_s(&a), to_s(&a), to_c(&b), to_c(&b), to_s(&a)];
         let v = every_prefix(
-            &WireGuard,
+            &WireGuard::default(),
             Transport::Udp,
             51820,
             &pkts,
@@ -309,7 +404,7 @@ mod tests {
         let c = build::transport(21, 9, 30, 0x22);
         let pkts = [to_s(&a), to_c(&b), to_c(&c)];
         assert_eq!(
-            WireGuard.detect(&flow(Transport::Udp, 1, &pkts)),
+            WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
             Ok(None),
             "receiver index changed"
         );
