@@ -279,15 +279,20 @@ impl OpenVpn {
             for (ok, (h, b)) in fits.iter_mut().zip(STATIC_KEY_LAYOUTS) {
                 *ok &= len >= h + 2 * b && (len - h) % b == 0;
             }
-            if !fits.iter().any(|&x| x)
-                || fully_encrypted::exemption(&f.bytes, &self.wu).is_some()
-                || known_header(&f.bytes)
-            {
+            if !fits.iter().any(|&x| x) || known_header(&f.bytes) {
+                return Ok(None);
+            }
+            // The entropy tests scan every byte: on the first packet (rejecting most flows
+            // at once), and on the rest only when the window is complete.
+            if n == 0 && fully_encrypted::exemption(&f.bytes, &self.wu).is_some() {
                 return Ok(None);
             }
             server |= f.dir == Dir::ToClient;
             if n + 1 >= self.static_window && server {
-                return Ok(Some(Verdict {
+                let random = frames[1..=n]
+                    .iter()
+                    .all(|f| fully_encrypted::exemption(&f.bytes, &self.wu).is_none());
+                return Ok(random.then_some(Verdict {
                     protocol: "openvpn",
                     rule: "static-key",
                     after: f.after,

@@ -112,15 +112,20 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
     let mut files = Vec::new();
     let mut cost_ns = vec![0; detectors.len()];
     let mut calls = vec![0; detectors.len()];
+    let mut bytes = Vec::new();
     for path in &args.pcaps {
         let shown = path.display().to_string();
         let name = path
             .file_name()
             .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned());
-        let bytes = std::fs::read(path).map_err(|e| ExperimentError::Capture {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
+        // One buffer for all files: no fresh pages to fault in for every capture.
+        bytes.clear();
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+            .map_err(|e| ExperimentError::Capture {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
         let reader = pcap::Reader::new(&bytes).map_err(|e| ExperimentError::Capture {
             path: shown.clone(),
             message: e.to_string(),

@@ -407,7 +407,32 @@ impl Report {
             "med.pkts",
             "ns/call"
         );
-        for s in self.detectors.iter().chain(std::iter::once(&self.overall)) {
+        if !self.labelled {
+            out.clear();
+            let _ = writeln!(
+                out,
+                "{:<16} {:>6} {:>9} {:>9}   (no --labels: hits only)",
+                "detector", "hits", "med.pkts", "ns/call"
+            );
+            for s in &self.detectors {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:>6} {:>9} {:>9}",
+                    s.detector,
+                    s.hits,
+                    s.median_packets_to_decision
+                        .map_or_else(|| "-".into(), |m| format!("{m}")),
+                    s.ns_per_call
+                        .map_or_else(|| "-".into(), |c| format!("{c:.0}")),
+                );
+            }
+        }
+        for s in self
+            .detectors
+            .iter()
+            .chain(std::iter::once(&self.overall))
+            .filter(|_| self.labelled)
+        {
             let _ = writeln!(
                 out,
                 "{:<16} {:>6} {:>5} {:>5} {:>5} {:>9} {:>7} {:>6} {:>9} {:>9}",
