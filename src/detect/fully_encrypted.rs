@@ -75,8 +75,22 @@ pub fn exemption(p: &[u8], params: &Params) -> Option<Exemption> {
     if p.is_empty() {
         return Some(Exemption::Empty);
     }
-    let bits: u32 = p.iter().map(|b| b.count_ones()).sum();
-    let per_byte = f64::from(bits) / p.len() as f64;
+    // Ex1: set bits, a word at a time.
+    let mut words = p.chunks_exact(8);
+    let mut bits: u64 = words
+        .by_ref()
+        .map(|w| {
+            u64::from(
+                u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]).count_ones(),
+            )
+        })
+        .sum();
+    bits += words
+        .remainder()
+        .iter()
+        .map(|b| u64::from(b.count_ones()))
+        .sum::<u64>();
+    let per_byte = bits as f64 / p.len() as f64;
     if per_byte <= params.popcount_low || per_byte >= params.popcount_high {
         return Some(Exemption::Popcount);
     }
@@ -85,16 +99,19 @@ pub fn exemption(p: &[u8], params: &Params) -> Option<Exemption> {
     {
         return Some(Exemption::PrintablePrefix);
     }
-    let n_printable = p.iter().filter(|&&b| printable(b)).count();
+    // Ex3 and Ex4 in one pass.
+    let (mut n_printable, mut run, mut longest) = (0usize, 0usize, 0usize);
+    for &b in p {
+        let pr = printable(b);
+        n_printable += usize::from(pr);
+        run = if pr { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
     if n_printable as f64 > params.printable_fraction * p.len() as f64 {
         return Some(Exemption::MostlyPrintable);
     }
-    let mut run = 0usize;
-    for &b in p {
-        run = if printable(b) { run + 1 } else { 0 };
-        if run > params.printable_run {
-            return Some(Exemption::PrintableRun);
-        }
+    if longest > params.printable_run {
+        return Some(Exemption::PrintableRun);
     }
     let tls = p.len() >= 3 && (0x16..=0x17).contains(&p[0]) && p[1] == 0x03 && p[2] <= 0x09;
     if tls || HTTP_PREFIXES.iter().any(|h| p.starts_with(h)) {

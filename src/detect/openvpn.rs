@@ -282,14 +282,11 @@ impl OpenVpn {
             if !fits.iter().any(|&x| x) || known_header(&f.bytes) {
                 return Ok(None);
             }
-            // The entropy tests scan every byte: on the first packet (rejecting most flows
-            // at once), and on the rest only when the window is complete.
-            if n == 0 && fully_encrypted::exemption(&f.bytes, &self.wu).is_some() {
-                return Ok(None);
-            }
             server |= f.dir == Dir::ToClient;
+            // The entropy tests scan every byte: run them once, when the window is complete
+            // (the detector is re-asked after every packet).
             if n + 1 >= self.static_window && server {
-                let random = frames[1..=n]
+                let random = frames[..=n]
                     .iter()
                     .all(|f| fully_encrypted::exemption(&f.bytes, &self.wu).is_none());
                 return Ok(random.then_some(Verdict {
