@@ -11,17 +11,20 @@
 
 mod cidr;
 mod domain;
+mod substring;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 
-use crate::rules::{Day, Entry, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN};
-use cidr::CidrTable;
+use crate::rules::{
+    Day, Entry, ImportFormat, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN,
+};
+use cidr::{CidrTable, Spans};
 use domain::{finish, hash_step, refs, DomainMatcher, NamesBuilder, FNV_OFFSET};
+use substring::SubstringMatcher;
 
 /// The simulated moment of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,8 +224,7 @@ struct CompiledJurisdiction {
     info: Jurisdiction,
     domains: DomainMatcher,
     root: Vec<u32>,
-    substrings: Option<AhoCorasick>,
-    substring_refs: Vec<Vec<u32>>,
+    substrings: SubstringMatcher,
     cidrs: CidrTable,
     /// Interned CIDR chains: `(prefix len, ref)`, innermost first; indexed by `chain_spans`.
     chains: Vec<(u8, u32)>,
@@ -330,7 +332,7 @@ impl Policy {
             client_nets.push(c.clone());
         }
         // The innermost network decides; among equal networks the first listed.
-        let clients = CidrTable::build(pairs, |chain| {
+        let clients = CidrTable::build(pairs.into_iter().collect(), |chain| {
             let max = chain.iter().map(|c| c.0).max().unwrap_or(0);
             chain.iter().find(|c| c.0 == max).map_or(0, |c| c.1)
         });
@@ -454,11 +456,7 @@ impl Policy {
                         + j.chains.capacity() * 8
                         + j.chain_spans.capacity() * 8
                         + j.root.capacity() * 4
-                        + j.substring_refs
-                            .iter()
-                            .map(|r| r.capacity() * 4 + 24)
-                            .sum::<usize>()
-                        + j.substrings.as_ref().map_or(0, |a| a.memory_usage())
+                        + j.substrings.heap_bytes()
                         + j.urls
                             .iter()
                             .map(|(k, v)| {
@@ -515,48 +513,59 @@ impl Policy {
         }
         let name = &*name;
         let mut allowed = None;
-        // Right to left: at each dot the hash of the suffix after it is complete.
+        // Right to left: at each dot the hash of the suffix after it is complete. Suffixes
+        // with a label count no stored name has, or that the Bloom filter rejects, are not
+        // looked up.
+        let d = &cj.domains;
         let mut h = FNV_OFFSET;
+        let mut labels = 1;
         let mut i = name.len();
         while i > 0 {
             i -= 1;
             let b = name[i];
             if b == b'.' {
-                let suffix = &name[i + 1..];
-                if let Some(list) = cj.domains.get(suffix, finish(h)) {
-                    for r in refs(list) {
-                        if r & EXACT != 0 {
-                            continue;
+                let hs = finish(h);
+                if d.has_label_count(labels) && d.may_contain(hs) {
+                    let suffix = &name[i + 1..];
+                    if let Some(list) = d.get(suffix, hs) {
+                        for r in refs(list) {
+                            if r & EXACT != 0 {
+                                continue;
+                            }
+                            allowed = allowed.or(self.consider(
+                                r & INDEX_MASK,
+                                suffix.len() as u32,
+                                day,
+                                best,
+                            ));
                         }
-                        allowed = allowed.or(self.consider(
-                            r & INDEX_MASK,
-                            suffix.len() as u32,
-                            day,
-                            best,
-                        ));
                     }
                 }
+                labels += 1;
             }
             h = hash_step(h, b);
         }
-        if let Some(list) = cj.domains.get(name, finish(h)) {
-            for r in refs(list) {
-                if r & SUBS_ONLY != 0 {
-                    continue;
+        let hs = finish(h);
+        if d.has_label_count(labels) && d.may_contain(hs) {
+            if let Some(list) = d.get(name, hs) {
+                for r in refs(list) {
+                    if r & SUBS_ONLY != 0 {
+                        continue;
+                    }
+                    allowed =
+                        allowed.or(self.consider(r & INDEX_MASK, name.len() as u32, day, best));
                 }
-                allowed = allowed.or(self.consider(r & INDEX_MASK, name.len() as u32, day, best));
             }
         }
         for &r in &cj.root {
             allowed = allowed.or(self.consider(r, 0, day, best));
         }
-        if let Some(ac) = &cj.substrings {
-            for m in ac.find_overlapping_iter(name) {
-                let spec = (m.end() - m.start()) as u32;
-                for &r in &cj.substring_refs[m.pattern().as_usize()] {
+        if !cj.substrings.is_empty() {
+            cj.substrings.for_each_match(name, |spec, list| {
+                for &r in list {
                     allowed = allowed.or(self.consider(r, spec, day, best));
                 }
-            }
+            });
         }
         allowed
     }
@@ -615,7 +624,7 @@ struct Builder {
     names: NamesBuilder,
     root: Vec<u32>,
     substrings: Vec<(String, u32)>,
-    nets: Vec<(IpNet, u32)>,
+    nets: Spans,
     urls: Vec<(String, String, u32)>,
     entries: usize,
 }
@@ -646,7 +655,7 @@ impl Builder {
             self.substrings.push((s.clone(), base_idx));
         }
         for n in &rule.ips {
-            self.nets.push((*n, base_idx));
+            self.nets.push(*n, base_idx);
         }
         for u in &rule.urls {
             self.add_url(u, base_idx);
@@ -659,6 +668,14 @@ impl Builder {
         let Some(import) = &rule.import else {
             return;
         };
+        match import.format {
+            ImportFormat::Domains | ImportFormat::Hosts => {
+                self.names.arena.reserve(import.len_bytes());
+                self.names.items.reserve(import.line_count());
+            }
+            ImportFormat::Cidrs => self.nets.reserve(import.line_count()),
+            ImportFormat::RknCsv | ImportFormat::OoniCsv => {}
+        }
         // Entries with their own start date (RKN decision dates) get a compiled variant of the
         // rule starting at the later of the two dates.
         let mut variants: HashMap<i32, u32> = HashMap::new();
@@ -682,7 +699,7 @@ impl Builder {
                     let r = variant(since) | if subdomains_only { SUBS_ONLY } else { 0 };
                     self.names.push(name.as_bytes(), r);
                 }
-                Entry::Ip { net, since } => self.nets.push((net, variant(since))),
+                Entry::Ip { net, since } => self.nets.push(net, variant(since)),
                 Entry::Url { url, since } => {
                     let r = variant(since);
                     self.add_url(url, r);
@@ -711,26 +728,21 @@ impl Builder {
     ) -> CompiledJurisdiction {
         let order = |r: u32| compiled[(r & INDEX_MASK) as usize].order;
         let domains = self.names.build(order);
-        let (substrings, substring_refs) = if self.substrings.is_empty() {
-            (None, Vec::new())
-        } else {
-            let mut pats: Vec<String> = Vec::new();
-            let mut refs: Vec<Vec<u32>> = Vec::new();
-            for (s, r) in self.substrings {
-                match pats.iter().position(|p| *p == s) {
-                    Some(i) => refs[i].push(r),
-                    None => {
-                        pats.push(s);
-                        refs.push(vec![r]);
-                    }
+        let mut pats: Vec<String> = Vec::new();
+        let mut sub_refs: Vec<Vec<u32>> = Vec::new();
+        for (s, r) in self.substrings {
+            match pats.iter().position(|p| *p == s) {
+                Some(i) => sub_refs[i].push(r),
+                None => {
+                    pats.push(s);
+                    sub_refs.push(vec![r]);
                 }
             }
-            for list in &mut refs {
-                list.sort_by_key(|r| order(*r));
-            }
-            // Patterns are validated ASCII; building cannot fail for them.
-            (AhoCorasick::new(&pats).ok(), refs)
-        };
+        }
+        for list in &mut sub_refs {
+            list.sort_by_key(|r| order(*r));
+        }
+        let substrings = SubstringMatcher::new(pats, sub_refs);
         let mut chains: Vec<(u8, u32)> = Vec::new();
         let mut chain_spans: Vec<(u32, u32)> = Vec::new();
         let mut interned: HashMap<Vec<(u8, u32)>, u32> = HashMap::new();
@@ -762,7 +774,6 @@ impl Builder {
             domains,
             root: self.root,
             substrings,
-            substring_refs,
             cidrs,
             chains,
             chain_spans,
