@@ -542,3 +542,124 @@ mod wireguard {
         );
     }
 }
+
+/// `reset` and `cut-after` from a lab rules file, with a PPTP control connection and a
+/// WireGuard-format UDP flow.
+mod techniques {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+
+    const LAB: &str = r#"[jurisdiction]
+code = "lab"
+name = "Test lab"
+utc_offset = "+00:00"
+
+[[vpn]]
+id = "lab-pptp-reset"
+protocols = ["pptp"]
+since = "2020-01-01"
+technique = "reset"
+
+[[vpn]]
+id = "lab-wireguard-cut"
+protocols = ["wireguard"]
+since = "2020-01-01"
+technique = "cut-after"
+cut_after = 4
+"#;
+
+    fn lab_gateway(
+        dir: &Path,
+        proto: &str,
+        forward: SocketAddr,
+    ) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        std::fs::write(dir.join("rules/lab.toml"), LAB).unwrap();
+        let config = format!(
+            "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{forward}\"\nprotocol = \"{proto}\"\nmode = \"enforce\"\n"
+        );
+        gateway(dir, &config, &format!("relay/{proto}"))
+    }
+
+    #[test]
+    fn reset_technique_sends_rst_after_the_pptp_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = echo.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = echo.accept() {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let (_gw, relay, log) = lab_gateway(dir.path(), "tcp", target);
+        let mut c = std::net::TcpStream::connect(relay).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(&blocklab::detect::pptp::sccrq()).unwrap();
+        // The request passes (it completes the identification); the echoed reply is where
+        // the relay resets both sides.
+        let mut buf = [0u8; 512];
+        let err = c
+            .read(&mut buf)
+            .expect_err("the relay must reset the connection, not deliver the reply");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        let (_, lines) = wait_for(&log, "vpn verdict", Duration::from_secs(10));
+        let v = lines
+            .lines()
+            .find(|l| l.contains("vpn verdict"))
+            .unwrap_or_default();
+        assert!(
+            v.contains("verdict=pptp")
+                && v.contains("action=reset")
+                && v.contains("vpn_rule=lab-pptp-reset"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn cut_after_lets_n_packets_of_the_flow_through() {
+        use blocklab::detect::wireguard::build;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sink.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let (_gw, relay, log) = lab_gateway(dir.path(), "udp", sink.local_addr().unwrap());
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.send_to(&build::initiation(5, 0x11), relay).unwrap();
+        let mut buf = [0u8; 2048];
+        sink.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (n, from) = sink.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 148);
+        sink.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        sink.send_to(&build::response(6, 5, 0x22), from).unwrap();
+        let (n, _) = c
+            .recv_from(&mut buf)
+            .expect("the identifying response passes");
+        assert_eq!(n, 92);
+        for i in 0..5u64 {
+            c.send_to(&build::transport(6, i, 32, 0x33), relay).unwrap();
+        }
+        let mut got = 0;
+        while sink.recv_from(&mut buf).is_ok() {
+            got += 1;
+        }
+        // cut_after = 4 packets of the flow: initiation, response and two transport messages.
+        assert_eq!(got, 2, "transport messages that passed");
+        let (_, lines) = wait_for(&log, "vpn verdict", Duration::from_secs(10));
+        let v = lines
+            .lines()
+            .find(|l| l.contains("vpn verdict"))
+            .unwrap_or_default();
+        assert!(
+            v.contains("action=cut-after") && v.contains("vpn_rule=lab-wireguard-cut"),
+            "{v}"
+        );
+    }
+}
