@@ -547,7 +547,7 @@ mod wireguard {
 /// WireGuard-format UDP flow.
 mod techniques {
     use super::*;
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
 
     const LAB: &str = r#"[jurisdiction]
 code = "lab"
