@@ -178,7 +178,8 @@ pub struct Score {
     pub tp: usize,
     /// False positives.
     pub fp: usize,
-    /// False negatives.
+    /// False negatives (`"fn"` in JSON).
+    #[serde(rename = "fn")]
     pub fn_: usize,
     /// True negatives.
     pub tn: usize,
