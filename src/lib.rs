@@ -22,6 +22,7 @@ pub mod dns;
 pub mod experiment;
 pub mod http;
 pub mod policy;
+pub mod probe;
 pub mod relay;
 pub mod resolve;
 pub mod rules;
