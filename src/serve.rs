@@ -29,12 +29,10 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway serving `policy` under `config`.
     pub fn new(config: Config, policy: Policy) -> Result<Arc<Gateway>, StartError> {
-        let servers = config
-            .dns
-            .as_ref()
-            .map(|d| d.upstream.clone())
-            .unwrap_or_default();
-        let upstream = crate::resolve::Upstream::new(&servers).map_err(StartError::Other)?;
+        let servers = config.dns.as_ref().map(|d| d.upstream.clone()).unwrap_or_default();
+        let upstream = crate::resolve::Upstream::new(&servers)
+            .map_err(StartError::Other)?
+            .with_overrides(config.hosts.clone());
         Ok(Arc::new(Gateway {
             config,
             upstream,
@@ -94,8 +92,7 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     tasks.extend(crate::relay::start(gw).await?);
     if tasks.is_empty() {
         return Err(StartError::Other(
-            "nothing to serve: the config names no [dns], [http], [tls] or [[relay]] listener"
-                .into(),
+            "nothing to serve: the config names no [dns], [http], [tls] or [[relay]] listener".into(),
         ));
     }
     Ok(tasks)
