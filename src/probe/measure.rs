@@ -120,8 +120,8 @@ pub async fn side(url: &Url, side: &Side, s: &Settings, start: Instant) -> SideF
     // Web step.
     facts.http = Some(if !https && side.proxy.is_some() {
         // Plain HTTP through a forward proxy: an absolute-form request on a new connection.
-        let name = format!("{host}:{port}");
-        match net::connect(&name, None, side.proxy, s.timeout).await {
+        // (a plain connection to the proxy itself, not a tunnel)
+        match net::connect("", side.proxy, None, s.timeout).await {
             Ok(tcp) => http::get(Box::new(tcp), url, true, s.limits, start).await,
             Err(f) => web_failure(f, start),
         }
