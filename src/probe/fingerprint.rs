@@ -63,6 +63,8 @@ pub struct HttpFingerprint {
     pub location_found: String,
     /// Countries where it was seen (`expected_countries`).
     pub countries: String,
+    /// OONI's scope (`nat`, `isp`, `prod`, `inst`, `vbw`, `fp`).
+    pub scope: String,
 }
 
 /// What a DNS fingerprint recognises.
@@ -83,6 +85,8 @@ pub struct DnsFingerprint {
     pub target: DnsTarget,
     /// Countries where it was seen.
     pub countries: String,
+    /// OONI's scope.
+    pub scope: String,
 }
 
 /// A fingerprint that matched a measurement.
@@ -94,6 +98,16 @@ pub struct Match {
     pub location_found: String,
     /// Countries where it was seen.
     pub expected_countries: String,
+    /// OONI's scope of the fingerprint.
+    pub scope: String,
+    /// Whether the match confirms a block: a censor's page (scope `nat`, `isp`, `prod`,
+    /// `inst`), not a vague word (`vbw`) or a known false positive (`fp`).
+    pub confirms_block: bool,
+}
+
+/// Whether fingerprints of `scope` confirm a block.
+pub fn scope_confirms(scope: &str) -> bool {
+    matches!(scope, "nat" | "isp" | "prod" | "inst" | "prov")
 }
 
 /// All fingerprints.
@@ -196,6 +210,8 @@ impl Fingerprints {
                 name: f.name.clone(),
                 location_found: f.location_found.clone(),
                 expected_countries: f.countries.clone(),
+                scope: f.scope.clone(),
+                confirms_block: scope_confirms(&f.scope),
             })
             .collect()
     }
@@ -214,6 +230,8 @@ impl Fingerprints {
                 name: f.name.clone(),
                 location_found: "dns".into(),
                 expected_countries: f.countries.clone(),
+                scope: f.scope.clone(),
+                confirms_block: scope_confirms(&f.scope),
             })
             .collect()
     }
@@ -249,6 +267,7 @@ fn http_row(f: &[String]) -> Result<Option<HttpFingerprint>, String> {
         pattern: pattern(&f[4], &f[5])?,
         location_found: f[3].clone(),
         countries: f.get(7).cloned().unwrap_or_default(),
+        scope: f[1].clone(),
     }))
 }
 
@@ -269,6 +288,7 @@ fn dns_row(f: &[String]) -> Result<Option<DnsFingerprint>, String> {
         name: f[0].clone(),
         target,
         countries: f.get(7).cloned().unwrap_or_default(),
+        scope: f[1].clone(),
     }))
 }
 
@@ -347,7 +367,10 @@ mod tests {
         let f = Fingerprints::embedded().unwrap();
         let h = vec![("Location".to_string(), "http://warning.rt.ru/".to_string())];
         let m = f.match_http(&h, "");
-        assert!(m.iter().any(|m| m.name == "ooni.ru_6"), "{m:?}");
+        assert!(
+            m.iter().any(|m| m.name == "ooni.ru_6" && m.confirms_block),
+            "{m:?}"
+        );
         assert!(f
             .match_http(&[("Location".into(), "https://facebook.com/".into())], "")
             .is_empty());
@@ -363,6 +386,15 @@ mod tests {
         assert!(f.match_dns(&["127.0.0.2".parse().unwrap()], &[]).is_empty());
         let c = f.match_dns(&[], &["internet-positif.org.".to_string()]);
         assert_eq!(c.len(), 1, "{c:?}");
+    }
+
+    #[test]
+    fn false_positive_fingerprints_do_not_confirm() {
+        let f = Fingerprints::embedded().unwrap();
+        let m = f.match_http(&[], "<h1>502 Bad Gateway</h1>");
+        let generic = m.iter().find(|m| m.name == "cp.fp_x_generic_502").unwrap();
+        assert_eq!(generic.scope, "fp");
+        assert!(!generic.confirms_block);
     }
 
     #[test]

@@ -207,7 +207,9 @@ pub fn measurement(m: &Measured<'_>, run: &RunInfo) -> Value {
         })
         .collect();
     let rate = |h: &Option<HttpFacts>| h.as_ref().and_then(HttpFacts::rate_kbps);
+    let confirmed = m.blockpages.iter().any(|b| b.confirms_block);
     let outcome = match (a.blocking.to_json(), a.accessible) {
+        _ if confirmed => "blocked",
         (Value::Bool(false), Some(true)) => "accessible",
         (Value::Bool(false), _) => "down",
         (Value::Null, _) => "inconclusive",
@@ -251,6 +253,7 @@ pub fn measurement(m: &Measured<'_>, run: &RunInfo) -> Value {
                 "throttle_fraction": run.throttle_fraction,
                 "rate_kbps": {"probe": rate(&p.http), "control": rate(&m.control.http)},
                 "blockpage": m.blockpages,
+                "blockpage_confirmed": confirmed,
                 "not_contacted": p.skipped.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "redirects_followed": false,
             },
@@ -271,7 +274,7 @@ pub struct Row {
     pub failure: Option<String>,
     /// blocklab's throttling verdict.
     pub throttled: bool,
-    /// Matched blockpage fingerprint names.
+    /// Names of matched blockpage fingerprints that confirm a block.
     pub blockpages: Vec<String>,
 }
 
@@ -307,6 +310,7 @@ impl Row {
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
+                        .filter(|m| m.get("confirms_block") == Some(&Value::Bool(true)))
                         .filter_map(|m| m.get("name").and_then(Value::as_str).map(String::from))
                         .collect()
                 })
@@ -322,6 +326,7 @@ const CATEGORIES: &[(&str, &str)] = &[
     ("tcp_ip", "blocking: tcp_ip"),
     ("http-failure", "blocking: http-failure"),
     ("http-diff", "blocking: http-diff"),
+    ("blockpage", "blockpage only (x_blocklab; OONI keys: none)"),
     ("down", "unreachable on both sides (website down)"),
     ("inconclusive", "inconclusive (blocking: null)"),
 ];
@@ -330,6 +335,7 @@ const CATEGORIES: &[(&str, &str)] = &[
 pub fn category(r: &Row) -> &str {
     match r.outcome.as_str() {
         "accessible" | "down" | "inconclusive" => &r.outcome,
+        _ if r.blocking == "false" || r.blocking == "null" => "blockpage",
         _ => &r.blocking,
     }
 }
@@ -366,7 +372,7 @@ pub fn summary_text(rows: &[Row]) -> String {
     names.dedup();
     let _ = writeln!(
         s,
-        "blockpage fingerprints matched (x_blocklab): {} ({})",
+        "blockpage fingerprints confirming a block (x_blocklab): {} ({})",
         bp.len(),
         names.join(", ")
     );
@@ -516,6 +522,10 @@ mod tests {
         assert!(md.contains("![results](out.svg)"));
         let svg = svg(&rows);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<rect").count(), 7);
+        assert_eq!(svg.matches("<rect").count(), 8);
+        // A confirmed blockpage where OONI's keys see none has its own row.
+        let mut r = row("false", "blocked", false);
+        r.blockpages.push("ooni.ru_6".into());
+        assert_eq!(category(&r), "blockpage");
     }
 }
