@@ -492,3 +492,25 @@ async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
         .unwrap_or_else(|| panic!("no summary in {}", run.stdout));
     assert_eq!(down.split_whitespace().rev().nth(1), Some("6"), "{down}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_proxy_is_an_error_not_tcp_blocking() {
+    let dns = Dnsmasq::start(ZONE).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let resolver = dns.addr.to_string();
+    let run = probe(&[
+        "--resolver",
+        &resolver,
+        "--control-resolver",
+        &resolver,
+        "--proxy",
+        &proxy,
+        "http://example.org/",
+    ])
+    .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
+    assert!(run.measurements.is_empty());
+}

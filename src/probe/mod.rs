@@ -211,6 +211,15 @@ async fn probe(args: Args) -> Result<(), ProbeError> {
         .map(parse_proxy)
         .transpose()
         .map_err(usage)?;
+    if let Some(p) = proxy {
+        // A proxy that is not there would make every URL look blocked at the TCP level.
+        let c = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(p));
+        match c.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(ProbeError::Usage(format!("proxy {p} unreachable: {e}"))),
+            Err(_) => return Err(ProbeError::Usage(format!("proxy {p} unreachable: timeout"))),
+        }
+    }
     let secs = |name: &str, v: f64| {
         if v.is_finite() && v > 0.0 {
             Ok(Duration::from_secs_f64(v))
