@@ -42,6 +42,8 @@ pub struct Config {
     /// proxies (`"facebook.com" = ["127.0.0.1"]`), so a lab can point names at its own servers.
     #[serde(default)]
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
+    /// The decision log.
+    pub log: Option<LogSection>,
     /// Where the config was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -67,6 +69,16 @@ pub struct DnsSection {
     /// Upstream resolvers; absent or empty = the system resolver.
     #[serde(default)]
     pub upstream: Vec<SocketAddr>,
+    /// Maximum number of upstream answers kept in the TTL cache (default 100000; 0 = no cache).
+    #[serde(default = "default_dns_cache_size")]
+    pub cache_size: usize,
+    /// UDP sockets per listen address, sharing the port with `SO_REUSEPORT` (default: one per
+    /// CPU core).
+    pub udp_sockets: Option<usize>,
+}
+
+fn default_dns_cache_size() -> usize {
+    100_000
 }
 
 /// `[http]`.
@@ -159,6 +171,33 @@ pub struct AdminSection {
     pub token: Option<String>,
 }
 
+/// `[log]`: the JSON-lines decision log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// File to append decisions to (relative to the config file); rotated by size.
+    pub path: PathBuf,
+    /// Rotate when the file would exceed this many bytes (default 100 MiB).
+    #[serde(default = "default_log_max_bytes")]
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` .. `path.N`; default 5).
+    #[serde(default = "default_log_keep")]
+    pub keep: u32,
+    /// Events queued for the writer before new ones are dropped and counted (default 65536).
+    #[serde(default = "default_log_queue")]
+    pub queue: usize,
+}
+
+fn default_log_max_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_log_keep() -> u32 {
+    5
+}
+fn default_log_queue() -> usize {
+    65_536
+}
+
 /// A config that could not be loaded: every problem, located.
 pub type ConfigError = RulesError;
 
@@ -233,6 +272,8 @@ impl Config {
             dns: Some(DnsSection {
                 listen: vec!["127.0.0.1:5353".parse().expect("literal address")],
                 upstream: Vec::new(),
+                cache_size: default_dns_cache_size(),
+                udp_sockets: None,
             }),
             ..Config::default()
         }
@@ -262,6 +303,16 @@ impl Config {
                     })
             })
             .collect()
+    }
+
+    /// A path from the config, resolved against the config file's directory.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        let base = self
+            .path
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new(""));
+        base.join(p)
     }
 
     /// The rules directory, resolved against the config file's directory.

@@ -13,14 +13,19 @@
 //! - [`resolve`]: the upstream resolver shared by the frontends.
 //! - [`dns`], [`http`], [`tls`], [`relay`]: the frontends, translating between the wire and
 //!   `policy::Request`/`policy::Decision`.
+//! - [`metrics`], [`decision_log`], [`admin`]: operating the gateway: Prometheus metrics, the
+//!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/decide`).
 //! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod decision_log;
 pub mod detect;
 pub mod dns;
 pub mod experiment;
 pub mod http;
+pub mod metrics;
 pub mod policy;
 pub mod probe;
 pub mod relay;

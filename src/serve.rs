@@ -14,7 +14,10 @@ use arc_swap::{ArcSwap, Guard};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::policy::{At, Policy};
+use crate::decision_log::{now_rfc3339, DecisionLog, Event};
+use crate::metrics::Metrics;
+use crate::policy::{At, Decision, Policy};
+use crate::rules::Technique;
 
 /// State shared by every frontend.
 #[derive(Debug)]
@@ -23,21 +26,137 @@ pub struct Gateway {
     pub config: Config,
     /// The upstream resolver (`[dns] upstream`, or the system resolver).
     pub upstream: crate::resolve::Upstream,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The decision log, if `[log]` is configured.
+    pub log: Option<DecisionLog>,
     policy: ArcSwap<Policy>,
 }
 
 impl Gateway {
     /// A gateway serving `policy` under `config`.
     pub fn new(config: Config, policy: Policy) -> Result<Arc<Gateway>, StartError> {
-        let servers = config.dns.as_ref().map(|d| d.upstream.clone()).unwrap_or_default();
+        let servers = config
+            .dns
+            .as_ref()
+            .map(|d| d.upstream.clone())
+            .unwrap_or_default();
         let upstream = crate::resolve::Upstream::new(&servers)
             .map_err(StartError::Other)?
             .with_overrides(config.hosts.clone());
+        let metrics = Arc::new(Metrics::default());
+        let log = match &config.log {
+            Some(l) => Some(
+                DecisionLog::open(
+                    &config.resolve_path(&l.path),
+                    l.max_bytes,
+                    l.keep,
+                    l.queue,
+                    Arc::clone(&metrics),
+                )
+                .map_err(|e| StartError::Other(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(Arc::new(Gateway {
             config,
             upstream,
+            metrics,
+            log,
             policy: ArcSwap::from_pointee(policy),
         }))
+    }
+
+    /// Counts and logs one decision of a frontend. `enacted` is the technique the frontend
+    /// applied (`None` when it let the request through, even if the rule blocks at another
+    /// layer).
+    pub fn record(
+        &self,
+        layer: &'static str,
+        client: SocketAddr,
+        target: &str,
+        decision: &Decision,
+        enacted: Option<Technique>,
+    ) {
+        let policy = self.policy();
+        let jurisdiction = &policy.jurisdiction(decision.jurisdiction()).code;
+        let rule = decision.rule().map(|r| policy.rule(r).id.as_str());
+        let verdict = if enacted.is_some() { "block" } else { "allow" };
+        let technique = enacted.map(Technique::as_str);
+        self.metrics.decision(
+            jurisdiction,
+            layer,
+            verdict,
+            technique.unwrap_or(""),
+            rule.unwrap_or(""),
+        );
+        if let Some(log) = &self.log {
+            log.record(Event {
+                time: now_rfc3339(),
+                client: client.to_string(),
+                jurisdiction: Some(jurisdiction.clone()),
+                layer,
+                target: target.to_string(),
+                verdict,
+                rule: rule.map(str::to_string),
+                technique,
+                detector: None,
+            });
+        }
+    }
+
+    /// Counts and logs a request from a client outside every configured network.
+    pub fn record_refused(&self, layer: &'static str, client: SocketAddr, target: &str) {
+        Metrics::inc(&self.metrics.refused_clients);
+        tracing::debug!(client.addr = %client, layer, "client not in any configured network: refused");
+        if let Some(log) = &self.log {
+            log.record(Event {
+                time: now_rfc3339(),
+                client: client.to_string(),
+                jurisdiction: None,
+                layer,
+                target: target.to_string(),
+                verdict: "refused",
+                rule: None,
+                technique: None,
+                detector: None,
+            });
+        }
+    }
+
+    /// Counts and logs a detector verdict on a relayed flow and the action taken
+    /// (`observe`, `allow`, or a `[[vpn]]` technique such as `drop`).
+    pub fn record_verdict(
+        &self,
+        layer: &'static str,
+        client: SocketAddr,
+        target: &str,
+        detector: &str,
+        action: &'static str,
+        rule: Option<&str>,
+    ) {
+        self.metrics.verdict(detector, action);
+        if let Some(log) = &self.log {
+            let policy = self.policy();
+            let jurisdiction = policy
+                .jurisdiction_for(client.ip())
+                .map(|j| policy.jurisdiction(j).code.clone());
+            log.record(Event {
+                time: now_rfc3339(),
+                client: client.to_string(),
+                jurisdiction,
+                layer,
+                target: target.to_string(),
+                verdict: if action == "observe" || action == "allow" {
+                    "allow"
+                } else {
+                    "block"
+                },
+                rule: rule.map(str::to_string),
+                technique: None,
+                detector: Some(detector.to_string()),
+            });
+        }
     }
 
     /// The current policy (a cheap, lock-free snapshot).
@@ -50,12 +169,28 @@ impl Gateway {
         self.config.at()
     }
 
-    /// Recompiles the rules and swaps the new policy in; on error the old one keeps serving.
+    /// Recompiles the rules and swaps the new policy in; on error the old one keeps serving
+    /// and every problem is logged (`path:line:column: message`).
     pub fn reload(&self) -> Result<(), String> {
-        let new = self.config.compile_policy()?;
-        self.policy.store(Arc::new(new));
-        tracing::info!("policy reloaded");
-        Ok(())
+        let t = std::time::Instant::now();
+        match self.config.compile_policy() {
+            Ok(new) => {
+                self.policy.store(Arc::new(new));
+                Metrics::inc(&self.metrics.reloads_ok);
+                tracing::info!(
+                    elapsed_ms = t.elapsed().as_millis() as u64,
+                    "policy reloaded"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                Metrics::inc(&self.metrics.reloads_failed);
+                for line in e.lines() {
+                    tracing::error!(problem = %line, "reload failed; the old policy keeps serving");
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -90,7 +225,9 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     tasks.extend(crate::http::start(gw).await?);
     tasks.extend(crate::tls::start(gw).await?);
     tasks.extend(crate::relay::start(gw).await?);
-    if tasks.is_empty() {
+    let serving = tasks.len();
+    tasks.extend(crate::admin::start(gw).await?);
+    if serving == 0 {
         return Err(StartError::Other(
             "nothing to serve: the config names no [dns], [http], [tls] or [[relay]] listener".into(),
         ));
@@ -107,6 +244,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!("shutting down");
     for t in tasks {
         t.abort();
+    }
+    if let Some(log) = &gw.log {
+        // Everything accepted is written before exit.
+        log.close();
     }
     Ok(())
 }
@@ -128,10 +269,9 @@ async fn wait_for_signals(gw: &Arc<Gateway>) {
             _ = int.recv() => return,
             _ = hup.recv() => {
                 let gw = Arc::clone(gw);
-                match tokio::task::spawn_blocking(move || gw.reload()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "reload failed; the old policy keeps serving"),
-                    Err(e) => tracing::error!(error = %e, "reload task failed"),
+                // Errors are logged by reload itself.
+                if let Err(e) = tokio::task::spawn_blocking(move || gw.reload()).await {
+                    tracing::error!(error = %e, "reload task failed");
                 }
             }
         }

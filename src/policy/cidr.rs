@@ -19,6 +19,8 @@ pub(crate) trait Key: Copy + Ord + std::fmt::Debug {
     fn succ(self) -> Option<Self>;
     /// `self - 1` (never called on zero).
     fn pred(self) -> Self;
+    /// The last address of the prefix of length `len` starting at `self`.
+    fn last(self, len: u8) -> Self;
 }
 
 impl Key for u32 {
@@ -31,6 +33,9 @@ impl Key for u32 {
     fn pred(self) -> Self {
         self - 1
     }
+    fn last(self, len: u8) -> Self {
+        self | u32::MAX.checked_shr(u32::from(len)).unwrap_or(0)
+    }
 }
 
 impl Key for u128 {
@@ -42,6 +47,9 @@ impl Key for u128 {
     }
     fn pred(self) -> Self {
         self - 1
+    }
+    fn last(self, len: u8) -> Self {
+        self | u128::MAX.checked_shr(u32::from(len)).unwrap_or(0)
     }
 }
 
@@ -56,10 +64,10 @@ pub(crate) struct IntervalTable<K> {
     index: Vec<u32>,
 }
 
-/// One prefix handed to the builder: `[start, end]`, its length, and a payload.
+/// One prefix handed to the builder: its first address, its length, and a payload (12 bytes
+/// for IPv4).
 pub(crate) struct Span<K> {
     pub(crate) start: K,
-    pub(crate) end: K,
     pub(crate) len: u8,
     pub(crate) payload: u32,
 }
@@ -71,9 +79,9 @@ impl<K: Key> IntervalTable<K> {
         spans.sort_unstable_by(|a, b| a.start.cmp(&b.start).then(a.len.cmp(&b.len)));
         let mut sw = Sweep {
             table: IntervalTable {
-                starts: Vec::new(),
-                ends: Vec::new(),
-                vals: Vec::new(),
+                starts: Vec::with_capacity(spans.len()),
+                ends: Vec::with_capacity(spans.len()),
+                vals: Vec::with_capacity(spans.len()),
                 index: Vec::new(),
             },
             stack: Vec::new(),
@@ -90,7 +98,7 @@ impl<K: Key> IntervalTable<K> {
                     }
                 }
             }
-            sw.stack.push((s.end, s.len, s.payload));
+            sw.stack.push((s.start.last(s.len), s.len, s.payload));
             sw.cursor = Some(s.start);
         }
         sw.close_before(None);
@@ -191,6 +199,46 @@ impl<K: Key, F: FnMut(&[(u8, u32)]) -> u32> Sweep<K, F> {
     }
 }
 
+/// Prefixes collected for [`CidrTable::build`].
+#[derive(Default)]
+pub(crate) struct Spans {
+    v4: Vec<Span<u32>>,
+    v6: Vec<Span<u128>>,
+}
+
+impl Spans {
+    /// Reserves room for `n` more prefixes (IPv4 assumed).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.v4.reserve(n);
+    }
+
+    /// Adds `net` with `payload`.
+    pub(crate) fn push(&mut self, net: IpNet, payload: u32) {
+        match net.trunc() {
+            IpNet::V4(n) => self.v4.push(Span {
+                start: u32::from(n.network()),
+                len: n.prefix_len(),
+                payload,
+            }),
+            IpNet::V6(n) => self.v6.push(Span {
+                start: u128::from(n.network()),
+                len: n.prefix_len(),
+                payload,
+            }),
+        }
+    }
+}
+
+impl FromIterator<(IpNet, u32)> for Spans {
+    fn from_iter<I: IntoIterator<Item = (IpNet, u32)>>(iter: I) -> Self {
+        let mut s = Spans::default();
+        for (net, p) in iter {
+            s.push(net, p);
+        }
+        s
+    }
+}
+
 /// IPv4 and IPv6 tables side by side.
 #[derive(Debug, Default)]
 pub(crate) struct CidrTable {
@@ -199,32 +247,11 @@ pub(crate) struct CidrTable {
 }
 
 impl CidrTable {
-    /// Builds both tables from `(net, payload)` pairs.
-    pub(crate) fn build(
-        nets: impl IntoIterator<Item = (IpNet, u32)>,
-        mut intern: impl FnMut(&[(u8, u32)]) -> u32,
-    ) -> Self {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for (net, payload) in nets {
-            match net {
-                IpNet::V4(n) => v4.push(Span {
-                    start: u32::from(n.network()),
-                    end: u32::from(n.broadcast()),
-                    len: n.prefix_len(),
-                    payload,
-                }),
-                IpNet::V6(n) => v6.push(Span {
-                    start: u128::from(n.network()),
-                    end: u128::from(n.broadcast()),
-                    len: n.prefix_len(),
-                    payload,
-                }),
-            }
-        }
+    /// Builds both tables from prefixes collected in a [`Spans`].
+    pub(crate) fn build(spans: Spans, mut intern: impl FnMut(&[(u8, u32)]) -> u32) -> Self {
         CidrTable {
-            v4: IntervalTable::build(v4, &mut intern),
-            v6: IntervalTable::build(v6, &mut intern),
+            v4: IntervalTable::build(spans.v4, &mut intern),
+            v6: IntervalTable::build(spans.v6, &mut intern),
         }
     }
 
@@ -259,7 +286,9 @@ mod tests {
     fn table(nets: &[(&str, u32)]) -> (CidrTable, Vec<Vec<(u8, u32)>>) {
         let mut chains: Vec<Vec<(u8, u32)>> = Vec::new();
         let t = CidrTable::build(
-            nets.iter().map(|(n, p)| (n.parse::<IpNet>().unwrap(), *p)),
+            nets.iter()
+                .map(|(n, p)| (n.parse::<IpNet>().unwrap(), *p))
+                .collect(),
             |c| {
                 let v = c.to_vec();
                 match chains.iter().position(|x| *x == v) {
@@ -326,7 +355,7 @@ mod tests {
             nets.push((IpNet::V4(net), i));
         }
         let mut chains: Vec<Vec<(u8, u32)>> = Vec::new();
-        let t = CidrTable::build(nets.iter().copied(), |c| {
+        let t = CidrTable::build(nets.iter().copied().collect(), |c| {
             chains.push(c.to_vec());
             (chains.len() - 1) as u32
         });

@@ -19,8 +19,10 @@ use std::sync::Arc;
 use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 
-use crate::rules::{Day, Entry, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN};
-use cidr::CidrTable;
+use crate::rules::{
+    Day, Entry, ImportFormat, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN,
+};
+use cidr::{CidrTable, Spans};
 use domain::{finish, hash_step, refs, DomainMatcher, NamesBuilder, FNV_OFFSET};
 
 /// The simulated moment of a decision.
@@ -330,7 +332,7 @@ impl Policy {
             client_nets.push(c.clone());
         }
         // The innermost network decides; among equal networks the first listed.
-        let clients = CidrTable::build(pairs, |chain| {
+        let clients = CidrTable::build(pairs.into_iter().collect(), |chain| {
             let max = chain.iter().map(|c| c.0).max().unwrap_or(0);
             chain.iter().find(|c| c.0 == max).map_or(0, |c| c.1)
         });
@@ -515,36 +517,48 @@ impl Policy {
         }
         let name = &*name;
         let mut allowed = None;
-        // Right to left: at each dot the hash of the suffix after it is complete.
+        // Right to left: at each dot the hash of the suffix after it is complete. Suffixes
+        // with a label count no stored name has, or that the Bloom filter rejects, are not
+        // looked up.
+        let d = &cj.domains;
         let mut h = FNV_OFFSET;
+        let mut labels = 1;
         let mut i = name.len();
         while i > 0 {
             i -= 1;
             let b = name[i];
             if b == b'.' {
-                let suffix = &name[i + 1..];
-                if let Some(list) = cj.domains.get(suffix, finish(h)) {
-                    for r in refs(list) {
-                        if r & EXACT != 0 {
-                            continue;
+                let hs = finish(h);
+                if d.has_label_count(labels) && d.may_contain(hs) {
+                    let suffix = &name[i + 1..];
+                    if let Some(list) = d.get(suffix, hs) {
+                        for r in refs(list) {
+                            if r & EXACT != 0 {
+                                continue;
+                            }
+                            allowed = allowed.or(self.consider(
+                                r & INDEX_MASK,
+                                suffix.len() as u32,
+                                day,
+                                best,
+                            ));
                         }
-                        allowed = allowed.or(self.consider(
-                            r & INDEX_MASK,
-                            suffix.len() as u32,
-                            day,
-                            best,
-                        ));
                     }
                 }
+                labels += 1;
             }
             h = hash_step(h, b);
         }
-        if let Some(list) = cj.domains.get(name, finish(h)) {
-            for r in refs(list) {
-                if r & SUBS_ONLY != 0 {
-                    continue;
+        let hs = finish(h);
+        if d.has_label_count(labels) && d.may_contain(hs) {
+            if let Some(list) = d.get(name, hs) {
+                for r in refs(list) {
+                    if r & SUBS_ONLY != 0 {
+                        continue;
+                    }
+                    allowed =
+                        allowed.or(self.consider(r & INDEX_MASK, name.len() as u32, day, best));
                 }
-                allowed = allowed.or(self.consider(r & INDEX_MASK, name.len() as u32, day, best));
             }
         }
         for &r in &cj.root {
@@ -615,7 +629,7 @@ struct Builder {
     names: NamesBuilder,
     root: Vec<u32>,
     substrings: Vec<(String, u32)>,
-    nets: Vec<(IpNet, u32)>,
+    nets: Spans,
     urls: Vec<(String, String, u32)>,
     entries: usize,
 }
@@ -646,7 +660,7 @@ impl Builder {
             self.substrings.push((s.clone(), base_idx));
         }
         for n in &rule.ips {
-            self.nets.push((*n, base_idx));
+            self.nets.push(*n, base_idx);
         }
         for u in &rule.urls {
             self.add_url(u, base_idx);
@@ -659,6 +673,14 @@ impl Builder {
         let Some(import) = &rule.import else {
             return;
         };
+        match import.format {
+            ImportFormat::Domains | ImportFormat::Hosts => {
+                self.names.arena.reserve(import.len_bytes());
+                self.names.items.reserve(import.line_count());
+            }
+            ImportFormat::Cidrs => self.nets.reserve(import.line_count()),
+            ImportFormat::RknCsv | ImportFormat::OoniCsv => {}
+        }
         // Entries with their own start date (RKN decision dates) get a compiled variant of the
         // rule starting at the later of the two dates.
         let mut variants: HashMap<i32, u32> = HashMap::new();
@@ -682,7 +704,7 @@ impl Builder {
                     let r = variant(since) | if subdomains_only { SUBS_ONLY } else { 0 };
                     self.names.push(name.as_bytes(), r);
                 }
-                Entry::Ip { net, since } => self.nets.push((net, variant(since))),
+                Entry::Ip { net, since } => self.nets.push(net, variant(since)),
                 Entry::Url { url, since } => {
                     let r = variant(since);
                     self.add_url(url, r);

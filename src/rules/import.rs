@@ -142,6 +142,11 @@ impl Import {
         self.walk(&mut f, &mut |_, _| {});
     }
 
+    /// The number of lines (an upper bound on the entries of one-per-line formats).
+    pub fn line_count(&self) -> usize {
+        self.text.bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
     /// The number of bytes of decoded text.
     pub fn len_bytes(&self) -> usize {
         self.text.len()
