@@ -147,6 +147,16 @@ fn gateway_config(jurisdiction: &str, date: &str, rules: bool, extra_hosts: &str
     )
 }
 
+/// The same gateway with its DNS frontend too, forwarding to `upstream`.
+fn gateway_config_with_dns(jurisdiction: &str, date: &str, upstream: SocketAddr) -> String {
+    format!(
+        "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"{jurisdiction}\"\n\
+         [dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{upstream}\"]\n\
+         [http]\nlisten = [\"127.0.0.1:0\"]\nhold_secs = 5\n{}",
+        hosts_table()
+    )
+}
+
 fn tk<'a>(m: &'a Value, key: &str) -> &'a Value {
     &m["test_keys"][key]
 }
@@ -156,21 +166,23 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
     let origin = Origin::start().await;
     let dns = Dnsmasq::start(ZONE).await;
     let gw = Blocklab::start(
-        &gateway_config("ru", "2022-03-10", false, ""),
+        &gateway_config_with_dns("ru", "2022-03-10", dns.addr),
         &[],
-        &["http"],
+        &["http", "dns/udp"],
     );
     let fb_https = format!("https://facebook.com:{}/", origin.https.port());
     let fb_http = format!("http://facebook.com:{}/", origin.http.port());
     let ok_https = format!("https://example.org:{}/page", origin.https.port());
     let ok_http = format!("http://example.org:{}/page", origin.http.port());
-    let resolver = dns.addr.to_string();
+    // The network under test: blocklab's resolver and proxy; the control: the lab's dnsmasq.
+    let resolver = gw.addr("dns/udp").to_string();
+    let control = dns.addr.to_string();
     let proxy = format!("http://{}", gw.addr("http"));
     let run = probe(&[
         "--resolver",
         &resolver,
         "--control-resolver",
-        &resolver,
+        &control,
         "--proxy",
         &proxy,
         "--ca",
@@ -513,4 +525,51 @@ async fn an_absent_proxy_is_an_error_not_tcp_blocking() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
     assert!(run.measurements.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
+    let origin = Origin::start().await;
+    let dns = Dnsmasq::start(ZONE).await;
+    let gw = Blocklab::start(
+        &gateway_config_with_dns("eu", "2022-03-10", dns.addr),
+        &[],
+        &["http", "dns/udp"],
+    );
+    let rt = format!("https://rt.com:{}/", origin.https.port());
+    let ok = format!("https://example.org:{}/", origin.https.port());
+    let resolver = gw.addr("dns/udp").to_string();
+    let control = dns.addr.to_string();
+    let proxy = format!("http://{}", gw.addr("http"));
+    // The test CA's certificate does not name rt.com: --insecure lets the control fetch it.
+    let run = probe(&[
+        "--resolver",
+        &resolver,
+        "--control-resolver",
+        &control,
+        "--proxy",
+        &proxy,
+        "--insecure",
+        "--timeout",
+        "3",
+        &rt,
+        &ok,
+    ])
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let m = run.get(&rt);
+    assert_eq!(tk(m, "blocking"), "dns", "{m:#}");
+    assert_eq!(tk(m, "accessible"), false);
+    assert_eq!(tk(m, "dns_experiment_failure"), "dns_nxdomain_error");
+    assert_eq!(tk(m, "dns_consistency"), "inconsistent");
+    assert_eq!(
+        tk(m, "control")["http_request"]["status_code"],
+        200,
+        "{m:#}"
+    );
+    assert_eq!(tk(m, "control")["dns"]["failure"], Value::Null);
+    let m = run.get(&ok);
+    assert_eq!(tk(m, "blocking"), false, "{m:#}");
+    assert_eq!(tk(m, "accessible"), true);
+    assert_eq!(tk(m, "dns_consistency"), "consistent");
 }
