@@ -3,8 +3,11 @@
 #   - dnsmasq answers every name with 127.0.0.1 (the lab zone; used as resolver and control);
 #   - a catch-all lab origin serves the same page on 127.0.0.1:80 and :443 (self-signed, so the
 #     probe runs with --insecure); NO_ORIGIN=1 skips it (every origin is then unreachable);
-#   - blocklab serves `ru` clients at DATE (default 2026-11-27) as a forward proxy;
-#   - the probe measures every URL through the proxy and writes OUT.jsonl, OUT.md, OUT.svg.
+#   - blocklab serves `ru` clients at DATE (default 2026-11-27) as their resolver (forwarding to
+#     the lab zone) and forward proxy;
+#   - the probe measures every URL through blocklab's resolver and proxy, with the lab zone as
+#     control, and writes OUT.jsonl, OUT.md, OUT.svg. Addresses outside 127.0.0.0/8 (a DNS
+#     blockpage's) are recorded, never contacted.
 # Needs root for ports 80/443, dnsmasq, openssl and python3. Usage:
 #   benches/probe_ru_list.sh [OUT]        (DATE=2022-03-10 NO_ORIGIN=1 ... to vary)
 set -euo pipefail
@@ -59,6 +62,7 @@ fi
 # resolves a name outside the lab.
 {
   printf 'date = "%s"\n[[clients]]\nnetworks = ["127.0.0.1/32"]\njurisdiction = "ru"\n' "$DATE"
+  printf '[dns]\nlisten = ["127.0.0.1:15399"]\nupstream = ["127.0.0.1:5399"]\n'
   printf '[http]\nlisten = ["127.0.0.1:18081"]\nhold_secs = 5\n[hosts]\n'
   python3 -c 'import csv,sys,urllib.parse
 for h in sorted({urllib.parse.urlsplit(r["url"]).hostname for r in csv.DictReader(open(sys.argv[1]))}):
@@ -66,10 +70,10 @@ for h in sorted({urllib.parse.urlsplit(r["url"]).hostname for r in csv.DictReade
 } >"$WORK/blocklab.toml"
 "$BIN" serve --config "$WORK/blocklab.toml" 2>"$WORK/gateway.log" &
 PIDS+=($!)
-for _ in $(seq 100); do grep -q 'listening' "$WORK/gateway.log" && break; sleep 0.2; done
-grep -q 'listening' "$WORK/gateway.log" || { cat "$WORK/gateway.log" >&2; exit 1; }
+for _ in $(seq 100); do grep -q 'listener="http"' "$WORK/gateway.log" && break; sleep 0.2; done
+grep -q 'listener="http"' "$WORK/gateway.log" || { cat "$WORK/gateway.log" >&2; exit 1; }
 
-"$BIN" probe --resolver 127.0.0.1:5399 --control-resolver 127.0.0.1:5399 \
+"$BIN" probe --resolver 127.0.0.1:15399 --control-resolver 127.0.0.1:5399 \
   --proxy http://127.0.0.1:18081 --insecure --allow-net 127.0.0.0/8 \
   --timeout 3 --parallel 8 --input "$LIST" --out "$OUT.jsonl" -q
 "$BIN" probe --report "$OUT.jsonl" >/dev/null

@@ -7,9 +7,10 @@
 //! reference implementation (`ooni/probe-cli`, `webconnectivity` `dnsanalysis.go`,
 //! `httpanalysis.go`, `summary.go`). Deliberate, documented differences for a lab:
 //! - no ASN database: DNS answers are consistent when they share an address (OONI's step 4);
-//! - when both sides fail the same way (the origin is down, or a name exists nowhere) the
-//!   result is "website down" (`blocking: false`, `accessible: false`), as OONI's current
-//!   classic analysis reports it, rather than a block;
+//! - when both sides fail (the origin is down, or a name exists nowhere) the result is
+//!   "website down" (`blocking: false`, `accessible: false`) unless the probe's DNS answers
+//!   are inconsistent (then `dns`), as OONI's current classic analysis (`setWebsiteDown`)
+//!   reports it, rather than a block;
 //! - any DNS failure of the probe's resolver while the control resolves (`dns_refused_error`,
 //!   `dns_server_misbehaving`, `dns_no_answer`, as well as `dns_nxdomain_error`) is `dns`.
 
@@ -314,6 +315,12 @@ fn summarize(
         return UNKNOWN;
     }
     let inconsistent = a.dns_consistency == Some("inconsistent");
+    // OONI's `setWebsiteDown`: both sides failed, unless the probe's DNS is to blame.
+    let down = if inconsistent {
+        blocked(Blocking::Dns)
+    } else {
+        DOWN
+    };
     let with_dns = |b: Blocking| {
         if inconsistent {
             blocked(Blocking::Dns)
@@ -330,7 +337,7 @@ fn summarize(
             return blocked(Blocking::Dns);
         }
         if control.dns.failure.is_some() {
-            return DOWN;
+            return down;
         }
     }
     // TCP: we tried and never connected.
@@ -348,7 +355,7 @@ fn summarize(
         return with_dns(Blocking::TcpIp);
     }
     if !control_ok {
-        return if probe_ok { UNKNOWN } else { DOWN };
+        return if probe_ok { UNKNOWN } else { down };
     }
     let Some(http) = &probe.http else {
         // Nothing could be requested (every address excluded by --allow-net).
@@ -537,6 +544,22 @@ mod tests {
         );
         let a = run(true, &c.clone(), &c);
         assert_eq!((a.blocking, a.accessible), (Blocking::No, Some(false)));
+    }
+
+    #[test]
+    fn dns_blockpage_address_not_contacted_is_dns_even_when_the_origin_is_down() {
+        let mut p = side("95.167.13.50", None, None);
+        p.connects.clear();
+        p.skipped = vec![addr("95.167.13.50")];
+        let up = side("127.0.0.1", None, Some(good()));
+        assert_eq!(run(true, &p, &up).blocking, Blocking::Dns);
+        let down = side(
+            "127.0.0.1",
+            Some("connection_refused"),
+            Some(failed("connection_refused")),
+        );
+        let a = run(true, &p, &down);
+        assert_eq!((a.blocking, a.accessible), (Blocking::Dns, Some(false)));
     }
 
     #[test]
