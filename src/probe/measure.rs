@@ -121,9 +121,12 @@ pub async fn side(url: &Url, side: &Side, s: &Settings, start: Instant) -> SideF
     facts.http = Some(if !https && side.proxy.is_some() {
         // Plain HTTP through a forward proxy: an absolute-form request on a new connection.
         // (a plain connection to the proxy itself, not a tunnel)
-        match net::connect("", side.proxy, None, s.timeout).await {
-            Ok(tcp) => http::get(Box::new(tcp), url, true, s.limits, start).await,
-            Err(f) => web_failure(f, start),
+        match side.proxy {
+            Some(proxy) => match net::connect(proxy, None, s.timeout).await {
+                Ok(tcp) => http::get(Box::new(tcp), url, true, s.limits, start).await,
+                Err(f) => web_failure(f, start),
+            },
+            None => web_failure("unknown_failure: no proxy".into(), start),
         }
     } else if let Some(stream) = streams.into_iter().next() {
         http::get(stream, url, false, s.limits, start).await

@@ -149,24 +149,19 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-/// Opens a TCP connection to `target`, directly or as a `CONNECT` tunnel through `proxy`
-/// (`target_name` is what the tunnel asks for: an address, or `host:port`).
+/// Opens a TCP connection to `target`, directly or as a `CONNECT target` tunnel through
+/// `proxy`.
 pub async fn connect(
-    target_name: &str,
-    target: Option<SocketAddr>,
+    target: SocketAddr,
     proxy: Option<SocketAddr>,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
+    let target_name = target.to_string();
     let step = async {
         match proxy {
-            None => {
-                let Some(t) = target else {
-                    return Err("unknown_failure: no address to connect to".to_string());
-                };
-                TcpStream::connect(t)
-                    .await
-                    .map_err(|e| failure::from_io(&e))
-            }
+            None => TcpStream::connect(target)
+                .await
+                .map_err(|e| failure::from_io(&e)),
             Some(p) => {
                 let mut s = TcpStream::connect(p)
                     .await
@@ -254,7 +249,7 @@ pub async fn endpoint(
     timeout: Duration,
     start: Instant,
 ) -> (ConnectFacts, Option<TlsFacts>, Option<Stream>) {
-    let r = connect(&addr.to_string(), Some(addr), proxy, timeout).await;
+    let r = connect(addr, proxy, timeout).await;
     let t = start.elapsed().as_secs_f64();
     let tcp = match r {
         Ok(s) => s,
