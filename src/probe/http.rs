@@ -215,6 +215,7 @@ pub fn dechunk(raw: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn titles_the_ooni_way() {
@@ -250,5 +251,78 @@ mod tests {
         );
         let u = url::Url::parse("https://[::1]/").unwrap();
         assert!(request_head(&u, false).contains("Host: [::1]\r\n"));
+    }
+
+    /// Serves `response` (then stalls for `stall` or closes) to one client; returns the URL.
+    async fn serve_once(response: &'static [u8], stall: Option<Duration>) -> url::Url {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            s.write_all(response).await.unwrap();
+            if let Some(d) = stall {
+                tokio::time::sleep(d).await;
+            }
+        });
+        url::Url::parse(&format!("http://lab.example:{port}/")).unwrap()
+    }
+
+    async fn fetch(url: &url::Url, limits: Limits) -> HttpFacts {
+        let port = url.port().unwrap();
+        let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        get(Box::new(s), url, false, limits, Instant::now()).await
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            timeout: Duration::from_secs(2),
+            max_body: 1 << 20,
+            download_time: Duration::from_millis(500),
+        }
+    }
+
+    #[tokio::test]
+    async fn chunked_response_from_a_real_socket() {
+        let u = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Lab: 1\r\n\r\n\
+              10\r\n<title>A</title>\r\n0\r\n\r\n",
+            Some(Duration::from_secs(5)),
+        )
+        .await;
+        let h = fetch(&u, limits()).await;
+        assert_eq!(h.failure, None);
+        assert_eq!(h.status, Some(200));
+        assert_eq!(h.body, b"<title>A</title>");
+        assert_eq!(h.title, "A");
+        assert!(!h.body_is_truncated);
+        assert!(h.headers.iter().any(|(k, v)| k == "X-Lab" && v == "1"));
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_truncated_at_the_download_time() {
+        let u = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+            Some(Duration::from_secs(5)),
+        )
+        .await;
+        let h = fetch(&u, limits()).await;
+        assert_eq!(h.failure, None);
+        assert_eq!(h.body, b"only ten b");
+        assert!(h.body_is_truncated);
+        let (bytes, secs) = h.download.unwrap();
+        assert_eq!(bytes, 10);
+        assert!(secs >= 0.5, "{secs}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_without_response_is_eof_error() {
+        let u = serve_once(b"", None).await;
+        let h = fetch(&u, limits()).await;
+        assert_eq!(h.failure.as_deref(), Some("eof_error"));
+        assert_eq!(h.status, None);
     }
 }

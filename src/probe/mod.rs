@@ -308,8 +308,15 @@ async fn probe(args: Args) -> Result<(), ProbeError> {
         let Some(joined) = set.join_next().await else {
             break;
         };
-        let v = joined.map_err(|e| ProbeError::Usage(format!("a measurement task failed: {e}")))?;
         done += 1;
+        let v = match joined {
+            Ok(v) => v,
+            Err(e) => {
+                // One URL's failure must not end a long run.
+                eprintln!("[{done:>4}/{total}] a measurement task failed: {e}");
+                continue;
+            }
+        };
         let line = serde_json::to_string(&v).unwrap_or_default();
         writeln!(out, "{line}").map_err(io_err(&out_name))?;
         if let Some(r) = Row::from_json(&v) {
