@@ -781,6 +781,11 @@ fn answers_are_cached_by_ttl_and_a_dead_upstream_means_servfail() {
         ttl(&first),
         ttl(&cached)
     );
+    // Any case of the name hits the same entry, and the question comes back as asked.
+    let mixed = dig(gw.udp(), &["AlLoWeD.TeSt", "+bufsize=1232"]);
+    assert_eq!(mixed.answers, ["198.51.100.7"], "{}", mixed.raw);
+    assert!(mixed.raw.contains(";AlLoWeD.TeSt."), "{}", mixed.raw);
+    assert!(mixed.raw.contains("udp: 4096"), "{}", mixed.raw);
     // A name not in the cache: SERVFAIL, in bounded time.
     let started = Instant::now();
     let d = dig(gw.udp(), &["tlsonly.test", "+time=12"]);

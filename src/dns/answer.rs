@@ -10,7 +10,8 @@
 //! a CNAME target or an A/AAAA address that the policy blocks with a DNS technique blocks the
 //! whole answer with that rule's technique. Each query runs in a `dns` tracing span
 //! (`client.addr`, `client.jurisdiction`, `dns.qname`, `dns.qtype`) and its decision is one
-//! event with `decision`, `rule`, `technique` and `via` (name, cname or address).
+//! event with `decision`, `rule`, `technique` and `via` (name, cname or address). A cache hit
+//! that passes screening is answered from its pre-encoded [`Template`] when it fits.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use tracing::{field, Instrument, Span};
 
 use super::cache::Cache;
+use super::template::Template;
 use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
 use crate::metrics::Metrics;
 use crate::policy::{At, Block, Decision, JurisdictionId, Policy, Target};
@@ -187,7 +189,21 @@ impl Frontend {
         let now = Instant::now();
         if let Some(hit) = self.cache.get(&key, req.qtype, now) {
             Metrics::inc(&self.gw.metrics.cache_hits);
-            return self.relay(&ctx, &req, &hit.aged(now), limit);
+            if let Some((block, technique, via)) = screen(&ctx, &hit.answer.records) {
+                return self.enact(&ctx, block, technique, &req, limit, via);
+            }
+            let spent = hit.spent(now);
+            let fast = hit
+                .template
+                .as_ref()
+                .and_then(|t| t.render(&req, buf, spent, limit));
+            return match fast {
+                Some(bytes) => {
+                    self.gw.record("dns", client, &key, &decision, None);
+                    Step::Reply(bytes)
+                }
+                None => self.pass(&ctx, &req, &hit.aged(now), limit),
+            };
         }
         Metrics::inc(&self.gw.metrics.cache_misses);
         drop(entered);
@@ -222,8 +238,10 @@ impl Frontend {
             let step = match result {
                 Ok(answer) => {
                     let step = self.relay(&ctx, &p.req, &answer, p.limit);
-                    let key = p.key.clone();
-                    self.cache.insert(key, p.req.qtype, answer, Instant::now());
+                    let (key, qtype) = (p.key.clone(), p.req.qtype);
+                    let template = Template::build(&p.req.name, qtype, &answer);
+                    self.cache
+                        .insert(key, qtype, answer, template, Instant::now());
                     step
                 }
                 Err(e) => {
@@ -248,6 +266,11 @@ impl Frontend {
         if let Some((block, technique, via)) = screen(ctx, &answer.records) {
             return self.enact(ctx, block, technique, req, limit, via);
         }
+        self.pass(ctx, req, answer, limit)
+    }
+
+    /// Relays an answer that passed screening.
+    fn pass(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
         self.gw
             .record("dns", ctx.client, ctx.key, ctx.decision, None);
         let (records, authority) = (&answer.records, &answer.authority);

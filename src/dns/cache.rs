@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
 
+use super::template::Template;
 use crate::resolve::Answer;
 
 /// Longest time an answer is kept, whatever its TTL says (one day).
@@ -27,15 +28,21 @@ const SHARDS: usize = 16;
 pub struct Entry {
     /// The upstream's answer, TTLs as received.
     pub answer: Answer,
+    /// The answer pre-encoded for the fast path, if it could be.
+    pub template: Option<Template>,
     stored: Instant,
     expires: Instant,
 }
 
 impl Entry {
+    /// Whole seconds spent in the cache by `now`.
+    pub fn spent(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX)
+    }
+
     /// The answer with every TTL lowered by the time spent in the cache.
     pub fn aged(&self, now: Instant) -> Answer {
-        let spent =
-            u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX);
+        let spent = self.spent(now);
         let mut a = self.answer.clone();
         for r in a.records.iter_mut().chain(a.authority.iter_mut()) {
             let ttl = r.ttl().saturating_sub(spent);
@@ -88,8 +95,15 @@ impl Cache {
         }
     }
 
-    /// Stores `answer` for its TTL (not at all if that is 0).
-    pub fn insert(&self, name: String, qtype: RecordType, answer: Answer, now: Instant) {
+    /// Stores `answer` (and its pre-encoded form) for its TTL (not at all if that is 0).
+    pub fn insert(
+        &self,
+        name: String,
+        qtype: RecordType,
+        answer: Answer,
+        template: Option<Template>,
+        now: Instant,
+    ) {
         let cap = if answer.records.is_empty() {
             MAX_NEGATIVE_TTL
         } else {
@@ -102,6 +116,7 @@ impl Cache {
         let key = (name, qtype);
         let entry = Arc::new(Entry {
             answer,
+            template,
             stored: now,
             expires: now + Duration::from_secs(u64::from(ttl)),
         });
@@ -156,7 +171,7 @@ mod tests {
     fn entries_age_and_expire() {
         let c = Cache::new(100);
         let t0 = Instant::now();
-        c.insert("a.test.".into(), RecordType::A, answer(60), t0);
+        c.insert("a.test.".into(), RecordType::A, answer(60), None, t0);
         let hit = c
             .get("a.test.", RecordType::A, t0 + Duration::from_secs(20))
             .unwrap();
@@ -173,10 +188,10 @@ mod tests {
     fn zero_ttl_and_zero_capacity_store_nothing() {
         let t0 = Instant::now();
         let c = Cache::new(100);
-        c.insert("a.test.".into(), RecordType::A, answer(0), t0);
+        c.insert("a.test.".into(), RecordType::A, answer(0), None, t0);
         assert!(c.is_empty());
         let off = Cache::new(0);
-        off.insert("a.test.".into(), RecordType::A, answer(60), t0);
+        off.insert("a.test.".into(), RecordType::A, answer(60), None, t0);
         assert!(off.get("a.test.", RecordType::A, t0).is_none());
     }
 
@@ -185,7 +200,7 @@ mod tests {
         let c = Cache::new(32);
         let t0 = Instant::now();
         for i in 0..1000 {
-            c.insert(format!("n{i}.test."), RecordType::A, answer(60), t0);
+            c.insert(format!("n{i}.test."), RecordType::A, answer(60), None, t0);
         }
         assert!(c.len() <= 32, "{} entries", c.len());
     }

@@ -3,13 +3,14 @@
 //! For every address of `[dns] listen` it binds UDP (one socket per core, sharing the port
 //! with `SO_REUSEPORT`) and TCP on the same port, and logs one `listening` line per listener.
 //! Files: [`wire`] reads queries and writes responses, [`answer`] makes the decision (policy,
-//! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache, [`udp`] and
+//! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache, [`template`] its pre-encoded fast path, [`udp`] and
 //! [`tcp`] are the listeners. Counters go to the gateway's metrics and every decision to
 //! [`Gateway::record`] (metrics and decision log).
 
 pub mod answer;
 pub mod cache;
 pub mod tcp;
+pub mod template;
 pub mod udp;
 pub mod wire;
 

@@ -11,12 +11,12 @@
 
 mod cidr;
 mod domain;
+mod substring;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 
 use crate::rules::{
@@ -24,6 +24,7 @@ use crate::rules::{
 };
 use cidr::{CidrTable, Spans};
 use domain::{finish, hash_step, refs, DomainMatcher, NamesBuilder, FNV_OFFSET};
+use substring::SubstringMatcher;
 
 /// The simulated moment of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,8 +224,7 @@ struct CompiledJurisdiction {
     info: Jurisdiction,
     domains: DomainMatcher,
     root: Vec<u32>,
-    substrings: Option<AhoCorasick>,
-    substring_refs: Vec<Vec<u32>>,
+    substrings: SubstringMatcher,
     cidrs: CidrTable,
     /// Interned CIDR chains: `(prefix len, ref)`, innermost first; indexed by `chain_spans`.
     chains: Vec<(u8, u32)>,
@@ -456,11 +456,7 @@ impl Policy {
                         + j.chains.capacity() * 8
                         + j.chain_spans.capacity() * 8
                         + j.root.capacity() * 4
-                        + j.substring_refs
-                            .iter()
-                            .map(|r| r.capacity() * 4 + 24)
-                            .sum::<usize>()
-                        + j.substrings.as_ref().map_or(0, |a| a.memory_usage())
+                        + j.substrings.heap_bytes()
                         + j.urls
                             .iter()
                             .map(|(k, v)| {
@@ -564,13 +560,12 @@ impl Policy {
         for &r in &cj.root {
             allowed = allowed.or(self.consider(r, 0, day, best));
         }
-        if let Some(ac) = &cj.substrings {
-            for m in ac.find_overlapping_iter(name) {
-                let spec = (m.end() - m.start()) as u32;
-                for &r in &cj.substring_refs[m.pattern().as_usize()] {
+        if !cj.substrings.is_empty() {
+            cj.substrings.for_each_match(name, |spec, list| {
+                for &r in list {
                     allowed = allowed.or(self.consider(r, spec, day, best));
                 }
-            }
+            });
         }
         allowed
     }
@@ -733,26 +728,21 @@ impl Builder {
     ) -> CompiledJurisdiction {
         let order = |r: u32| compiled[(r & INDEX_MASK) as usize].order;
         let domains = self.names.build(order);
-        let (substrings, substring_refs) = if self.substrings.is_empty() {
-            (None, Vec::new())
-        } else {
-            let mut pats: Vec<String> = Vec::new();
-            let mut refs: Vec<Vec<u32>> = Vec::new();
-            for (s, r) in self.substrings {
-                match pats.iter().position(|p| *p == s) {
-                    Some(i) => refs[i].push(r),
-                    None => {
-                        pats.push(s);
-                        refs.push(vec![r]);
-                    }
+        let mut pats: Vec<String> = Vec::new();
+        let mut sub_refs: Vec<Vec<u32>> = Vec::new();
+        for (s, r) in self.substrings {
+            match pats.iter().position(|p| *p == s) {
+                Some(i) => sub_refs[i].push(r),
+                None => {
+                    pats.push(s);
+                    sub_refs.push(vec![r]);
                 }
             }
-            for list in &mut refs {
-                list.sort_by_key(|r| order(*r));
-            }
-            // Patterns are validated ASCII; building cannot fail for them.
-            (AhoCorasick::new(&pats).ok(), refs)
-        };
+        }
+        for list in &mut sub_refs {
+            list.sort_by_key(|r| order(*r));
+        }
+        let substrings = SubstringMatcher::new(pats, sub_refs);
         let mut chains: Vec<(u8, u32)> = Vec::new();
         let mut chain_spans: Vec<(u32, u32)> = Vec::new();
         let mut interned: HashMap<Vec<(u8, u32)>, u32> = HashMap::new();
@@ -784,7 +774,6 @@ impl Builder {
             domains,
             root: self.root,
             substrings,
-            substring_refs,
             cidrs,
             chains,
             chain_spans,
