@@ -123,6 +123,31 @@ pub struct TlsSection {
     /// destination, e.g. `curl --connect-to`): the origin is then the SNI's address.
     #[serde(default = "default_tls_port")]
     pub direct_tls_port: u16,
+    /// UDP addresses of the QUIC relay (the lab router redirects UDP/443 here); QUIC v1
+    /// Initials to names or addresses blocked with `quic-drop` are dropped.
+    #[serde(default)]
+    pub quic_listen: Vec<SocketAddr>,
+    /// Fixed upstream of the QUIC relay; absent = the SNI's address on `direct_quic_port`.
+    pub quic_forward: Option<SocketAddr>,
+    /// Port of the SNI's address the QUIC relay forwards to when `quic_forward` is absent.
+    #[serde(default = "default_tls_port")]
+    pub direct_quic_port: u16,
+    /// TLS interception with a lab CA (off when absent): see [`InterceptSection`].
+    pub intercept: Option<InterceptSection>,
+}
+
+/// `[tls] intercept = { ca_cert, ca_key }`: terminate TLS on the transparent listener with
+/// certificates minted for each SNI by this CA, so URL rules and the 451 page apply to HTTPS.
+/// Only for clients that trust the lab CA; never on by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptSection {
+    /// The lab CA certificate (PEM), relative to the config file.
+    pub ca_cert: PathBuf,
+    /// The lab CA private key (PEM, PKCS#8), relative to the config file.
+    pub ca_key: PathBuf,
+    /// CA certificates (PEM) that origins are verified against; absent = the Mozilla roots.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Transport of a relay.
@@ -411,7 +436,8 @@ listen = "127.0.0.1:9153"
 
     #[test]
     fn hosts_need_addresses() {
-        let err = Config::from_str("t.toml", "[hosts]\n\"a.example\" = [\"not-an-ip\"]\n").unwrap_err();
+        let err =
+            Config::from_str("t.toml", "[hosts]\n\"a.example\" = [\"not-an-ip\"]\n").unwrap_err();
         assert_eq!(err.diagnostics[0].line, 2, "{err}");
     }
 

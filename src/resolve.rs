@@ -106,7 +106,10 @@ impl Upstream {
 
     /// The same resolver, answering the names of `hosts` with their fixed addresses, like
     /// `/etc/hosts` (the config's `[hosts]` table). Names match case-insensitively.
-    pub fn with_overrides<I: IntoIterator<Item = (String, Vec<IpAddr>)>>(mut self, hosts: I) -> Upstream {
+    pub fn with_overrides<I: IntoIterator<Item = (String, Vec<IpAddr>)>>(
+        mut self,
+        hosts: I,
+    ) -> Upstream {
         for (name, ips) in hosts {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             self.overrides.insert(name, ips);
@@ -122,7 +125,10 @@ impl Upstream {
         let host = host.trim_end_matches('.');
         match self.overrides.get(host) {
             Some(v) => Some(v),
-            None => self.overrides.get(&host.to_ascii_lowercase()).map(Vec::as_slice),
+            None => self
+                .overrides
+                .get(&host.to_ascii_lowercase())
+                .map(Vec::as_slice),
         }
     }
 

@@ -75,7 +75,11 @@ fn lab_config() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&ru_config("2022-03-10"), &[], &["http"]);
+    let cfg = format!(
+        "{}[admin]\nlisten = \"127.0.0.1:0\"\n",
+        ru_config("2022-03-10")
+    );
+    let gw = Blocklab::start(&cfg, &[], &["http", "admin"]);
     let proxy = format!("http://{}", gw.addr("http"));
     let ca = origin.ca.to_str().unwrap();
 
@@ -162,6 +166,18 @@ async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
     assert_eq!(r.code, 56, "{r:?}");
     assert!(r.stderr.contains("403"), "{r:?}");
     gw.wait_log(&["decision=\"refused\"", "127.0.0.2"]);
+
+    // The refusals and the blocks are counted in /metrics.
+    let r = curl(&[&format!("http://{}/metrics", gw.addr("admin"))]).await;
+    let metrics = String::from_utf8_lossy(&r.body);
+    assert!(
+        metrics.contains("blocklab_refused_clients_total 2"),
+        "{metrics}"
+    );
+    let block = "blocklab_decisions_total{jurisdiction=\"ru\",layer=\"http\",verdict=\"block\",technique=\"http-blockpage\",rule=\"ru-facebook\"} 1";
+    assert!(metrics.contains(block), "{metrics}");
+    let reset = "layer=\"tls\",verdict=\"block\",technique=\"tls-reset\",rule=\"ru-facebook\"} 2";
+    assert!(metrics.contains(reset), "{metrics}");
 }
 
 /// The RU blockpage redirect matches the OONI fingerprint of a real RU ISP blockpage.
@@ -337,4 +353,83 @@ async fn twitter_2021_throttle_and_microsoft_collateral() {
         "ru-twitter-throttle-2021",
         "kbps=140",
     ]);
+}
+
+/// CONNECT to an address, then a ClientHello for `sni` written in two TCP segments: "reset"
+/// when the gateway resets, "passed" when the origin's ServerHello comes back.
+async fn split_hello_through(
+    proxy: std::net::SocketAddr,
+    origin: std::net::SocketAddr,
+    sni: &str,
+) -> &'static str {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            s.read(&mut b).await.unwrap(),
+            1,
+            "proxy closed during CONNECT"
+        );
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The name sits past byte 60 of the hello; the first segment stops before it.
+    s.write_all(&hello[..60]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.write_all(&hello[60..]).await.unwrap();
+    let mut buf = [0u8; 5];
+    match tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+        Ok(Ok(n)) if n > 0 && buf[0] == 0x16 => "passed",
+        other => panic!("unexpected: {other:?}"),
+    }
+}
+
+/// `reassemble = true` (the default) sees a ClientHello split across TCP segments;
+/// `reassemble = false` only reads the first segment and misses the name, as circumvention
+/// tools that split the hello exploit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_client_hello_and_reassembly() {
+    let origin = Origin::start().await;
+    let lazy = LAB_RULES.replace(
+        "utc_offset = \"+00:00\"",
+        "utc_offset = \"+00:00\"\nreassemble = false",
+    );
+    assert_ne!(lazy, LAB_RULES);
+    let careful = Blocklab::start(&lab_config(), &[("lab.toml", LAB_RULES)], &["http"]);
+    let lazy = Blocklab::start(&lab_config(), &[("lab.toml", &lazy)], &["http"]);
+    assert_eq!(
+        split_hello_through(careful.addr("http"), origin.https, "reset.example").await,
+        "reset"
+    );
+    assert_eq!(
+        split_hello_through(lazy.addr("http"), origin.https, "reset.example").await,
+        "passed"
+    );
+    assert_eq!(
+        split_hello_through(careful.addr("http"), origin.https, "example.org").await,
+        "passed"
+    );
 }

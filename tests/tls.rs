@@ -321,3 +321,190 @@ async fn netns_client_redirected_by_nftables() {
     );
     gw.wait_log(&["decision=\"tls-reset\"", &dest, "tls.sni=\"facebook.com\""]);
 }
+
+/// A UDP echo server on 127.0.0.1 standing in for a QUIC origin.
+async fn udp_echo() -> std::net::SocketAddr {
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// Sends a client Initial for `sni` of `size` bytes from a fresh socket; whether it came back.
+async fn quic_initial_echoed(relay: std::net::SocketAddr, sni: &str, size: usize) -> bool {
+    use blocklab::tls::quic::seal_initial;
+    let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap();
+    let mut records = Vec::new();
+    conn.write_tls(&mut records).unwrap();
+    let hello = &records[5..]; // the handshake message without its record header
+    let dcid: Vec<u8> = (0..8u8)
+        .map(|i| i ^ s.local_addr().unwrap().port() as u8)
+        .collect();
+    let pkt = seal_initial(&dcid, 0, 0, hello, size).unwrap();
+    s.send_to(&pkt, relay).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    match tokio::time::timeout(std::time::Duration::from_millis(700), s.recv(&mut buf)).await {
+        Ok(Ok(n)) => {
+            assert_eq!(&buf[..n], &pkt[..], "the relay changed the datagram");
+            true
+        }
+        _ => false,
+    }
+}
+
+const QUIC_RULES: &str = r#"
+[jurisdiction]
+code = "lab"
+name = "Test Lab"
+utc_offset = "+00:00"
+
+[[rule]]
+id = "lab-quic"
+domains = ["facebook.com"]
+techniques = ["quic-drop"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_drop_by_name_and_by_address() {
+    let echo = udp_echo().await;
+    let cfg = |date: &str, rules: &str, jur: &str| {
+        format!(
+            "{date}{rules}[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"{jur}\"\n\
+             [tls]\nquic_listen = [\"127.0.0.1:0\"]\ndirect_quic_port = {}\n{}",
+            echo.port(),
+            hosts_table()
+        )
+    };
+    // A lab rule by name: facebook.com's big Initials dropped, example.org's relayed.
+    let lab = Blocklab::start(
+        &cfg("", "rules = \"rules\"\n", "lab"),
+        &[("lab.toml", QUIC_RULES)],
+        &["quic"],
+    );
+    let relay = lab.addr("quic");
+    assert!(
+        !quic_initial_echoed(relay, "facebook.com", 1200).await,
+        "facebook.com Initial was relayed"
+    );
+    assert!(
+        quic_initial_echoed(relay, "example.org", 1200).await,
+        "example.org Initial was dropped"
+    );
+    lab.wait_log(&[
+        "decision=\"quic-drop\"",
+        "tls.sni=\"facebook.com\"",
+        "lab-quic",
+    ]);
+
+    // The shipped ru rules: from 2022-03-04 every QUIC v1 Initial of >= 1001 bytes is dropped
+    // (ru-quic-v1, by address), smaller ones pass; before that date everything passes.
+    let ru = Blocklab::start(&cfg("date = \"2022-03-10\"\n", "", "ru"), &[], &["quic"]);
+    let relay = ru.addr("quic");
+    assert!(!quic_initial_echoed(relay, "example.org", 1200).await);
+    assert!(!quic_initial_echoed(relay, "example.org", 1001).await);
+    assert!(
+        quic_initial_echoed(relay, "example.org", 1000).await,
+        "a 1000-byte Initial was dropped"
+    );
+    ru.wait_log(&["decision=\"quic-drop\"", "ru-quic-v1"]);
+    let before = Blocklab::start(&cfg("date = \"2022-03-01\"\n", "", "ru"), &[], &["quic"]);
+    assert!(quic_initial_echoed(before.addr("quic"), "facebook.com", 1200).await);
+}
+
+const URL_RULES: &str = r#"
+[jurisdiction]
+code = "lab"
+name = "Test Lab"
+utc_offset = "+00:00"
+
+[[rule]]
+id = "lab-url"
+urls = ["https://example.org/secret"]
+techniques = ["http-blockpage"]
+basis = "Lab order on one page"
+"#;
+
+/// With `[tls] intercept`, HTTPS is terminated with a certificate from the lab CA: URL rules
+/// and the 451 page apply to HTTPS; other pages pass byte for byte; clients that do not trust
+/// the lab CA fail certificate verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intercept_applies_url_rules_to_https() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "blocklab lab interception CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key).unwrap();
+    let (ca_cert, ca_key) = (dir.path().join("lab-ca.pem"), dir.path().join("lab-ca.key"));
+    std::fs::write(&ca_cert, ca.pem()).unwrap();
+    std::fs::write(&ca_key, key.serialize_pem()).unwrap();
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n\
+         [tls]\nlisten = [\"127.0.0.1:0\"]\ndirect_tls_port = {}\n\
+         intercept = {{ ca_cert = {:?}, ca_key = {:?}, upstream_ca = {:?} }}\n{}",
+        origin.https.port(),
+        ca_cert.to_str().unwrap(),
+        ca_key.to_str().unwrap(),
+        origin.ca.to_str().unwrap(),
+        hosts_table()
+    );
+    let gw = Blocklab::start(&cfg, &[("lab.toml", URL_RULES)], &["tls"]);
+    let l = gw.addr("tls");
+    let to = format!("example.org:443:{}:{}", l.ip(), l.port());
+    let lab_ca = ca_cert.to_str().unwrap();
+
+    let r = curl(&[
+        "--connect-to",
+        &to,
+        "--cacert",
+        lab_ca,
+        "https://example.org/secret/page",
+    ])
+    .await;
+    assert_eq!((r.code, r.status), (0, 451), "{r:?}");
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(
+        body.contains("lab-url") && body.contains("Lab order on one page"),
+        "{body}"
+    );
+    gw.wait_log(&["decision=\"http-blockpage\"", "intercepted=true"]);
+
+    let r = curl(&[
+        "--connect-to",
+        &to,
+        "--cacert",
+        lab_ca,
+        "https://example.org/bytes/100000",
+        "https://example.org/bytes/5",
+    ])
+    .await;
+    assert_eq!((r.code, r.status), (0, 200), "{r:?}");
+    assert!(r.body == pattern(100_000), "intercepted body differs");
+
+    // A client that trusts only the origin's CA sees the lab certificate and refuses it.
+    let r = curl(&[
+        "--connect-to",
+        &to,
+        "--cacert",
+        origin.ca.to_str().unwrap(),
+        "https://example.org/",
+    ])
+    .await;
+    assert_eq!(r.code, 60, "{r:?}");
+}

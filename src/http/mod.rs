@@ -2,8 +2,9 @@
 //!
 //! Each `[http] listen` address gets an accept loop; each connection is served by `hyper`
 //! ([`proxy`]). Only clients in a mapped network are served: others get 403 and are counted
-//! ([`refused`]). Plain HTTP requests are checked by URL (host and path) and answered with the
-//! blockpage ([`blockpage`]) when the rule says `http-blockpage`; CONNECT tunnels are checked
+//! (`Gateway::record_refused`, the `refused_clients` metric). Plain HTTP requests are checked
+//! by URL (host and path) and answered with the blockpage ([`blockpage`]) when the rule says
+//! `http-blockpage`; CONNECT tunnels are checked
 //! by target and by the SNI/Host of their first bytes, then reset, swallowed, throttled or
 //! spliced (`crate::tls::flow`). Origins are resolved with the gateway's resolver and their
 //! addresses checked for `ip-drop`/`ip-reset`.
@@ -12,7 +13,6 @@ pub mod blockpage;
 pub mod proxy;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,17 +21,6 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::serve::{announce, Gateway, StartError};
-
-static REFUSED: AtomicU64 = AtomicU64::new(0);
-
-/// How many requests from unmapped clients were refused with 403 since start.
-pub fn refused() -> u64 {
-    REFUSED.load(Ordering::Relaxed)
-}
-
-pub(crate) fn count_refused() {
-    REFUSED.fetch_add(1, Ordering::Relaxed);
-}
 
 /// Binds the `[http]` listeners and spawns their tasks.
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {

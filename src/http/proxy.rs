@@ -85,6 +85,7 @@ pub async fn serve_connection(
     peer: SocketAddr,
     local: SocketAddr,
 ) {
+    let _active = flow::ActiveFlow::new(&gw.metrics);
     let reset = stream
         .as_fd()
         .try_clone_to_owned()
@@ -123,8 +124,8 @@ fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
-fn refuse(peer: SocketAddr) -> Response<Body> {
-    super::count_refused();
+fn refuse(gw: &Gateway, peer: SocketAddr, target: &str) -> Response<Body> {
+    gw.record_refused("http", peer, target);
     tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
     full(
         StatusCode::FORBIDDEN,
@@ -145,7 +146,7 @@ impl Conn {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
         let policy: Arc<Policy> = arc_swap::Guard::into_inner(self.gw.policy());
         let Some(j) = policy.jurisdiction_for(self.peer.ip()) else {
-            return Ok(refuse(self.peer));
+            return Ok(refuse(&self.gw, self.peer, &req.uri().to_string()));
         };
         if req.method() == Method::CONNECT {
             return self.connect(policy, j, req).await;
@@ -167,6 +168,7 @@ impl Conn {
         v: Verdict,
         url: &str,
     ) -> Result<Response<Body>, ProxyError> {
+        v.record(&self.gw, policy, j, "http", self.peer, url);
         let rule = v.rule().map(|r| policy.rule(r).id.as_str()).unwrap_or("");
         tracing::info!(client.addr = %self.peer, url, decision = v.name(), rule, "blocked");
         match v {
@@ -264,6 +266,7 @@ impl Conn {
             }
         };
         let v = v.and(verdict::for_ip(&policy, j, ip, at));
+        v.record(&self.gw, &policy, j, "http", self.peer, &url);
         let kbps = match v {
             Verdict::Throttle { kbps, rule } => {
                 tracing::info!(client.addr = %self.peer, url, decision = "throttle", rule = policy.rule(rule).id.as_str(), kbps, "throttled");
@@ -440,6 +443,7 @@ impl Conn {
         upstream: Option<TcpStream>,
         reassemble: bool,
     ) {
+        let _active = flow::ActiveFlow::new(&self.gw.metrics);
         let sniffed = flow::sniff(&mut client, &mut first, reassemble).await;
         let at = self.gw.at();
         let seen = match sniffed.name() {
@@ -447,6 +451,7 @@ impl Conn {
             None => Verdict::Pass,
         };
         let v = v.and(seen);
+        v.record(&self.gw, &policy, j, "tls", self.peer, &target);
         let rule = v
             .rule()
             .map(|r| policy.rule(r).id.clone())

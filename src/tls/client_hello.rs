@@ -90,6 +90,28 @@ pub fn parse(buf: &[u8]) -> Result<Option<Sni>, Incomplete> {
     Ok(parse_body(&hs[4..n]))
 }
 
+/// The SNI of a bare ClientHello handshake message (no TLS record framing), as carried in
+/// QUIC CRYPTO frames.
+pub fn parse_handshake(hs: &[u8]) -> Result<Option<Sni>, Incomplete> {
+    if hs.is_empty() {
+        return Err(Incomplete);
+    }
+    if hs[0] != 1 {
+        return Ok(None);
+    }
+    if hs.len() < 4 {
+        return Err(Incomplete);
+    }
+    let n = 4 + (usize::from(hs[1]) << 16 | usize::from(hs[2]) << 8 | usize::from(hs[3]));
+    if n > MAX_HELLO {
+        return Ok(None);
+    }
+    if hs.len() < n {
+        return Err(Incomplete);
+    }
+    Ok(parse_body(&hs[4..n]))
+}
+
 /// A cursor over a byte slice; every read fails with `None` past the end.
 struct Reader<'a>(&'a [u8]);
 
@@ -297,6 +319,16 @@ pub(crate) mod tests {
         assert_eq!(parse(&bytes), Ok(None));
         assert!(!looks_like_tls(b"GET"));
         assert!(looks_like_tls(&[0x16]));
+    }
+
+    #[test]
+    fn bare_handshake_every_prefix() {
+        let hs = typical("quic.example");
+        for i in 0..hs.len() {
+            assert_eq!(parse_handshake(&hs[..i]), Err(Incomplete), "prefix {i}");
+        }
+        assert_eq!(parse_handshake(&hs), Ok(Some(Sni("quic.example".into()))));
+        assert_eq!(parse_handshake(&[2, 0, 0, 0]), Ok(None));
     }
 
     #[test]

@@ -143,6 +143,88 @@ where
     Ok((up + first.len() as u64, down))
 }
 
+/// Counts one open connection or flow in the `active_flows` gauge while it lives.
+#[derive(Debug)]
+pub struct ActiveFlow(std::sync::Arc<crate::metrics::Metrics>);
+
+impl ActiveFlow {
+    /// Counts a new flow in `metrics`.
+    pub fn new(metrics: &std::sync::Arc<crate::metrics::Metrics>) -> ActiveFlow {
+        metrics
+            .active_flows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ActiveFlow(std::sync::Arc::clone(metrics))
+    }
+}
+
+impl Drop for ActiveFlow {
+    fn drop(&mut self) {
+        self.0
+            .active_flows
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A stream that first yields bytes already read from it, then reads on.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    first: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `inner`, with `first` (bytes already read from it) put back in front.
+    pub fn new(first: Vec<u8>, inner: S) -> Prefixed<S> {
+        Prefixed {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = buf.remaining().min(this.first.len() - this.at);
+            buf.put_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +259,17 @@ mod tests {
             sniff_segments(vec![bytes], false).await.name(),
             Some("facebook.com")
         );
+    }
+
+    #[tokio::test]
+    async fn prefixed_replays_then_reads() {
+        let (a, mut b) = tokio::io::duplex(64);
+        b.write_all(b" world").await.unwrap();
+        drop(b);
+        let mut p = Prefixed::new(b"hello".to_vec(), a);
+        let mut s = String::new();
+        p.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "hello world");
     }
 
     #[tokio::test]

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::flow::{self, Sniffed};
+use super::intercept::{self, Interceptor};
+use super::throttle::Throttled;
 use super::verdict::{self, Verdict};
 use crate::policy::Policy;
 use crate::serve::{announce, Gateway, StartError};
@@ -31,6 +33,21 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     let Some(section) = &gw.config.tls else {
         return Ok(Vec::new());
     };
+    let icp = match &section.intercept {
+        Some(i) if !section.listen.is_empty() => {
+            let base = gw
+                .config
+                .path
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .unwrap_or(std::path::Path::new(""));
+            let icp = Interceptor::load(i, base)
+                .map_err(|e| StartError::Other(format!("[tls] intercept: {e}")))?;
+            tracing::warn!("TLS interception is ON: clients must trust the lab CA, and the gateway reads their HTTPS");
+            Some(Arc::new(icp))
+        }
+        _ => None,
+    };
     let mut tasks = Vec::new();
     for addr in &section.listen {
         let bind = |source| StartError::Bind {
@@ -41,18 +58,30 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         let listener = TcpListener::bind(addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
         announce("tls", local);
-        tasks.push(tokio::spawn(accept_loop(Arc::clone(gw), listener, local)));
+        tasks.push(tokio::spawn(accept_loop(
+            Arc::clone(gw),
+            listener,
+            local,
+            icp.clone(),
+        )));
     }
     Ok(tasks)
 }
 
-async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, local: SocketAddr) {
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    local: SocketAddr,
+    icp: Option<Arc<Interceptor>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let span = tracing::info_span!("tls", client.addr = %peer);
-                tokio::spawn(handle(Arc::clone(&gw), stream, peer, local).instrument(span));
+                tokio::spawn(
+                    handle(Arc::clone(&gw), stream, peer, local, icp.clone()).instrument(span),
+                );
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -76,10 +105,17 @@ pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
     (dst != local).then_some(dst)
 }
 
-async fn handle(gw: Arc<Gateway>, mut client: TcpStream, peer: SocketAddr, local: SocketAddr) {
+async fn handle(
+    gw: Arc<Gateway>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    icp: Option<Arc<Interceptor>>,
+) {
+    let _active = flow::ActiveFlow::new(&gw.metrics);
     let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
     let Some(j) = policy.jurisdiction_for(peer.ip()) else {
-        crate::http::count_refused();
+        gw.record_refused("tls", peer, "");
         tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
         flow::reset(client);
         return;
@@ -123,6 +159,12 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream, peer: SocketAddr, local
             v = v.and(verdict::for_ip(&policy, j, d.ip(), at));
         }
     }
+    let target = match &sniffed {
+        Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
+        _ if !name.is_empty() => name.clone(),
+        _ => dest.map(|d| d.to_string()).unwrap_or_default(),
+    };
+    v.record(&gw, &policy, j, "tls", peer, &target);
     let rule = v
         .rule()
         .map(|r| policy.rule(r).id.clone())
@@ -146,11 +188,31 @@ async fn handle(gw: Arc<Gateway>, mut client: TcpStream, peer: SocketAddr, local
         Verdict::Reset { .. } => flow::reset(client),
         Verdict::Drop { .. } => flow::swallow(&mut client, hold).await,
         Verdict::Pass | Verdict::Throttle { .. } => {
-            drop(policy);
             let Some(dest) = dest.filter(|d| *d != local) else {
                 tracing::info!(client.addr = %peer, tls.sni = name, "no destination: not redirected and no name");
                 return;
             };
+            if let (Some(icp), Sniffed::Tls(Some(_))) = (icp, &sniffed) {
+                let kbps = match v {
+                    Verdict::Throttle { kbps, .. } => Some(kbps),
+                    _ => None,
+                };
+                let client = Throttled::new(flow::Prefixed::new(first, client), kbps);
+                intercept::serve(
+                    icp,
+                    Arc::clone(&gw),
+                    policy,
+                    j,
+                    client,
+                    name,
+                    dest,
+                    peer,
+                    local,
+                )
+                .await;
+                return;
+            }
+            drop(policy);
             let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {

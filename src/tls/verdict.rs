@@ -7,8 +7,9 @@
 
 use std::net::IpAddr;
 
-use crate::policy::{At, Decision, JurisdictionId, Policy, RuleId, Target};
+use crate::policy::{At, Block, Decision, JurisdictionId, Policy, RuleId, Target};
 use crate::rules::Technique;
+use crate::serve::Gateway;
 
 /// What to do with a connection (or request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,50 @@ impl Verdict {
                 technique.as_str()
             }
         }
+    }
+
+    /// The technique enacted, `None` for a pass (a throttle counts as enacted).
+    pub fn technique(&self) -> Option<Technique> {
+        match *self {
+            Verdict::Pass => None,
+            Verdict::Throttle { .. } => Some(Technique::Throttle),
+            Verdict::Blockpage { .. } => Some(Technique::HttpBlockpage),
+            Verdict::Reset { technique, .. } | Verdict::Drop { technique, .. } => Some(technique),
+        }
+    }
+
+    /// The policy decision this verdict enacts, for metrics and the decision log.
+    pub fn decision(&self, policy: &Policy, j: JurisdictionId) -> Decision {
+        match self.rule() {
+            Some(rule) => Decision::Block(Block {
+                jurisdiction: j,
+                rule,
+                techniques: policy.rule(rule).techniques,
+            }),
+            None => Decision::Allow {
+                jurisdiction: j,
+                rule: None,
+            },
+        }
+    }
+
+    /// Counts and logs this verdict (`Gateway::record`) for `client` reaching `target`.
+    pub fn record(
+        &self,
+        gw: &Gateway,
+        policy: &Policy,
+        j: JurisdictionId,
+        layer: &'static str,
+        client: std::net::SocketAddr,
+        target: &str,
+    ) {
+        gw.record(
+            layer,
+            client,
+            target,
+            &self.decision(policy, j),
+            self.technique(),
+        );
     }
 
     /// The stricter of two verdicts (a block beats a throttle beats a pass).

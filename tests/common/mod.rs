@@ -271,7 +271,6 @@ fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
 }
 
 /// What a curl run gave.
-#[derive(Debug)]
 pub struct CurlOut {
     /// Exit code.
     pub code: i32,
@@ -285,6 +284,21 @@ pub struct CurlOut {
     pub stderr: String,
     /// Wall time.
     pub elapsed: Duration,
+}
+
+impl std::fmt::Debug for CurlOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.body[..self.body.len().min(300)];
+        f.debug_struct("CurlOut")
+            .field("code", &self.code)
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .field("body_start", &String::from_utf8_lossy(shown))
+            .field("headers", &self.headers)
+            .field("stderr", &self.stderr)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
 }
 
 /// Runs real `curl` with `args` (plus `-sS`, a body file and a header dump). Panics — and so
@@ -311,10 +325,11 @@ pub async fn curl(args: &[&str]) -> CurlOut {
     let elapsed = start.elapsed();
     CurlOut {
         code: out.status.code().unwrap_or(-1),
-        status: String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0),
+        // With several URLs curl prints one code per URL: the last one counts.
+        status: {
+            let codes = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            codes[codes.len().saturating_sub(3)..].parse().unwrap_or(0)
+        },
         body: std::fs::read(&body_path).unwrap_or_default(),
         headers: std::fs::read_to_string(&head_path).unwrap_or_default(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
