@@ -75,6 +75,6 @@ grep -q 'listener="http"' "$WORK/gateway.log" || { cat "$WORK/gateway.log" >&2; 
 
 "$BIN" probe --resolver 127.0.0.1:15399 --control-resolver 127.0.0.1:5399 \
   --proxy http://127.0.0.1:18081 --insecure --allow-net 127.0.0.0/8 \
-  --timeout 3 --parallel 8 --input "$LIST" --out "$OUT.jsonl" -q
+  --parallel 8 --input "$LIST" --out "$OUT.jsonl" -q
 "$BIN" probe --report "$OUT.jsonl" >/dev/null
 echo "report: $OUT.md"
