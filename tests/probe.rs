@@ -188,7 +188,7 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
         "--ca",
         origin.ca.to_str().unwrap(),
         "--timeout",
-        "3",
+        "10",
         &fb_https,
         &fb_http,
         &ok_https,
@@ -429,7 +429,7 @@ async fn nxdomain_from_the_resolver_under_test_is_dns_blocking() {
         "--control-resolver",
         &control.addr.to_string(),
         "--timeout",
-        "2",
+        "10",
         &rt,
         &ok,
     ])
@@ -482,7 +482,7 @@ async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
         "--proxy",
         &proxy,
         "--timeout",
-        "2",
+        "10",
         "--input",
         short.to_str().unwrap(),
     ])
@@ -551,7 +551,7 @@ async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
         &proxy,
         "--insecure",
         "--timeout",
-        "3",
+        "10",
         &rt,
         &ok,
     ])
