@@ -338,7 +338,8 @@ async fn probe(args: Args) -> Result<(), ProbeError> {
     out.flush().map_err(io_err(&out_name))?;
     let summary = report::summary_text(&rows);
     if args.out.is_some() {
-        print!("{summary}");
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = write!(std::io::stdout(), "{summary}");
     } else {
         eprint!("{summary}");
     }
@@ -443,8 +444,13 @@ fn render_report(path: &Path) -> Result<(), ProbeError> {
         report::markdown(&path.display().to_string(), &rows, &svg_name),
     )
     .map_err(io_err(&md_path))?;
-    print!("{}", report::summary_text(&rows));
-    println!("wrote {} and {}", md_path.display(), svg_path.display());
+    let _ = write!(
+        std::io::stdout(),
+        "{}wrote {} and {}\n",
+        report::summary_text(&rows),
+        md_path.display(),
+        svg_path.display()
+    );
     Ok(())
 }
 

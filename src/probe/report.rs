@@ -326,7 +326,7 @@ const CATEGORIES: &[(&str, &str)] = &[
     ("tcp_ip", "blocking: tcp_ip"),
     ("http-failure", "blocking: http-failure"),
     ("http-diff", "blocking: http-diff"),
-    ("blockpage", "blockpage only (x_blocklab; OONI keys: none)"),
+    ("blockpage", "blockpage only (x_blocklab; OONI: none)"),
     ("down", "unreachable on both sides (website down)"),
     ("inconclusive", "inconclusive (blocking: null)"),
 ];
@@ -442,7 +442,7 @@ fn esc(s: &str) -> String {
 pub fn svg(rows: &[Row]) -> String {
     let t = tally(rows);
     let max = t.iter().map(|(_, _, n)| *n).max().unwrap_or(0).max(1);
-    let (label_w, bar_w, row_h) = (300.0, 360.0, 28.0);
+    let (label_w, bar_w, row_h) = (330.0, 360.0, 28.0);
     let height = 40.0 + row_h * t.len() as f64;
     let mut s = String::new();
     let _ = writeln!(
