@@ -444,9 +444,9 @@ fn render_report(path: &Path) -> Result<(), ProbeError> {
         report::markdown(&path.display().to_string(), &rows, &svg_name),
     )
     .map_err(io_err(&md_path))?;
-    let _ = write!(
+    let _ = writeln!(
         std::io::stdout(),
-        "{}wrote {} and {}\n",
+        "{}wrote {} and {}",
         report::summary_text(&rows),
         md_path.display(),
         svg_path.display()
