@@ -1,7 +1,8 @@
 //! The `dns` frontend: answers DNS over UDP and TCP as each client's censor would.
 //!
-//! For every address of `[dns] listen` it binds UDP (one socket per core, sharing the port
-//! with `SO_REUSEPORT`) and TCP on the same port, and logs one `listening` line per listener.
+//! For every address of `[dns] listen` it binds UDP (one socket and thread per core, sharing
+//! the port with `SO_REUSEPORT`) and TCP on the same port, and logs one `listening` line per
+//! listener. The UDP threads live as long as the process; the TCP tasks are returned.
 //! Files: [`wire`] reads queries and writes responses, [`answer`] makes the decision (policy,
 //! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache, [`template`] its pre-encoded fast path, [`udp`] and
 //! [`tcp`] are the listeners. Counters go to the gateway's metrics and every decision to
@@ -53,8 +54,12 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         let tcp_addr = tcp.local_addr().map_err(bind_err("dns/tcp"))?;
         announce("dns/udp", udp_addr);
         announce("dns/tcp", tcp_addr);
-        for sock in udp {
-            tasks.push(tokio::spawn(udp::serve(Arc::clone(&front), Arc::new(sock))));
+        for (i, sock) in udp.into_iter().enumerate() {
+            let (front, rt) = (Arc::clone(&front), tokio::runtime::Handle::current());
+            std::thread::Builder::new()
+                .name(format!("dns-udp-{i}"))
+                .spawn(move || udp::serve(front, Arc::new(sock), rt))
+                .map_err(bind_err("dns/udp"))?;
         }
         tasks.push(tokio::spawn(tcp::serve(Arc::clone(&front), tcp)));
     }
