@@ -2,8 +2,9 @@
 //!
 //! Each socket is served by a dedicated OS thread doing blocking `recv_from`/`send_to`: a
 //! query answered synchronously (blocked names, cached answers, errors) costs exactly two
-//! system calls, with no readiness polling or task wake-ups (under load this halved the
-//! kernel time per query against a tokio socket task). Only queries that must go upstream are
+//! system calls, with no readiness polling or task wake-ups (measured under the benchmark's
+//! load: 3.4–3.8 µs of system time per query against 3.8–4.1 µs with a tokio socket task;
+//! total CPU per query within noise). Only queries that must go upstream are
 //! handed to the tokio runtime as a task, which sends its answer on the same socket. Responses
 //! larger than the client's EDNS payload size (512 bytes without EDNS) go out truncated, with
 //! TC set, for the client to retry over TCP. The threads end with the process.
