@@ -368,3 +368,77 @@ fn blockpage_records(req: &Request, addrs: &[IpAddr]) -> Vec<Record> {
         .map(|rdata| Record::from_rdata(req.name.clone(), BLOCKPAGE_TTL, rdata))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+    use std::sync::atomic::Ordering;
+
+    /// A frontend on the shipped rules at 2022-03-10, only 127.0.0.2 mapped (to `ru`), and an
+    /// upstream that nothing here may need (port 9, discard).
+    fn frontend() -> Frontend {
+        let text = "date = \"2022-03-10\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"ru\"\n[dns]\nlisten = []\nupstream = [\"127.0.0.1:9\"]\n";
+        let config = Config::from_str("t.toml", text).unwrap();
+        let policy = config.compile_policy().unwrap();
+        Frontend::new(Gateway::new(config, policy).unwrap(), 100)
+    }
+
+    fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(77).set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        m.to_vec().unwrap()
+    }
+
+    fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn unmapped_clients_are_refused_and_counted() {
+        let f = frontend();
+        let stranger: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let bytes = f
+            .answer(
+                stranger,
+                &query("example.org.", RecordType::A),
+                Transport::Udp,
+            )
+            .await;
+        let m = Message::from_vec(&bytes.unwrap()).unwrap();
+        assert_eq!((m.id(), m.response_code()), (77, ResponseCode::Refused));
+        assert!(m.answers().is_empty());
+        assert_eq!(count(&f.metrics().refused_clients), 1);
+        assert_eq!(
+            count(&f.metrics().cache_misses),
+            0,
+            "nothing was sent upstream"
+        );
+    }
+
+    #[tokio::test]
+    async fn blocked_names_are_answered_without_the_upstream_and_malformed_counted() {
+        let f = frontend();
+        let client: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let bytes = f
+            .answer(
+                client,
+                &query("www.LinkedIn.com.", RecordType::A),
+                Transport::Tcp,
+            )
+            .await;
+        let m = Message::from_vec(&bytes.unwrap()).unwrap();
+        assert_eq!(m.answers().len(), 1);
+        assert_eq!(m.answers()[0].data().to_string(), "95.167.13.50");
+        assert_eq!(f.answer(client, &[0u8; 5], Transport::Udp).await, None);
+        assert_eq!(count(&f.metrics().malformed), 1);
+        assert_eq!(count(&f.metrics().dns_queries), 2);
+        assert!(
+            f.metrics().render().contains("ru-linkedin"),
+            "the decision is counted by rule"
+        );
+    }
+}
