@@ -621,6 +621,7 @@ fn udp_and_tcp_over_ipv4_and_ipv6() {
         gw.udp
     );
     for (&u, &t) in gw.udp.iter().zip(&gw.tcp) {
+        assert_eq!(u, t, "UDP and TCP share the address and port");
         assert_eq!(
             dig(u, &["allowed.test", "+notcp"]).answers,
             ["198.51.100.7"],

@@ -6,7 +6,8 @@
 //! the policy about the question name, and either enact the rule's DNS technique or look in
 //! the cache. A name blocked only at other layers (e.g. `tls-reset`) resolves normally, as it
 //! did for the real censor. What the cache lacks becomes a [`Pending`] query that
-//! [`Frontend::answer_later`] sends upstream. Every answer relayed, cached or fresh, is screened:
+//! [`Frontend::answer_later`] sends upstream (at most [`MAX_PENDING`] at once; beyond that,
+//! SERVFAIL). Every answer relayed, cached or fresh, is screened:
 //! a CNAME target or an A/AAAA address that the policy blocks with a DNS technique blocks the
 //! whole answer with that rule's technique. Each query runs in a `dns` tracing span
 //! (`client.addr`, `client.jurisdiction`, `dns.qname`, `dns.qtype`) and its decision is one
@@ -21,6 +22,7 @@ use arc_swap::Guard;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{field, Instrument, Span};
 
 use super::cache::Cache;
@@ -34,6 +36,9 @@ use crate::serve::Gateway;
 
 /// TTL of the records of a `dns-blockpage` answer.
 pub const BLOCKPAGE_TTL: u32 = 300;
+/// Queries waiting for the upstream at once; more are answered SERVFAIL at once, so a flood
+/// of uncached names cannot pile up tasks and memory.
+pub const MAX_PENDING: usize = 4096;
 
 /// The transport a query came over (it bounds the response size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +82,7 @@ pub struct Pending {
     at: At,
     limit: usize,
     span: Span,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The DNS frontend's shared state: the gateway (policy, upstream, metrics) and the cache.
@@ -84,6 +90,7 @@ pub struct Pending {
 pub struct Frontend {
     gw: Arc<Gateway>,
     cache: Cache,
+    pending: Arc<Semaphore>,
 }
 
 impl Frontend {
@@ -92,6 +99,7 @@ impl Frontend {
         Frontend {
             gw,
             cache: Cache::new(cache_size),
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
         }
     }
 
@@ -206,6 +214,16 @@ impl Frontend {
             };
         }
         Metrics::inc(&self.gw.metrics.cache_misses);
+        let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
+            Metrics::inc(&self.gw.metrics.upstream_errors);
+            self.gw.record("dns", client, &key, &decision, None);
+            tracing::debug!(
+                max = MAX_PENDING,
+                "too many queries upstream; answering SERVFAIL"
+            );
+            let fail = ResponseCode::ServFail;
+            return Step::Reply(wire::encode(&req.head, fail, &[], &[], limit));
+        };
         drop(entered);
         Step::Upstream(Box::new(Pending {
             req,
@@ -217,6 +235,7 @@ impl Frontend {
             at,
             limit,
             span,
+            _permit: permit,
         }))
     }
 
@@ -417,6 +436,22 @@ mod tests {
             0,
             "nothing was sent upstream"
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_upstream_queue_answers_servfail_at_once() {
+        let f = frontend();
+        let _all = Arc::clone(&f.pending)
+            .try_acquire_many_owned(MAX_PENDING as u32)
+            .unwrap();
+        let client: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let q = query("allowed.example.", RecordType::A);
+        let Step::Reply(bytes) = f.answer_now(client, &q, Transport::Udp) else {
+            panic!("must not wait for the upstream");
+        };
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+        assert_eq!(count(&f.metrics().upstream_errors), 1);
     }
 
     #[tokio::test]
