@@ -136,6 +136,13 @@ impl Dnsmasq {
         let dir = tempfile::tempdir().unwrap();
         let hosts = dir.path().join("hosts");
         std::fs::write(&hosts, HOSTS).unwrap();
+        // Over 1232 bytes: the upstream truncates it over UDP and hickory retries over TCP.
+        let huge = format!(
+            "huge.test,{}",
+            ["a", "b", "c", "d", "e", "f", "g"]
+                .map(|c| format!("\"{}\"", c.repeat(250)))
+                .join(",")
+        );
         let big = format!(
             "big.test,{}",
             ["x", "y", "z"]
@@ -162,6 +169,7 @@ impl Dnsmasq {
                 .arg(format!("--port={port}"))
                 .arg(format!("--addn-hosts={}", hosts.display()))
                 .arg(format!("--txt-record={big}"))
+                .arg(format!("--txt-record={huge}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -662,6 +670,18 @@ fn truncation_and_edns_payload_size() {
     let r = dig(gw.udp(), &["big.test", "TXT", "+noedns"]);
     assert_eq!(r.answers.len(), 1, "{}", r.raw);
     assert!(r.raw.contains("(TCP)"), "{}", r.raw);
+    // An answer the upstream can only give over TCP (1.8 kB) arrives whole over TCP, and
+    // over UDP when the client's EDNS size allows it.
+    let h = dig(gw.tcp[0], &["huge.test", "TXT", "+tcp"]);
+    assert_eq!(
+        (h.status.as_str(), h.answers.len()),
+        ("NOERROR", 1),
+        "{}",
+        h.raw
+    );
+    assert!(h.raw.contains("MSG SIZE  rcvd: 18"), "{}", h.raw);
+    let h = dig(gw.udp(), &["huge.test", "TXT", "+bufsize=4096", "+ignore"]);
+    assert_eq!(h.answers.len(), 1, "{}", h.raw);
     // A query without EDNS gets no OPT record back.
     assert!(!dig(gw.udp(), &["allowed.test", "+noedns"])
         .raw
