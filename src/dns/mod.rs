@@ -4,9 +4,10 @@
 //! the port with `SO_REUSEPORT`) and TCP on the same port, and logs one `listening` line per
 //! listener. The UDP threads live as long as the process; the TCP tasks are returned.
 //! Files: [`wire`] reads queries and writes responses, [`answer`] makes the decision (policy,
-//! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache, [`template`] its pre-encoded fast path, [`udp`] and
-//! [`tcp`] are the listeners. Counters go to the gateway's metrics and every decision to
-//! [`Gateway::record`] (metrics and decision log).
+//! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache and
+//! [`template`] its pre-encoded fast path, [`udp`] and [`tcp`] are the listeners. Counters go
+//! to the gateway's metrics and every decision to [`Gateway::record`] (metrics and decision
+//! log).
 
 pub mod answer;
 pub mod cache;
