@@ -246,9 +246,16 @@ impl Blocklab {
                 keep.lock().unwrap().push(line);
             }
         });
-        let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+        // Owned from here on, so a failing start still kills the child.
+        let mut gw = Blocklab {
+            child,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            log: Arc::clone(&log),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while udp.len() < listeners || tcp.len() < listeners {
+        while gw.udp.len() < listeners || gw.tcp.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 panic!(
@@ -259,19 +266,13 @@ impl Blocklab {
             if let Some(addr) = line.split("addr=").nth(1) {
                 let addr: SocketAddr = addr.trim().parse().unwrap();
                 if line.contains("dns/udp") {
-                    udp.push(addr);
+                    gw.udp.push(addr);
                 } else if line.contains("dns/tcp") {
-                    tcp.push(addr);
+                    gw.tcp.push(addr);
                 }
             }
         }
-        Blocklab {
-            child,
-            udp,
-            tcp,
-            log,
-            _dir: dir,
-        }
+        gw
     }
 
     /// The lab gateway: [`LAB_RULES`], 127.0.0.1 mapped to `lab`, upstream `up`.
