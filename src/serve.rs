@@ -229,7 +229,8 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     tasks.extend(crate::admin::start(gw).await?);
     if serving == 0 {
         return Err(StartError::Other(
-            "nothing to serve: the config names no [dns], [http], [tls] or [[relay]] listener".into(),
+            "nothing to serve: the config names no [dns], [http], [tls] or [[relay]] listener"
+                .into(),
         ));
     }
     Ok(tasks)
