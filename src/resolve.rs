@@ -21,6 +21,9 @@ use hickory_resolver::{ResolveError, TokioResolver};
 
 /// How long one upstream attempt may take before it is retried or given up.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most one upstream question may take in all (attempts over UDP and TCP included): past
+/// it the DNS frontend answers SERVFAIL, so a dead or slow upstream never piles queries up.
+pub const QUERY_DEADLINE: Duration = Duration::from_millis(4500);
 /// TTL given to a negative answer that carries no SOA.
 const DEFAULT_NEGATIVE_TTL: u32 = 30;
 
@@ -61,6 +64,9 @@ pub enum UpstreamError {
     /// The upstream failed (timeout, connection refused, SERVFAIL, ...).
     #[error("upstream failed: {0}")]
     Failed(#[from] ResolveError),
+    /// No answer within [`QUERY_DEADLINE`].
+    #[error("upstream gave no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 impl Upstream {
@@ -146,9 +152,13 @@ impl Upstream {
         if let Some(ips) = self.override_for(host) {
             return Ok(ips.to_vec());
         }
-        match self.resolver.lookup_ip(host).await {
-            Ok(l) => Ok(l.iter().collect()),
-            Err(e) => Err(std::io::Error::other(format!("cannot resolve {host}: {e}"))),
+        match tokio::time::timeout(QUERY_DEADLINE, self.resolver.lookup_ip(host)).await {
+            Ok(Ok(l)) => Ok(l.iter().collect()),
+            Ok(Err(e)) => Err(std::io::Error::other(format!("cannot resolve {host}: {e}"))),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("cannot resolve {host}: no answer within {QUERY_DEADLINE:?}"),
+            )),
         }
     }
 
@@ -156,7 +166,12 @@ impl Upstream {
     pub async fn query(&self, name: &Name, rtype: RecordType) -> Result<Answer, UpstreamError> {
         let mut name = name.clone();
         name.set_fqdn(true);
-        match self.resolver.lookup(name, rtype).await {
+        let Ok(result) =
+            tokio::time::timeout(QUERY_DEADLINE, self.resolver.lookup(name, rtype)).await
+        else {
+            return Err(UpstreamError::Timeout(QUERY_DEADLINE));
+        };
+        match result {
             Ok(lookup) => {
                 let left = lookup
                     .valid_until()

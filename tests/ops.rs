@@ -1,0 +1,694 @@
+//! Operations tests with the real `blocklab serve` binary on loopback: the admin listener
+//! (`/healthz`, `/metrics`, `/decide`, `POST /reload`, bearer token), SIGHUP reload, the
+//! decision log after SIGTERM, start-up failures (unwritable log, port in use), a reload under
+//! DNS load, and faults (upstream down, origin unreachable, missing import). The upstream is a
+//! real `dnsmasq`; a missing tool fails the test, it never skips.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Blocklab;
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+/// Fails (never skips) when a tool the tests drive is missing.
+fn require(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "required tool `{tool}` is missing (see .ci/run)");
+}
+
+/// A dnsmasq answering `allowed.test` and `probe.test` on a free loopback port.
+struct Dnsmasq {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dnsmasq {
+    fn start() -> Dnsmasq {
+        require("dnsmasq");
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(
+            &hosts,
+            "198.51.100.7 allowed.test\n198.51.100.20 probe.test\n198.51.100.21 other.test\n",
+        )
+        .unwrap();
+        for _ in 0..10 {
+            let port = free_udp_tcp_port();
+            let mut child = Command::new("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--local=/test/",
+                    "--user=root",
+                    "--pid-file=",
+                    "--dns-forward-max=1000",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", hosts.display()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if let Some(m) = ask(addr, "allowed.test", Duration::from_millis(300)) {
+                    if m.response_code() == ResponseCode::NoError {
+                        return Dnsmasq {
+                            child,
+                            addr,
+                            _dir: dir,
+                        };
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start");
+    }
+}
+
+fn free_udp_tcp_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(id).set_recursion_desired(true);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    m.to_vec().unwrap()
+}
+
+/// One A query over UDP from 127.0.0.1; the parsed answer, or `None` on timeout.
+fn ask(server: SocketAddr, name: &str, wait: Duration) -> Option<Message> {
+    ask_from("127.0.0.1:0", server, name, wait)
+}
+
+fn ask_from(bind: &str, server: SocketAddr, name: &str, wait: Duration) -> Option<Message> {
+    let s = UdpSocket::bind(bind).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.send_to(&query(0x4242, name), server).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).ok()?;
+    Message::from_vec(&buf[..n]).ok()
+}
+
+fn rcode(server: SocketAddr, name: &str) -> ResponseCode {
+    ask(server, name, Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("no answer for {name}"))
+        .response_code()
+}
+
+/// A raw HTTP/1.1 request to the admin listener: (status, body).
+fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the metric line starting with `prefix` (exact series), 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+const JURISDICTION: &str = r#"
+[jurisdiction]
+code = "lab"
+name = "Test lab"
+utc_offset = "+00:00"
+"#;
+
+/// Good rules that block `probe.test` at DNS (NXDOMAIN).
+fn rules_block_probe() -> String {
+    format!(
+        "{JURISDICTION}\n[[rule]]\nid = \"lab-probe\"\ndomains = [\"probe.test\"]\ntechniques = [\"dns-nxdomain\"]\n"
+    )
+}
+
+/// Good rules that block only `other.test` (so `probe.test` resolves).
+fn rules_allow_probe() -> String {
+    format!(
+        "{JURISDICTION}\n[[rule]]\nid = \"lab-other\"\ndomains = [\"other.test\"]\ntechniques = [\"dns-nxdomain\"]\n"
+    )
+}
+
+/// Rules with an unknown technique on line 9 (lint error): would unblock `probe.test` if taken.
+fn rules_broken() -> String {
+    format!(
+        "{JURISDICTION}\n[[rule]]\nid = \"lab-other\"\ndomains = [\"other.test\"]\ntechniques = [\"dns-bogus\"]\n"
+    )
+}
+
+/// Config: loopback 127.0.0.1 mapped to `lab`, DNS and admin on port 0, plus `extra`.
+fn config(up: SocketAddr, extra: &str) -> String {
+    format!(
+        "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{up}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
+    )
+}
+
+fn write_rules(gw: &Blocklab, text: &str) {
+    std::fs::write(gw.dir.path().join("rules/lab.toml"), text).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin listener
+
+#[test]
+fn healthz_and_metrics_move_with_real_queries() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, ""),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let admin = gw.addr("admin");
+    assert_eq!(http(admin, "GET", "/healthz", None), (200, "ok\n".into()));
+    let before = http(admin, "GET", "/metrics", None).1;
+    let blocked = "blocklab_decisions_total{jurisdiction=\"lab\",layer=\"dns\",verdict=\"block\",technique=\"dns-nxdomain\",rule=\"lab-probe\"}";
+    assert_eq!(metric(&before, blocked), 0.0, "{before}");
+
+    let dns = gw.addr("dns/udp");
+    for _ in 0..3 {
+        assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+    }
+    assert_eq!(rcode(dns, "allowed.test"), ResponseCode::NoError);
+    // 127.0.0.2 is in no configured network: refused and counted.
+    let refused = ask_from("127.0.0.2:0", dns, "allowed.test", Duration::from_secs(3))
+        .expect("an answer for the unmapped client");
+    assert_eq!(refused.response_code(), ResponseCode::Refused);
+    assert!(refused.answers().is_empty());
+    // A malformed packet (a truncated header): counted.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(&[0x12, 0x34, 0x01], dns).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let after = http(admin, "GET", "/metrics", None).1;
+    assert_eq!(metric(&after, blocked), 3.0, "{after}");
+    assert_eq!(
+        metric(
+            &after,
+            "blocklab_decisions_total{jurisdiction=\"lab\",layer=\"dns\",verdict=\"allow\",technique=\"\",rule=\"\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "blocklab_refused_clients_total"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(metric(&after, "blocklab_malformed_total"), 1.0, "{after}");
+    assert!(
+        metric(&after, "blocklab_dns_queries_total") >= 4.0,
+        "{after}"
+    );
+    assert!(after.contains("# TYPE blocklab_upstream_latency_seconds histogram"));
+}
+
+#[test]
+fn decide_is_the_same_json_as_check() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, ""),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let admin = gw.addr("admin");
+    for target in ["probe.test", "allowed.test", "https%3A%2F%2Fprobe.test%2Fx"] {
+        let (status, body) = http(
+            admin,
+            "GET",
+            &format!("/decide?client=127.0.0.1&target={target}&at=2024-01-01"),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        let decoded = target.replace("%3A", ":").replace("%2F", "/");
+        let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+            .args([
+                "check",
+                "--json",
+                "--client",
+                "127.0.0.1",
+                "--at",
+                "2024-01-01",
+            ])
+            .arg("--config")
+            .arg(gw.dir.path().join("blocklab.toml"))
+            .arg(&decoded)
+            .output()
+            .unwrap();
+        let cli: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let web: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(web, cli, "{decoded}");
+    }
+    let (status, body) = http(
+        admin,
+        "GET",
+        "/decide?client=127.0.0.1&target=probe.test",
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("lab-probe"), "{body}");
+    // A client in no network and a missing target are errors, not panics.
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/decide?client=10.9.9.9&target=probe.test",
+            None
+        )
+        .0,
+        400
+    );
+    assert_eq!(http(admin, "GET", "/decide?client=127.0.0.1", None).0, 400);
+}
+
+#[test]
+fn reload_switches_on_good_rules_and_keeps_the_old_policy_on_broken_ones() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, ""),
+        &[("lab.toml", &rules_allow_probe())],
+        &["dns/udp", "admin"],
+    );
+    let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
+    assert_eq!(rcode(dns, "other.test"), ResponseCode::NXDomain);
+    // Only GET is wrong for /reload.
+    assert_eq!(http(admin, "GET", "/reload", None).0, 405);
+
+    write_rules(&gw, &rules_block_probe());
+    assert_eq!(http(admin, "POST", "/reload", None).0, 200);
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+    assert_eq!(rcode(dns, "other.test"), ResponseCode::NoError);
+
+    write_rules(&gw, &rules_broken());
+    let (status, body) = http(admin, "POST", "/reload", None);
+    assert_eq!(status, 422, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let errors: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("lab.toml:10:") && e.contains("dns-bogus")),
+        "{errors:?}"
+    );
+    // Every error is also logged with its place.
+    gw.wait_log(&["reload failed", "lab.toml:10:"]);
+    // The old (blocking) policy keeps serving.
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+    assert_eq!(rcode(dns, "other.test"), ResponseCode::NoError);
+
+    let m = http(admin, "GET", "/metrics", None).1;
+    assert_eq!(metric(&m, "blocklab_reloads_ok_total"), 1.0, "{m}");
+    assert_eq!(metric(&m, "blocklab_reloads_failed_total"), 1.0, "{m}");
+}
+
+#[test]
+fn a_missing_import_at_reload_keeps_the_old_policy() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, ""),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
+    let with_import = format!(
+        "{JURISDICTION}\n[[rule]]\nid = \"lab-list\"\nimport = {{ path = \"gone.txt\", format = \"domains\" }}\ntechniques = [\"dns-nxdomain\"]\n"
+    );
+    write_rules(&gw, &with_import);
+    let (status, body) = http(admin, "POST", "/reload", None);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("gone.txt"), "{body}");
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+}
+
+#[test]
+fn the_token_is_required_when_configured() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, "token = \"s3cret\"\n"),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let admin = gw.addr("admin");
+    for (m, p) in [
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("POST", "/reload"),
+        ("GET", "/decide?client=127.0.0.1&target=probe.test"),
+    ] {
+        assert_eq!(http(admin, m, p, None).0, 401, "{m} {p}");
+        assert_eq!(http(admin, m, p, Some("wrong")).0, 401, "{m} {p}");
+    }
+    assert_eq!(http(admin, "GET", "/healthz", Some("s3cret")).0, 200);
+    assert_eq!(http(admin, "POST", "/reload", Some("s3cret")).0, 200);
+    let m = http(admin, "GET", "/metrics", Some("s3cret")).1;
+    // The unauthorised reload never ran.
+    assert_eq!(metric(&m, "blocklab_reloads_ok_total"), 1.0, "{m}");
+}
+
+#[test]
+fn sighup_reloads_the_rules() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, ""),
+        &[("lab.toml", &rules_allow_probe())],
+        &["dns/udp", "admin"],
+    );
+    let dns = gw.addr("dns/udp");
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
+    write_rules(&gw, &rules_block_probe());
+    gw.signal("HUP");
+    gw.wait_log(&["policy reloaded"]);
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+    // A broken set on SIGHUP: logged, old policy kept.
+    write_rules(&gw, &rules_broken());
+    gw.signal("HUP");
+    gw.wait_log(&["reload failed", "lab.toml:10:"]);
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decision log and start-up failures
+
+#[test]
+fn every_answered_query_is_in_the_decision_log_after_sigterm() {
+    let up = Dnsmasq::start();
+    let mut gw = Blocklab::start(
+        &config(up.addr, "[log]\npath = \"decisions.jsonl\"\n"),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let dns = gw.addr("dns/udp");
+    let mut answered = 0;
+    for i in 0..300 {
+        let name = if i % 2 == 0 {
+            "probe.test"
+        } else {
+            "allowed.test"
+        };
+        if ask(dns, name, Duration::from_secs(3)).is_some() {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 300);
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    let text = std::fs::read_to_string(gw.dir.path().join("decisions.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 300, "{text}");
+    let blocked: Vec<_> = events.iter().filter(|e| e["verdict"] == "block").collect();
+    assert_eq!(blocked.len(), 150);
+    let e = blocked[0];
+    assert_eq!(e["layer"], "dns");
+    assert_eq!(e["jurisdiction"], "lab");
+    assert_eq!(e["rule"], "lab-probe");
+    assert_eq!(e["technique"], "dns-nxdomain");
+    assert!(e["target"].as_str().unwrap().starts_with("probe.test"));
+    assert!(e["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(e["time"].as_str().unwrap().starts_with("20"));
+}
+
+#[test]
+fn an_unwritable_log_directory_stops_the_gateway_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    // The log's parent is a regular file: unwritable even for root.
+    std::fs::write(dir.path().join("notadir"), "x").unwrap();
+    let port = free_udp_tcp_port();
+    let cfg = format!(
+        "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"ru\"\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = [\"127.0.0.1:9\"]\n[log]\npath = \"notadir/decisions.jsonl\"\n"
+    );
+    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("c.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot open decision log"), "{err}");
+    assert!(err.contains("notadir/decisions.jsonl"), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"ru\"\n[http]\nlisten = [\"{addr}\"]\n"
+    );
+    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("c.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reload under load
+
+#[test]
+fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, ""),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::new();
+    for t in 0..4u16 {
+        let (stop, sent, lost, bad) = (
+            Arc::clone(&stop),
+            Arc::clone(&sent),
+            Arc::clone(&lost),
+            Arc::clone(&bad),
+        );
+        clients.push(std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 4096];
+            let mut id = t.wrapping_mul(10_000);
+            while !stop.load(Ordering::Relaxed) {
+                id = id.wrapping_add(1);
+                let name = if id % 2 == 0 {
+                    "probe.test"
+                } else {
+                    "allowed.test"
+                };
+                s.send_to(&query(id, name), dns).unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+                // Wait for this query's answer (ids are unique per thread).
+                loop {
+                    match s.recv(&mut buf) {
+                        Ok(n) => {
+                            let Ok(m) = Message::from_vec(&buf[..n]) else {
+                                bad.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            };
+                            if m.id() != id {
+                                continue;
+                            }
+                            let ok = match (name, m.response_code()) {
+                                ("allowed.test", ResponseCode::NoError) => true,
+                                ("probe.test", ResponseCode::NoError | ResponseCode::NXDomain) => {
+                                    true
+                                }
+                                _ => false,
+                            };
+                            if !ok {
+                                bad.fetch_add(1, Ordering::Relaxed);
+                            }
+                            break;
+                        }
+                        Err(_) => {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut switches = 0;
+    for i in 0..50 {
+        // good (allow) / broken / good (block) / broken ...
+        let (text, want_status, want) = match i % 4 {
+            0 => (rules_allow_probe(), 200, Some(ResponseCode::NoError)),
+            2 => (rules_block_probe(), 200, Some(ResponseCode::NXDomain)),
+            _ => (rules_broken(), 422, None),
+        };
+        let before = rcode(dns, "probe.test");
+        write_rules(&gw, &text);
+        let (status, body) = http(admin, "POST", "/reload", None);
+        assert_eq!(status, want_status, "reload {i}: {body}");
+        let now = rcode(dns, "probe.test");
+        match want {
+            Some(w) => {
+                assert_eq!(now, w, "reload {i}");
+                switches += 1;
+            }
+            None => assert_eq!(now, before, "broken reload {i} changed the decision"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    eprintln!(
+        "reload under load: {sent} queries in {:?}, 50 reloads",
+        started.elapsed()
+    );
+    assert!(sent > 1000, "too little load: {sent}");
+    assert_eq!(lost.load(Ordering::Relaxed), 0, "unanswered queries");
+    assert_eq!(bad.load(Ordering::Relaxed), 0, "wrong answers");
+    assert_eq!(switches, 25);
+    let m = http(admin, "GET", "/metrics", None).1;
+    assert_eq!(metric(&m, "blocklab_reloads_ok_total"), 25.0, "{m}");
+    assert_eq!(metric(&m, "blocklab_reloads_failed_total"), 25.0, "{m}");
+    assert!(started.elapsed() < Duration::from_secs(40));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+
+#[test]
+fn upstream_down_is_servfail_in_bounded_time() {
+    // A port with nothing behind it (bound then dropped).
+    let dead = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap()
+    };
+    let gw = Blocklab::start(
+        &config(dead, ""),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let dns = gw.addr("dns/udp");
+    let started = Instant::now();
+    let m = ask(dns, "allowed.test", Duration::from_secs(8)).expect("an answer");
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // Blocked names never need the upstream.
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+    let metrics = http(gw.addr("admin"), "GET", "/metrics", None).1;
+    assert!(
+        metric(&metrics, "blocklab_upstream_errors_total") >= 1.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cfg = "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\nrules = \"rules\"\n[http]\nlisten = [\"127.0.0.1:0\"]\n[hosts]\n\"gone.test\" = [\"127.0.0.1\"]\n";
+    // `rules` must be a top-level key: put it before the tables.
+    let cfg = format!(
+        "rules = \"rules\"\n{}",
+        cfg.replace("rules = \"rules\"\n", "")
+    );
+    let gw = Blocklab::start(&cfg, &[("lab.toml", &rules_block_probe())], &["http"]);
+    let proxy = gw.addr("http");
+    let out = common::curl(&[
+        "-x",
+        &format!("http://{proxy}"),
+        "--max-time",
+        "10",
+        &format!("http://gone.test:{}/", dead.port()),
+    ])
+    .await;
+    assert_eq!(out.status, 502, "{out:?}");
+    let body = String::from_utf8_lossy(&out.body).to_lowercase();
+    assert!(body.contains("gone.test"), "{out:?}");
+    assert!(out.elapsed < Duration::from_secs(8), "{out:?}");
+}
