@@ -569,13 +569,14 @@ fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
                             if m.id() != id {
                                 continue;
                             }
-                            let ok = match (name, m.response_code()) {
-                                ("allowed.test", ResponseCode::NoError) => true,
-                                ("probe.test", ResponseCode::NoError | ResponseCode::NXDomain) => {
-                                    true
-                                }
-                                _ => false,
-                            };
+                            let ok = matches!(
+                                (name, m.response_code()),
+                                ("allowed.test", ResponseCode::NoError)
+                                    | (
+                                        "probe.test",
+                                        ResponseCode::NoError | ResponseCode::NXDomain
+                                    )
+                            );
                             if !ok {
                                 bad.fetch_add(1, Ordering::Relaxed);
                             }
