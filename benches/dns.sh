@@ -110,6 +110,8 @@ jurisdiction = "ru"
 listen = ["127.0.0.1:$BL"]
 upstream = ["127.0.0.1:$UP"]
 udp_sockets = $UDP_SOCKETS
+# One dnsperf client measures throughput: the per-client rate limit would cap it.
+rate_limit_qps = 0
 EOF
 RUST_LOG=warn "$BIN" serve --config "$WORK/blocklab.toml" 2>"$WORK/blocklab.log" &
 BL_PID=$!

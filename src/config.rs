@@ -75,10 +75,39 @@ pub struct DnsSection {
     /// UDP sockets per listen address, sharing the port with `SO_REUSEPORT` (default: one per
     /// CPU core).
     pub udp_sockets: Option<usize>,
+    /// Queries a second each client address may send (token bucket refill; default 500;
+    /// 0 = no limit). Excess queries get REFUSED and are counted.
+    #[serde(default = "default_rate_limit_qps")]
+    pub rate_limit_qps: u32,
+    /// Queries a client may send at once before the rate applies (default 1000).
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+    /// Client addresses the rate limiter tracks at most (default 65536).
+    #[serde(default = "default_rate_limit_clients")]
+    pub rate_limit_clients: usize,
+    /// Concurrent DNS-over-TCP connections per listen address (default 1024).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_dns_cache_size() -> usize {
     100_000
+}
+
+fn default_rate_limit_qps() -> u32 {
+    500
+}
+
+fn default_rate_limit_burst() -> u32 {
+    1000
+}
+
+fn default_rate_limit_clients() -> usize {
+    65_536
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 /// `[http]`.
@@ -95,6 +124,10 @@ pub struct HttpSection {
     /// Seconds an idle client connection (waiting for its next request) is kept open.
     #[serde(default = "default_idle_secs")]
     pub idle_secs: u64,
+    /// Concurrent client connections per listen address (default 1024); more are accepted
+    /// and closed at once, and counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 fn default_hold_secs() -> u64 {
@@ -134,6 +167,10 @@ pub struct TlsSection {
     pub direct_quic_port: u16,
     /// TLS interception with a lab CA (off when absent): see [`InterceptSection`].
     pub intercept: Option<InterceptSection>,
+    /// Concurrent client connections per listen address (default 1024); more are accepted
+    /// and closed at once, and counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 /// `[tls] intercept = { ca_cert, ca_key }`: terminate TLS on the transparent listener with
@@ -304,6 +341,10 @@ impl Config {
                 upstream: Vec::new(),
                 cache_size: default_dns_cache_size(),
                 udp_sockets: None,
+                rate_limit_qps: default_rate_limit_qps(),
+                rate_limit_burst: default_rate_limit_burst(),
+                rate_limit_clients: default_rate_limit_clients(),
+                max_connections: default_max_connections(),
             }),
             ..Config::default()
         }

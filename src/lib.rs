@@ -15,6 +15,7 @@
 //!   `policy::Request`/`policy::Decision`.
 //! - [`metrics`], [`decision_log`], [`admin`]: operating the gateway: Prometheus metrics, the
 //!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/decide`).
+//! - [`limits`]: the per-client DNS rate limit and per-listener connection caps.
 //! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
 
 pub mod admin;
@@ -25,6 +26,7 @@ pub mod detect;
 pub mod dns;
 pub mod experiment;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod probe;

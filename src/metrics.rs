@@ -70,6 +70,8 @@ pub struct Metrics {
     pub refused_clients: AtomicU64,
     /// Requests refused by a rate limit.
     pub rate_limited: AtomicU64,
+    /// TCP connections closed at once because their listener was full.
+    pub connections_rejected: AtomicU64,
     /// DNS answers served from the cache.
     pub cache_hits: AtomicU64,
     /// DNS answers that needed the upstream.
@@ -130,7 +132,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "blocklab_dns_queries_total",
                 "DNS queries received.",
@@ -150,6 +152,11 @@ impl Metrics {
                 "blocklab_rate_limited_total",
                 "Requests refused by a rate limit.",
                 &self.rate_limited,
+            ),
+            (
+                "blocklab_connections_rejected_total",
+                "TCP connections closed at once because their listener had no free slot.",
+                &self.connections_rejected,
             ),
             (
                 "blocklab_dns_cache_hits_total",

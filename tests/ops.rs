@@ -200,8 +200,13 @@ fn rules_broken() -> String {
 
 /// Config: loopback 127.0.0.1 mapped to `lab`, DNS and admin on port 0, plus `extra`.
 fn config(up: SocketAddr, extra: &str) -> String {
+    config_dns(up, "", extra)
+}
+
+/// [`config`] with `dns_extra` keys in `[dns]`.
+fn config_dns(up: SocketAddr, dns_extra: &str, extra: &str) -> String {
     format!(
-        "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{up}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
+        "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{up}\"]\n{dns_extra}[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"
     )
 }
 
@@ -526,8 +531,9 @@ fn a_port_in_use_is_a_clear_error() {
 #[test]
 fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
     let up = Dnsmasq::start();
+    // All load comes from 127.0.0.1: the per-client rate limit is off here (it has its own test).
     let gw = Blocklab::start(
-        &config(up.addr, ""),
+        &config_dns(up.addr, "rate_limit_qps = 0\n", ""),
         &[("lab.toml", &rules_block_probe())],
         &["dns/udp", "admin"],
     );
@@ -692,4 +698,197 @@ async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
     let body = String::from_utf8_lossy(&out.body).to_lowercase();
     assert!(body.contains("gone.test"), "{out:?}");
     assert!(out.elapsed < Duration::from_secs(8), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+
+#[test]
+fn the_dns_rate_limit_refuses_excess_per_client_and_counts_it() {
+    let up = Dnsmasq::start();
+    let cfg = format!(
+        "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\nrate_limit_qps = 5\nrate_limit_burst = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        up.addr
+    );
+    let gw = Blocklab::start(
+        &cfg,
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let dns = gw.addr("dns/udp");
+    let started = Instant::now();
+    let mut answered = 0;
+    let mut refused = 0;
+    for _ in 0..40 {
+        match rcode(dns, "probe.test") {
+            ResponseCode::NXDomain => answered += 1,
+            ResponseCode::Refused => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // The burst (10) plus at most 5/s for the time the loop took.
+    let allowed = 10 + (started.elapsed().as_secs_f64() * 5.0).ceil() as i32 + 1;
+    assert!(
+        answered >= 10 && answered <= allowed,
+        "{answered} answered, {refused} refused"
+    );
+    assert!(refused >= 40 - allowed, "{refused}");
+    // Another client address has its own bucket.
+    let other = ask_from("127.0.0.2:0", dns, "probe.test", Duration::from_secs(3)).unwrap();
+    assert_eq!(other.response_code(), ResponseCode::NXDomain);
+    let m = http(gw.addr("admin"), "GET", "/metrics", None).1;
+    assert_eq!(
+        metric(&m, "blocklab_rate_limited_total"),
+        f64::from(refused),
+        "{m}"
+    );
+    // After a pause the bucket has refilled.
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+}
+
+/// Whether the server closed `s` within `wait` (EOF or reset; data before it is ignored).
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// 200 slowloris connections (each sends `partial` and stalls) against a listener capped at
+/// 20: the excess is closed at once, the 20 held ones within `timeout`, and then the
+/// listener serves again (`works` is a real request).
+fn flood_and_slowloris(
+    gw: &Blocklab,
+    addr: SocketAddr,
+    partial: &[u8],
+    timeout: Duration,
+    works: impl Fn() -> bool,
+) {
+    let mut conns: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(partial);
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut open = Vec::new();
+    let mut closed_fast = 0;
+    for mut s in conns.drain(..) {
+        if closed_within(&mut s, Duration::from_millis(20)) {
+            closed_fast += 1;
+        } else {
+            open.push(s);
+        }
+    }
+    assert!(
+        closed_fast >= 170,
+        "only {closed_fast} of 200 closed at once"
+    );
+    assert!(open.len() <= 30, "{} still open", open.len());
+    let m = http(gw.addr("admin"), "GET", "/metrics", None).1;
+    assert!(
+        metric(&m, "blocklab_connections_rejected_total") >= 170.0,
+        "{m}"
+    );
+    // The held ones are closed by the read timeout: nobody holds a slot forever.
+    for mut s in open {
+        let left = (timeout + Duration::from_secs(3)).saturating_sub(started.elapsed());
+        assert!(
+            closed_within(&mut s, left),
+            "a slowloris connection outlived {timeout:?}"
+        );
+    }
+    assert!(works(), "the listener does not serve after the flood");
+}
+
+#[test]
+fn dns_tcp_survives_a_connection_flood_and_slowloris() {
+    require("dig");
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config_dns(up.addr, "max_connections = 20\n", ""),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/tcp", "admin"],
+    );
+    let tcp = gw.addr("dns/tcp");
+    // Half a length prefix, then nothing.
+    flood_and_slowloris(&gw, tcp, &[0], Duration::from_secs(10), || {
+        let out = Command::new("dig")
+            .args(["+tcp", "+time=3", "+tries=1", "-p", &tcp.port().to_string()])
+            .arg(format!("@{}", tcp.ip()))
+            .arg("probe.test")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("status: NXDOMAIN")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_survives_a_connection_flood_and_slowloris() {
+    let origin = common::Origin::start().await;
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[http]\nlisten = [\"127.0.0.1:0\"]\nidle_secs = 2\nmax_connections = 20\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        common::hosts_table()
+    );
+    let gw = Blocklab::start(
+        &cfg,
+        &[("lab.toml", &rules_block_probe())],
+        &["http", "admin"],
+    );
+    let proxy = gw.addr("http");
+    let url = format!("http://example.org:{}/", origin.http.port());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        flood_and_slowloris(
+            &gw,
+            proxy,
+            b"GET http://example.org/ HTTP/1.1\r\nHost: exa",
+            Duration::from_secs(2),
+            || {
+                let out = handle.block_on(common::curl(&["-x", &format!("http://{proxy}"), &url]));
+                out.status == 200
+            },
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn tls_survives_a_connection_flood_and_slowloris() {
+    let cfg = "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[tls]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 20\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let gw = Blocklab::start(
+        cfg,
+        &[("lab.toml", &rules_block_probe())],
+        &["tls", "admin"],
+    );
+    let tls = gw.addr("tls");
+    // The start of a TLS record header, then nothing.
+    flood_and_slowloris(&gw, tls, &[0x16, 0x03], Duration::from_secs(10), || {
+        // A fresh connection gets a slot again (it is held, not closed at once).
+        let mut s = TcpStream::connect(tls).unwrap();
+        s.write_all(&[0x16]).unwrap();
+        !closed_within(&mut s, Duration::from_millis(300))
+    });
 }

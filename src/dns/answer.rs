@@ -91,15 +91,24 @@ pub struct Frontend {
     gw: Arc<Gateway>,
     cache: Cache,
     pending: Arc<Semaphore>,
+    limiter: Option<crate::limits::RateLimiter>,
 }
 
 impl Frontend {
     /// A frontend for `gw`, caching up to `cache_size` answers.
     pub fn new(gw: Arc<Gateway>, cache_size: usize) -> Frontend {
+        let limiter = gw.config.dns.as_ref().and_then(|d| {
+            crate::limits::RateLimiter::new(
+                d.rate_limit_qps,
+                d.rate_limit_burst,
+                d.rate_limit_clients,
+            )
+        });
         Frontend {
             gw,
             cache: Cache::new(cache_size),
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            limiter,
         }
     }
 
@@ -151,6 +160,19 @@ impl Frontend {
             }
         };
         let limit = limit_for(transport, req.head.udp_limit());
+        if let Some(l) = &self.limiter {
+            if !l.allow(client.ip(), std::time::Instant::now()) {
+                Metrics::inc(&self.gw.metrics.rate_limited);
+                tracing::debug!(decision = "rate-limited", "client over its query rate");
+                return Step::Reply(wire::encode(
+                    &req.head,
+                    ResponseCode::Refused,
+                    &[],
+                    &[],
+                    limit,
+                ));
+            }
+        }
         let mut key = req.name.to_ascii();
         key.make_ascii_lowercase();
         span.record("dns.qname", key.as_str());

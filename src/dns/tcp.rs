@@ -4,7 +4,8 @@
 //! upstream run concurrently, so answers may come back out of order, as RFC 7766 allows); one
 //! writer task sends the framed responses. An idle connection (no complete frame for
 //! [`IDLE_TIMEOUT`]) is closed, as is one sending a zero-length frame. Answers still pending
-//! when the client half-closes are delivered before the connection closes.
+//! when the client half-closes are delivered before the connection closes. At most
+//! `[dns] max_connections` connections are open per listener.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::answer::{Frontend, Step, Transport};
+use crate::limits::ConnLimit;
 use crate::metrics::Metrics;
 
 /// How long a connection may stay without a complete query before it is closed.
@@ -38,12 +40,21 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-/// Accepts connections on `listener` until the task is aborted.
-pub async fn serve(front: Arc<Frontend>, listener: TcpListener) {
+/// Accepts connections on `listener` until the task is aborted; at most `slots` at once (more
+/// are closed at once and counted).
+pub async fn serve(front: Arc<Frontend>, listener: TcpListener, slots: ConnLimit) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(connection(Arc::clone(&front), stream, peer));
+                let Some(permit) = slots.try_acquire("dns/tcp") else {
+                    drop(stream);
+                    continue;
+                };
+                let front = Arc::clone(&front);
+                tokio::spawn(async move {
+                    connection(front, stream, peer).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 // Typically out of file descriptors: back off instead of spinning.

@@ -44,13 +44,24 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
 }
 
 async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, local: SocketAddr) {
+    let max = gw.config.http.as_ref().map_or(1024, |h| h.max_connections);
+    let slots = crate::limits::ConnLimit::new(max, Arc::clone(&gw.metrics));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(permit) = slots.try_acquire("http") else {
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let span = tracing::info_span!("http", client.addr = %peer);
+                let gw = Arc::clone(&gw);
                 tokio::spawn(
-                    proxy::serve_connection(Arc::clone(&gw), stream, peer, local).instrument(span),
+                    async move {
+                        proxy::serve_connection(gw, stream, peer, local).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
                 );
             }
             Err(e) => {

@@ -74,13 +74,24 @@ async fn accept_loop(
     local: SocketAddr,
     icp: Option<Arc<Interceptor>>,
 ) {
+    let max = gw.config.tls.as_ref().map_or(1024, |t| t.max_connections);
+    let slots = crate::limits::ConnLimit::new(max, Arc::clone(&gw.metrics));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let Some(permit) = slots.try_acquire("tls") else {
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let span = tracing::info_span!("tls", client.addr = %peer);
+                let (gw, icp) = (Arc::clone(&gw), icp.clone());
                 tokio::spawn(
-                    handle(Arc::clone(&gw), stream, peer, local, icp.clone()).instrument(span),
+                    async move {
+                        handle(gw, stream, peer, local, icp).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
                 );
             }
             Err(e) => {
