@@ -145,7 +145,7 @@ echo "dns:   ${qps:-?} qps held (target $QPS), ${completed:-?} completed, ${lost
 echo "proxy: ${rps:-?} req/s, non-2xx ${non2xx:-0}${sockerr:+, $sockerr}"
 echo "rss:   warm-up ${warm:-?} kB, end ${last:-?} kB"
 logged=$(cat "$WORK"/decisions.jsonl* 2>/dev/null | wc -l)
-echo "log:   $logged decisions in the decision log (rotated at 10 MB, 2 kept)"
+echo "log:   $logged lines in the kept decision-log files (rotated at 10 MB, 2 kept; older ones deleted)"
 status=0
 [ -n "$warm" ] && [ -n "$last" ] || { echo "soak: run too short for a warm-up sample (WARMUP=$WARMUP)" >&2; exit 1; }
 if [ $(( last * 10 )) -gt $(( warm * 11 )) ]; then

@@ -44,6 +44,8 @@ pub struct Config {
     pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// The decision log.
     pub log: Option<LogSection>,
+    /// Automatic reloads.
+    pub reload: Option<ReloadSection>,
     /// Where the config was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -236,6 +238,15 @@ pub struct AdminSection {
     pub listen: SocketAddr,
     /// Bearer token required on every request; mandatory for a non-loopback address.
     pub token: Option<String>,
+}
+
+/// `[reload]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadSection {
+    /// Poll the rules directory every second and reload when a file changes (default false).
+    #[serde(default)]
+    pub watch: bool,
 }
 
 /// `[log]`: the JSON-lines decision log.

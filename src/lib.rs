@@ -15,6 +15,7 @@
 //!   `policy::Request`/`policy::Decision`.
 //! - [`metrics`], [`decision_log`], [`admin`]: operating the gateway: Prometheus metrics, the
 //!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/decide`).
+//! - [`watch`]: opt-in polling of the rules directory, reloading on change.
 //! - [`limits`]: the per-client DNS rate limit and per-listener connection caps.
 //! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
 
@@ -35,3 +36,4 @@ pub mod resolve;
 pub mod rules;
 pub mod serve;
 pub mod tls;
+pub mod watch;

@@ -227,6 +227,7 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     tasks.extend(crate::relay::start(gw).await?);
     let serving = tasks.len();
     tasks.extend(crate::admin::start(gw).await?);
+    tasks.extend(crate::watch::start(gw));
     if serving == 0 {
         return Err(StartError::Other(
             "nothing to serve: the config names no [dns], [http], [tls] or [[relay]] listener"

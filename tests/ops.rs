@@ -618,7 +618,7 @@ fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
             }
             None => assert_eq!(now, before, "broken reload {i} changed the decision"),
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
     }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -891,4 +891,64 @@ fn tls_survives_a_connection_flood_and_slowloris() {
         s.write_all(&[0x16]).unwrap();
         !closed_within(&mut s, Duration::from_millis(300))
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Watching the rules directory
+
+/// Polls `rcode(dns, name)` for up to `wait` until it is `want`.
+fn wait_rcode(dns: SocketAddr, name: &str, want: ResponseCode, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if rcode(dns, name) == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_watched_rules_directory_reloads_on_change() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, "[reload]\nwatch = true\n"),
+        &[("lab.toml", &rules_allow_probe())],
+        &["dns/udp", "admin"],
+    );
+    let dns = gw.addr("dns/udp");
+    gw.wait_log(&["watching the rules directory"]);
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
+    write_rules(&gw, &rules_block_probe());
+    assert!(wait_rcode(
+        dns,
+        "probe.test",
+        ResponseCode::NXDomain,
+        Duration::from_secs(4)
+    ));
+    // A broken edit is reported and the old policy kept.
+    write_rules(&gw, &rules_broken());
+    gw.wait_log(&["reload failed", "lab.toml:10:"]);
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+    let m = http(gw.addr("admin"), "GET", "/metrics", None).1;
+    assert_eq!(metric(&m, "blocklab_reloads_ok_total"), 1.0, "{m}");
+    assert_eq!(metric(&m, "blocklab_reloads_failed_total"), 1.0, "{m}");
+}
+
+#[test]
+fn without_watch_a_change_is_not_picked_up() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::start(
+        &config(up.addr, ""),
+        &[("lab.toml", &rules_allow_probe())],
+        &["dns/udp", "admin"],
+    );
+    let dns = gw.addr("dns/udp");
+    write_rules(&gw, &rules_block_probe());
+    assert!(!wait_rcode(
+        dns,
+        "probe.test",
+        ResponseCode::NXDomain,
+        Duration::from_millis(2500)
+    ));
 }
