@@ -672,6 +672,41 @@ fn upstream_down_is_servfail_in_bounded_time() {
     );
 }
 
+#[test]
+fn a_silent_upstream_gives_servfail_in_bounded_time_without_pile_up() {
+    // An upstream that takes queries (UDP and TCP) and never answers.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent = udp.local_addr().unwrap();
+    let _tcp = std::net::TcpListener::bind(silent).unwrap();
+    let gw = Blocklab::start(
+        &config(silent, ""),
+        &[("lab.toml", &rules_block_probe())],
+        &["dns/udp", "admin"],
+    );
+    let dns = gw.addr("dns/udp");
+    let started = Instant::now();
+    let askers: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                ask(dns, &format!("n{i}.allowed.test"), Duration::from_secs(8))
+                    .map(|m| m.response_code())
+            })
+        })
+        .collect();
+    for a in askers {
+        assert_eq!(a.join().unwrap(), Some(ResponseCode::ServFail));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // Blocked names are still answered at once meanwhile.
+    let t = Instant::now();
+    assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
+    assert!(t.elapsed() < Duration::from_millis(500));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
     let dead = {
@@ -698,6 +733,18 @@ async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
     let body = String::from_utf8_lossy(&out.body).to_lowercase();
     assert!(body.contains("gone.test"), "{out:?}");
     assert!(out.elapsed < Duration::from_secs(8), "{out:?}");
+    // Not an open proxy: a client outside the configured networks gets 403.
+    let out = common::curl(&[
+        "--interface",
+        "127.0.0.2",
+        "-x",
+        &format!("http://{proxy}"),
+        "--max-time",
+        "10",
+        &format!("http://gone.test:{}/", dead.port()),
+    ])
+    .await;
+    assert_eq!(out.status, 403, "{out:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
