@@ -8,19 +8,73 @@
 //! CIDR scan over a 10k sample. Besides criterion's timings, the bench prints build time,
 //! bytes per domain and per CIDR, and peak RSS, for the README.
 //!
-//! Run: `cargo bench --bench policy` (add `-- --quick` for a shorter run).
+//! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time, so
+//! that other processes on a shared machine do not inflate them (they can still pollute the
+//! caches). Run: `cargo bench --bench policy`.
 
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use blocklab::policy::{At, ClientNet, Policy, Target};
 use blocklab::rules::{
     Day, Import, ImportFormat, IpNet, Jurisdiction, Rule, RuleSet, RulesFile, Technique,
 };
+
+/// Criterion measurement by the calling thread's CPU time.
+struct ThreadCpu;
+
+struct NsFormatter;
+
+impl ValueFormatter for NsFormatter {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        _t: &Throughput,
+        _values: &mut [f64],
+    ) -> &'static str {
+        "ns"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+impl Measurement for ThreadCpu {
+    type Intermediate = cpu_time::ThreadTime;
+    type Value = Duration;
+    fn start(&self) -> Self::Intermediate {
+        cpu_time::ThreadTime::now()
+    }
+    fn end(&self, i: Self::Intermediate) -> Self::Value {
+        i.elapsed()
+    }
+    fn add(&self, a: &Self::Value, b: &Self::Value) -> Self::Value {
+        *a + *b
+    }
+    fn zero(&self) -> Self::Value {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Self::Value) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &NsFormatter
+    }
+}
+
+type Cpu = Criterion<ThreadCpu>;
+
+fn cpu_criterion() -> Cpu {
+    Criterion::default().with_measurement(ThreadCpu)
+}
 
 /// A small deterministic PRNG (xorshift64*), so every run benches the same data.
 struct Rng(u64);
@@ -350,7 +404,7 @@ fn bench_names(
     g.finish();
 }
 
-fn real_ru(c: &mut Criterion) {
+fn real_ru(c: &mut Cpu) {
     let t = Instant::now();
     let rules = RuleSet::embedded().expect("shipped rules");
     let policy = Policy::compile(&rules, &clients("ru")).expect("compile");
@@ -380,7 +434,7 @@ fn real_ru(c: &mut Criterion) {
     bench_names(c, "ru-real", &policy, &q, Some(&naive));
 }
 
-fn synthetic_1m(c: &mut Criterion) {
+fn synthetic_1m(c: &mut Cpu) {
     let t = Instant::now();
     let s = synthetic(1_000_000, 1_000_000);
     eprintln!(
@@ -440,5 +494,9 @@ fn synthetic_1m(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, real_ru, synthetic_1m);
+criterion_group! {
+    name = benches;
+    config = cpu_criterion();
+    targets = real_ru, synthetic_1m
+}
 criterion_main!(benches);

@@ -1,13 +1,15 @@
 //! Gateway metrics, rendered in the Prometheus text format by the admin listener.
 //!
-//! Fixed counters are atomics; counters labelled by jurisdiction, layer, technique and rule
-//! live in a small map behind a mutex (a decision takes it once, briefly; the policy's lookup
-//! path itself never does). The upstream latency histogram has fixed buckets.
+//! Fixed counters are atomics. Counters labelled by jurisdiction, layer, technique and rule are
+//! keyed by copyable ids (policy generation, jurisdiction and rule indices, static strings) in a
+//! map behind a read-write lock: a decision takes the read lock and bumps an atomic, without
+//! allocating; only the first decision of a new label set takes the write lock and resolves
+//! the names. The upstream latency histogram has fixed buckets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 /// Upper bounds of the upstream latency histogram, in seconds.
@@ -49,14 +51,37 @@ impl Histogram {
     }
 }
 
-/// The labels of a decision counter.
+/// The labels of a decision counter, as rendered.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct DecisionKey {
+struct DecisionLabels {
     jurisdiction: String,
     layer: &'static str,
     verdict: &'static str,
     technique: &'static str,
     rule: String,
+}
+
+/// The labels of a decision counter, as recorded: copyable ids, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DecisionKey {
+    /// The policy's generation (rule indices are only meaningful within one).
+    pub generation: u64,
+    /// Jurisdiction index.
+    pub jurisdiction: u16,
+    /// Rule index, or `u32::MAX` for none.
+    pub rule: u32,
+    /// Frontend layer.
+    pub layer: &'static str,
+    /// `allow` or `block`.
+    pub verdict: &'static str,
+    /// Technique enacted, or "".
+    pub technique: &'static str,
+}
+
+#[derive(Debug, Default)]
+struct DecisionCounters {
+    index: HashMap<DecisionKey, usize>,
+    counters: Vec<(DecisionLabels, AtomicU64)>,
 }
 
 /// Every metric of the gateway.
@@ -90,29 +115,39 @@ pub struct Metrics {
     pub log_written: AtomicU64,
     /// Upstream DNS latency.
     pub upstream_latency: Histogram,
-    decisions: Mutex<BTreeMap<DecisionKey, u64>>,
+    decisions: RwLock<DecisionCounters>,
     verdicts: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
-    /// Counts one decision.
-    pub fn decision(
-        &self,
-        jurisdiction: &str,
-        layer: &'static str,
-        verdict: &'static str,
-        technique: &'static str,
-        rule: &str,
-    ) {
-        let key = DecisionKey {
-            jurisdiction: jurisdiction.to_string(),
-            layer,
-            verdict,
-            technique,
-            rule: rule.to_string(),
-        };
-        if let Ok(mut m) = self.decisions.lock() {
-            *m.entry(key).or_insert(0) += 1;
+    /// Counts one decision; `names` gives (jurisdiction code, rule id) the first time a key
+    /// is seen.
+    pub fn decision<'a>(&self, key: DecisionKey, names: impl FnOnce() -> (&'a str, &'a str)) {
+        if let Ok(m) = self.decisions.read() {
+            if let Some(&i) = m.index.get(&key) {
+                m.counters[i].1.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if let Ok(mut m) = self.decisions.write() {
+            let i = match m.index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let (jurisdiction, rule) = names();
+                    let labels = DecisionLabels {
+                        jurisdiction: jurisdiction.to_string(),
+                        layer: key.layer,
+                        verdict: key.verdict,
+                        technique: key.technique,
+                        rule: rule.to_string(),
+                    };
+                    m.counters.push((labels, AtomicU64::new(0)));
+                    let i = m.counters.len() - 1;
+                    m.index.insert(key, i);
+                    i
+                }
+            };
+            m.counters[i].1.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -222,8 +257,13 @@ impl Metrics {
             out,
             "# HELP blocklab_decisions_total Decisions by jurisdiction, layer, verdict, technique and rule.\n# TYPE blocklab_decisions_total counter"
         );
-        if let Ok(m) = self.decisions.lock() {
-            for (k, v) in m.iter() {
+        if let Ok(m) = self.decisions.read() {
+            // Counters of several policy generations with the same names add up.
+            let mut merged: BTreeMap<&DecisionLabels, u64> = BTreeMap::new();
+            for (labels, c) in &m.counters {
+                *merged.entry(labels).or_insert(0) += c.load(Ordering::Relaxed);
+            }
+            for (k, v) in merged {
                 let _ = writeln!(
                     out,
                     "blocklab_decisions_total{{jurisdiction=\"{}\",layer=\"{}\",verdict=\"{}\",technique=\"{}\",rule=\"{}\"}} {v}",
@@ -269,14 +309,23 @@ mod tests {
         Metrics::inc(&m.dns_queries);
         Metrics::inc(&m.cache_hits);
         Metrics::inc(&m.cache_misses);
-        m.decision("ru", "dns", "block", "dns-blockpage", "ru-linkedin");
-        m.decision("ru", "dns", "block", "dns-blockpage", "ru-linkedin");
+        let key = |generation| DecisionKey {
+            generation,
+            jurisdiction: 0,
+            rule: 3,
+            layer: "dns",
+            verdict: "block",
+            technique: "dns-blockpage",
+        };
+        m.decision(key(1), || ("ru", "ru-linkedin"));
+        m.decision(key(1), || panic!("names are resolved once per key"));
+        m.decision(key(2), || ("ru", "ru-linkedin"));
         m.upstream_latency.observe(Duration::from_millis(3));
         m.verdict("wireguard", "drop");
         let t = m.render();
         assert!(t.contains("blocklab_dns_queries_total 1\n"), "{t}");
         assert!(t.contains("blocklab_dns_cache_hit_ratio 0.5\n"), "{t}");
-        assert!(t.contains("blocklab_decisions_total{jurisdiction=\"ru\",layer=\"dns\",verdict=\"block\",technique=\"dns-blockpage\",rule=\"ru-linkedin\"} 2\n"), "{t}");
+        assert!(t.contains("blocklab_decisions_total{jurisdiction=\"ru\",layer=\"dns\",verdict=\"block\",technique=\"dns-blockpage\",rule=\"ru-linkedin\"} 3\n"), "{t}");
         assert!(
             t.contains("blocklab_upstream_latency_seconds_bucket{le=\"0.002\"} 0\n"),
             "{t}"

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::decision_log::{now_rfc3339, DecisionLog, Event};
-use crate::metrics::Metrics;
+use crate::metrics::{DecisionKey, Metrics};
 use crate::policy::{At, Decision, Policy};
 use crate::rules::Technique;
 
@@ -78,23 +78,34 @@ impl Gateway {
         decision: &Decision,
         enacted: Option<Technique>,
     ) {
+        // The decision may come from the policy before a reload: look its indices up with
+        // checks (a decision in flight across a reload may be counted under the new names).
         let policy = self.policy();
-        let jurisdiction = &policy.jurisdiction(decision.jurisdiction()).code;
-        let rule = decision.rule().map(|r| policy.rule(r).id.as_str());
+        let jurisdiction = policy
+            .jurisdiction_checked(decision.jurisdiction())
+            .map_or("", |j| j.code.as_str());
+        let rule = decision
+            .rule()
+            .and_then(|r| policy.rule_checked(r))
+            .map(|r| r.id.as_str());
         let verdict = if enacted.is_some() { "block" } else { "allow" };
         let technique = enacted.map(Technique::as_str);
         self.metrics.decision(
-            jurisdiction,
-            layer,
-            verdict,
-            technique.unwrap_or(""),
-            rule.unwrap_or(""),
+            DecisionKey {
+                generation: policy.generation(),
+                jurisdiction: decision.jurisdiction().0,
+                rule: decision.rule().map_or(u32::MAX, |r| r.0),
+                layer,
+                verdict,
+                technique: technique.unwrap_or(""),
+            },
+            || (jurisdiction, rule.unwrap_or("")),
         );
         if let Some(log) = &self.log {
             log.record(Event {
                 time: now_rfc3339(),
                 client: client.to_string(),
-                jurisdiction: Some(jurisdiction.clone()),
+                jurisdiction: Some(jurisdiction.to_string()),
                 layer,
                 target: target.to_string(),
                 verdict,

@@ -270,7 +270,10 @@ pub struct Policy {
     infos: Vec<RuleInfo>,
     clients: CidrTable,
     client_nets: Vec<ClientNet>,
+    generation: u64,
 }
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A shareable policy handle.
 pub type SharedPolicy = Arc<Policy>;
@@ -342,6 +345,7 @@ impl Policy {
             infos,
             clients,
             client_nets,
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -372,9 +376,25 @@ impl Policy {
             .map(|(i, j)| (JurisdictionId(i as u16), &j.info))
     }
 
+    /// A number unique to this compiled policy (rule indices are only meaningful within one).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The client networks the policy was compiled with.
     pub fn client_nets(&self) -> &[ClientNet] {
         &self.client_nets
+    }
+
+    /// What the policy knows of rule `id`, if `id` is one of this policy's (a decision made
+    /// with an older policy may name a rule this one does not have).
+    pub fn rule_checked(&self, id: RuleId) -> Option<&RuleInfo> {
+        self.infos.get(id.0 as usize)
+    }
+
+    /// The header of jurisdiction `id`, if `id` is one of this policy's.
+    pub fn jurisdiction_checked(&self, id: JurisdictionId) -> Option<&Jurisdiction> {
+        self.jurisdictions.get(usize::from(id.0)).map(|j| &j.info)
     }
 
     /// What the policy knows of rule `id`.
