@@ -228,6 +228,17 @@ pub struct RelaySection {
     /// Known VPN server networks (a `cidrs` list, relative to the config file) for the
     /// `endpoints` detector; absent = that detector matches nothing.
     pub endpoints: Option<PathBuf>,
+    /// Concurrent TCP flows (default 1024); more are accepted and closed at once, and counted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds a TCP flow may pass no byte either way before both sides are closed
+    /// (default 300).
+    #[serde(default = "default_relay_idle_secs")]
+    pub idle_secs: u64,
+}
+
+fn default_relay_idle_secs() -> u64 {
+    300
 }
 
 /// `[admin]`.

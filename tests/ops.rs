@@ -999,3 +999,33 @@ fn without_watch_a_change_is_not_picked_up() {
         Duration::from_millis(2500)
     ));
 }
+
+#[test]
+fn the_tcp_relay_survives_a_connection_flood_and_idle_flows() {
+    // A forward server that accepts and holds every connection, saying nothing.
+    let fwd = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fwd_addr = fwd.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in fwd.incoming() {
+            match s {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+        }
+    });
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd_addr}\"\nprotocol = \"tcp\"\nmax_connections = 20\nidle_secs = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let gw = Blocklab::start(
+        &cfg,
+        &[("lab.toml", &rules_block_probe())],
+        &["relay/tcp", "admin"],
+    );
+    let relay = gw.addr("relay/tcp");
+    flood_and_slowloris(&gw, relay, b"\x00", Duration::from_secs(2), || {
+        let mut s = TcpStream::connect(relay).unwrap();
+        s.write_all(b"x").unwrap();
+        !closed_within(&mut s, Duration::from_millis(300))
+    });
+}

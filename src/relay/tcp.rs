@@ -1,5 +1,6 @@
 //! The TCP relay: each accepted connection is spliced to a new connection to `forward`; the
-//! bytes of each read are one packet for the detectors.
+//! bytes of each read are one packet for the detectors. At most `max_connections` flows are
+//! open at once (more are closed at once and counted); a flow idle for `idle_secs` is closed.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,6 +30,8 @@ pub async fn start(
     let local = listener.local_addr().map_err(bind_err)?;
     crate::serve::announce("relay/tcp", local);
     let span = tracing::info_span!("relay", relay.listen = %local, relay.protocol = "tcp");
+    let slots = crate::limits::ConnLimit::new(r.max_connections, Arc::clone(&gw.metrics));
+    let idle = std::time::Duration::from_secs(r.idle_secs.max(1));
     Ok(tokio::spawn(
         async move {
             loop {
@@ -44,9 +47,20 @@ pub async fn start(
                     drop(conn);
                     continue;
                 };
+                let Some(permit) = slots.try_acquire("relay/tcp") else {
+                    drop(conn);
+                    continue;
+                };
                 let inspector = Inspector::new(Arc::clone(&detectors), Transport::Tcp, client, r.forward, j, r.mode);
                 let span = tracing::info_span!("flow", client.addr = %client);
-                tokio::spawn(splice(Arc::clone(&gw), conn, r.forward, inspector).instrument(span));
+                let gw = Arc::clone(&gw);
+                tokio::spawn(
+                    async move {
+                        splice(gw, conn, r.forward, inspector, idle).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
             }
         }
         .instrument(span),
@@ -58,6 +72,7 @@ async fn splice(
     mut client: TcpStream,
     forward: std::net::SocketAddr,
     mut inspector: Inspector,
+    idle: std::time::Duration,
 ) {
     let mut server = match tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -78,9 +93,16 @@ async fn splice(
     let (mut cbuf, mut sbuf) = (vec![0u8; 16384], vec![0u8; 16384]);
     let (mut c_open, mut s_open) = (true, true);
     while c_open || s_open {
-        let (dir, n) = tokio::select! {
-            r = client.read(&mut cbuf), if c_open => (Dir::ToServer, r),
-            r = server.read(&mut sbuf), if s_open => (Dir::ToClient, r),
+        let next = tokio::time::timeout(idle, async {
+            tokio::select! {
+                r = client.read(&mut cbuf), if c_open => (Dir::ToServer, r),
+                r = server.read(&mut sbuf), if s_open => (Dir::ToClient, r),
+            }
+        })
+        .await;
+        let Ok((dir, n)) = next else {
+            tracing::debug!(idle_secs = idle.as_secs(), "relay: idle flow closed");
+            return;
         };
         let n = match n {
             Ok(0) | Err(_) => {
