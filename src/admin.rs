@@ -1,7 +1,7 @@
 //! The admin listener: `/metrics`, `/healthz`, `POST /reload`, `/decide`.
 //!
 //! A deliberately small HTTP/1.1 server (one request per connection, bounded header size and
-//! read time) so that the admin surface has no dependency the frontends do not already have.
+//! read time, at most [`MAX_CONNECTIONS`] at once) so that the admin surface has no dependency the frontends do not already have.
 //! It binds to loopback by default; the config refuses a non-loopback address without a
 //! `token`, and with a token every request needs `Authorization: Bearer <token>`.
 
@@ -19,6 +19,8 @@ use crate::serve::{announce, Gateway, StartError};
 
 const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections served at once; more are closed at once and counted.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// Binds the `[admin]` listener, if configured.
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {
@@ -35,15 +37,21 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     let local = listener.local_addr().unwrap_or(admin.listen);
     announce("admin", local);
     let gw = Arc::clone(gw);
+    let slots = crate::limits::ConnLimit::new(MAX_CONNECTIONS, Arc::clone(&gw.metrics));
     Ok(vec![tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let Some(permit) = slots.try_acquire("admin") else {
+                drop(stream);
                 continue;
             };
             let gw = Arc::clone(&gw);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(30), serve_one(&gw, stream, peer))
                     .await;
+                drop(permit);
             });
         }
     })])
