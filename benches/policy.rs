@@ -348,7 +348,7 @@ fn queries(names: &[String], nets: &[IpNet], policy: &Policy) -> Queries {
 }
 
 fn bench_names(
-    c: &mut Criterion,
+    c: &mut Cpu,
     group: &str,
     policy: &Policy,
     q: &Queries,
