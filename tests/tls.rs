@@ -80,7 +80,9 @@ async fn transparent_sni_and_host_blocking() {
         "https://example.org/",
     ])
     .await;
-    assert!(r.code == 35 || r.code == 56, "{r:?}");
+    // The reset comes right after the accept: curl sees it while connecting (7) or during
+    // the handshake (35, 56), depending on timing.
+    assert!([7, 35, 56].contains(&r.code), "{r:?}");
     gw.wait_log(&["decision=\"refused\"", "127.0.0.2"]);
 }
 
