@@ -69,6 +69,16 @@ pub struct DnsSection {
     /// Upstream resolvers; absent or empty = the system resolver.
     #[serde(default)]
     pub upstream: Vec<SocketAddr>,
+    /// Maximum number of upstream answers kept in the TTL cache (default 100000; 0 = no cache).
+    #[serde(default = "default_dns_cache_size")]
+    pub cache_size: usize,
+    /// UDP sockets per listen address, sharing the port with `SO_REUSEPORT` (default: one per
+    /// CPU core).
+    pub udp_sockets: Option<usize>,
+}
+
+fn default_dns_cache_size() -> usize {
+    100_000
 }
 
 /// `[http]`.
@@ -287,6 +297,8 @@ impl Config {
             dns: Some(DnsSection {
                 listen: vec!["127.0.0.1:5353".parse().expect("literal address")],
                 upstream: Vec::new(),
+                cache_size: default_dns_cache_size(),
+                udp_sockets: None,
             }),
             ..Config::default()
         }

@@ -15,7 +15,11 @@ fn check_errors(text: &str, err: &blocklab::rules::RulesError) {
     let lines = text.lines().count().max(1) + 1;
     for d in &err.diagnostics {
         if d.path.ends_with("fuzz.toml") {
-            assert!(d.line >= 1 && d.line <= lines, "line {} of {lines}: {d}", d.line);
+            assert!(
+                d.line >= 1 && d.line <= lines,
+                "line {} of {lines}: {d}",
+                d.line
+            );
             assert!(d.column >= 1, "{d}");
         }
     }

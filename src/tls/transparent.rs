@@ -96,9 +96,9 @@ pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
     let sock = SockRef::from(stream);
     let local = stream.local_addr().ok()?;
     let dst = if local.is_ipv4() {
-        sock.original_dst()
+        sock.original_dst_v4()
     } else {
-        sock.original_dst_ipv6()
+        sock.original_dst_v6()
     };
     let dst = dst.ok()?.as_socket()?;
     // Without a redirect, conntrack reports the listener itself.

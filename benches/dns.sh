@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# DNS benchmark: blocklab vs unbound, same upstream, same block list, same query mix.
+#
+#   benches/dns.sh                      # 3 runs of 30 s each per server (the issue's setting)
+#   DURATION=10 RUNS=1 benches/dns.sh   # a quick look
+#
+# What it does, all on loopback:
+#   - dnsmasq serves ALLOWED names (allowed-N.bench.lab, TTL 1 h) as the shared upstream;
+#   - blocklab (release build) runs with the shipped rules (full RU list: 86k names, 31k CIDRs)
+#     at DATE, loopback mapped to `ru`, forwarding to dnsmasq;
+#   - unbound runs with the same RU registry names as `local-zone: "<name>." always_nxdomain`
+#     and forwards everything else to dnsmasq (num-threads = CPU cores, so-reuseport);
+#   - the query file is 30% names from rules/ru/registry.lst (checked to be DNS-blocked in
+#     blocklab at DATE) and 70% allowed names; both servers are warmed so allowed names are
+#     cached; then dnsperf runs DURATION seconds per run, RUNS runs per server, alternating.
+# It prints QPS and p50/p99 latency per run, the median of the runs, and the QPS ratio.
+# Note: blocklab answers blocked names with the RU blockpage address (the registry rule's
+# technique is dns-blockpage), unbound with NXDOMAIN; both answer locally, without upstream.
+#
+# Settings (environment): DURATION (s, default 30), RUNS (default 3), CLIENTS (dnsperf -c,
+# default 8), THREADS (dnsperf -T, default 1), OUTSTANDING (dnsperf -q, default 200),
+# BLOCKED (distinct blocked names, default 1000), ALLOWED (distinct allowed names, default
+# 1000), DATE (default 2026-08-01), UDP_SOCKETS (blocklab `[dns] udp_sockets`, default: cores),
+# NO_BUILD=1 to skip `cargo build --release`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-30}
+RUNS=${RUNS:-3}
+CLIENTS=${CLIENTS:-8}
+THREADS=${THREADS:-1}
+OUTSTANDING=${OUTSTANDING:-200}
+BLOCKED=${BLOCKED:-1000}
+ALLOWED=${ALLOWED:-1000}
+DATE=${DATE:-2026-08-01}
+CORES=$(nproc)
+UDP_SOCKETS=${UDP_SOCKETS:-$CORES}
+
+for tool in dnsperf unbound dnsmasq dig; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install dnsperf unbound dnsmasq-base bind9-dnsutils)" >&2; exit 1; }
+done
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin blocklab
+BIN=target/release/blocklab
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_dns() { # port name
+  for _ in $(seq 1 200); do
+    dig @127.0.0.1 -p "$1" "$2" +time=1 +tries=1 +short >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "bench: nothing answers on port $1" >&2
+  exit 1
+}
+
+# --- upstream: dnsmasq with ALLOWED names ----------------------------------------------------
+UP=$(free_port)
+for i in $(seq 1 "$ALLOWED"); do
+  echo "198.51.$(( (i / 250) % 250 )).$(( i % 250 + 1 )) allowed-$i.bench.lab"
+done >"$WORK/hosts"
+dnsmasq --keep-in-foreground --conf-file=/dev/null --listen-address=127.0.0.1 --bind-interfaces \
+  --no-resolv --no-hosts --local=/lab/ --local-ttl=3600 --user=root --pid-file= \
+  --cache-size=10000 --port="$UP" --addn-hosts="$WORK/hosts" 2>/dev/null &
+PIDS+=($!)
+wait_dns "$UP" allowed-1.bench.lab
+
+# --- blocked names: registry names that blocklab blocks at DNS on DATE -----------------------
+shuf -n $((BLOCKED * 2)) --random-source=<(yes) rules/ru/registry.lst >"$WORK/candidates"
+xargs -a "$WORK/candidates" "$BIN" check --jurisdiction ru --at "$DATE" --json \
+  | python3 -c '
+import json, sys
+n = int(sys.argv[1])
+out = [o["target"] for o in map(json.loads, sys.stdin) if o.get("verdict") == "block" and any(t.startswith("dns-") for t in o.get("techniques", []))]
+print("\n".join(out[:n]))' "$BLOCKED" >"$WORK/blocked"
+NB=$(wc -l <"$WORK/blocked")
+[ "$NB" -gt 0 ] || { echo "bench: no DNS-blocked names found at $DATE" >&2; exit 1; }
+
+# --- query file: 3 blocked : 7 allowed --------------------------------------------------------
+python3 - "$WORK/blocked" "$ALLOWED" >"$WORK/queries" <<'EOF'
+import sys
+blocked = open(sys.argv[1]).read().split()
+allowed = ["allowed-%d.bench.lab" % i for i in range(1, int(sys.argv[2]) + 1)]
+b = a = 0
+for i in range(max(len(blocked), len(allowed)) * 10 // 7):
+    if i % 10 < 3:
+        print(blocked[b % len(blocked)], "A"); b += 1
+    else:
+        print(allowed[a % len(allowed)], "A"); a += 1
+EOF
+
+# --- blocklab --------------------------------------------------------------------------------
+BL=$(free_port)
+cat >"$WORK/blocklab.toml" <<EOF
+date = "$DATE"
+[[clients]]
+networks = ["127.0.0.0/8"]
+jurisdiction = "ru"
+[dns]
+listen = ["127.0.0.1:$BL"]
+upstream = ["127.0.0.1:$UP"]
+udp_sockets = $UDP_SOCKETS
+EOF
+RUST_LOG=warn "$BIN" serve --config "$WORK/blocklab.toml" 2>"$WORK/blocklab.log" &
+PIDS+=($!)
+wait_dns "$BL" allowed-1.bench.lab
+
+# --- unbound ---------------------------------------------------------------------------------
+UB=$(free_port)
+{
+  cat <<EOF
+server:
+  interface: 127.0.0.1
+  port: $UB
+  num-threads: $CORES
+  so-reuseport: yes
+  do-daemonize: no
+  username: ""
+  chroot: ""
+  directory: "$WORK"
+  pidfile: ""
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  access-control: 127.0.0.0/8 allow
+  do-not-query-localhost: no
+  module-config: "iterator"
+  qname-minimisation: no
+  local-zone: "lab." nodefault
+  domain-insecure: "lab."
+EOF
+  sed 's/.*/  local-zone: "&." always_nxdomain/' rules/ru/registry.lst
+  cat <<EOF
+forward-zone:
+  name: "."
+  forward-addr: 127.0.0.1@$UP
+EOF
+} >"$WORK/unbound.conf"
+unbound -d -c "$WORK/unbound.conf" 2>"$WORK/unbound.log" &
+PIDS+=($!)
+wait_dns "$UB" allowed-1.bench.lab
+
+# Sanity: same verdicts from both (blocked: blockpage vs NXDOMAIN; allowed: the upstream's).
+FIRST_BLOCKED=$(head -1 "$WORK/blocked")
+echo "blocked $FIRST_BLOCKED: blocklab $(dig @127.0.0.1 -p "$BL" "$FIRST_BLOCKED" +short) / unbound $(dig @127.0.0.1 -p "$UB" "$FIRST_BLOCKED" | grep -o 'status: [A-Z]*')"
+echo "allowed allowed-7.bench.lab: blocklab $(dig @127.0.0.1 -p "$BL" allowed-7.bench.lab +short) / unbound $(dig @127.0.0.1 -p "$UB" allowed-7.bench.lab +short)"
+
+# Warm both caches with every allowed name.
+for port in "$BL" "$UB"; do
+  dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -n 1 -q 50 >/dev/null 2>&1
+done
+
+run() { # name port -> "qps p50_ms p99_ms lost"
+  dnsperf -s 127.0.0.1 -p "$2" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" \
+    -q "$OUTSTANDING" -v >"$WORK/out.$1" 2>&1 || true
+  python3 - "$WORK/out.$1" <<'EOF'
+import sys
+lat, qps, lost = [], 0.0, "?"
+for line in open(sys.argv[1]):
+    if line.startswith("> "):
+        try:
+            lat.append(float(line.split()[-1]))
+        except ValueError:  # "> T name A": a query that timed out
+            pass
+    elif "Queries per second:" in line:
+        qps = float(line.split()[-1])
+    elif "Queries lost:" in line:
+        lost = line.split()[2]
+lat.sort()
+pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
+print("%.0f %.3f %.3f %s" % (qps, pct(0.50), pct(0.99), lost))
+EOF
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "mix: $NB blocked + $ALLOWED allowed names, 30/70; dnsperf -c $CLIENTS -T $THREADS -q $OUTSTANDING -l $DURATION; blocklab udp_sockets=$UDP_SOCKETS"
+printf '%-9s %4s %10s %9s %9s %8s\n' server run qps p50_ms p99_ms lost
+: >"$WORK/results"
+for r in $(seq 1 "$RUNS"); do
+  for s in blocklab unbound; do
+    port=$BL; [ "$s" = unbound ] && port=$UB
+    read -r qps p50 p99 lost < <(run "$s" "$port")
+    printf '%-9s %4s %10s %9s %9s %8s\n' "$s" "$r" "$qps" "$p50" "$p99" "$lost"
+    echo "$s $qps $p50 $p99" >>"$WORK/results"
+  done
+done
+python3 - "$WORK/results" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for s in ("blocklab", "unbound"):
+    r = [x for x in rows if x[0] == s]
+    med[s] = [statistics.median(float(x[i]) for x in r) for i in (1, 2, 3)]
+    print("median %-9s qps %.0f  p50 %.3f ms  p99 %.3f ms" % (s, *med[s]))
+print("ratio blocklab/unbound QPS: %.2f" % (med["blocklab"][0] / med["unbound"][0]))
+EOF

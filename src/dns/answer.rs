@@ -1,0 +1,370 @@
+//! From one query's bytes to its response: the censor's decision for DNS.
+//!
+//! [`Frontend::answer_now`] does everything that needs no I/O, synchronously, so the
+//! listeners can answer blocked and cached names without spawning a task: parse the packet,
+//! map the client to its jurisdiction (none: REFUSED, counted — never an open resolver), ask
+//! the policy about the question name, and either enact the rule's DNS technique or look in
+//! the cache. A name blocked only at other layers (e.g. `tls-reset`) resolves normally, as it
+//! did for the real censor. What the cache lacks becomes a [`Pending`] query that
+//! [`Frontend::answer_later`] sends upstream. Every answer relayed, cached or fresh, is screened:
+//! a CNAME target or an A/AAAA address that the policy blocks with a DNS technique blocks the
+//! whole answer with that rule's technique. Each query runs in a `dns` tracing span
+//! (`client.addr`, `client.jurisdiction`, `dns.qname`, `dns.qtype`) and its decision is one
+//! event with `decision`, `rule`, `technique` and `via` (name, cname or address). A cache hit
+//! that passes screening is answered from its pre-encoded [`Template`] when it fits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::Guard;
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{RData, Record, RecordType};
+use tracing::{field, Instrument, Span};
+
+use super::cache::Cache;
+use super::template::Template;
+use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
+use crate::metrics::Metrics;
+use crate::policy::{At, Block, Decision, JurisdictionId, Policy, Target};
+use crate::resolve::Answer;
+use crate::rules::{Layer, Technique};
+use crate::serve::Gateway;
+
+/// TTL of the records of a `dns-blockpage` answer.
+pub const BLOCKPAGE_TTL: u32 = 300;
+
+/// The transport a query came over (it bounds the response size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP: the client's EDNS payload size, or 512 bytes; larger answers are truncated.
+    Udp,
+    /// TCP: up to 65535 bytes.
+    Tcp,
+}
+
+impl Transport {
+    /// `udp` or `tcp`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// What to do with a query after the synchronous part.
+#[derive(Debug)]
+pub enum Step {
+    /// Send these bytes.
+    Reply(Vec<u8>),
+    /// Send nothing (`dns-drop`, or a packet not worth answering).
+    Silent,
+    /// Ask the upstream first.
+    Upstream(Box<Pending>),
+}
+
+/// An allowed query the cache could not answer.
+#[derive(Debug)]
+pub struct Pending {
+    req: Request,
+    client: SocketAddr,
+    decision: Decision,
+    key: String,
+    policy: Arc<Policy>,
+    jurisdiction: JurisdictionId,
+    at: At,
+    limit: usize,
+    span: Span,
+}
+
+/// The DNS frontend's shared state: the gateway (policy, upstream, metrics) and the cache.
+#[derive(Debug)]
+pub struct Frontend {
+    gw: Arc<Gateway>,
+    cache: Cache,
+}
+
+impl Frontend {
+    /// A frontend for `gw`, caching up to `cache_size` answers.
+    pub fn new(gw: Arc<Gateway>, cache_size: usize) -> Frontend {
+        Frontend {
+            gw,
+            cache: Cache::new(cache_size),
+        }
+    }
+
+    /// The gateway's metrics (queries, malformed packets, cache, upstream).
+    pub fn metrics(&self) -> &Metrics {
+        &self.gw.metrics
+    }
+
+    /// Answers `buf` from `client`, asking the upstream if needed; `None` = send nothing.
+    pub async fn answer(
+        &self,
+        client: SocketAddr,
+        buf: &[u8],
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        match self.answer_now(client, buf, transport) {
+            Step::Reply(b) => Some(b),
+            Step::Silent => None,
+            Step::Upstream(p) => self.answer_later(p).await,
+        }
+    }
+
+    /// The part of answering that needs no I/O.
+    pub fn answer_now(&self, client: SocketAddr, buf: &[u8], transport: Transport) -> Step {
+        Metrics::inc(&self.gw.metrics.dns_queries);
+        let span = tracing::debug_span!(
+            "dns",
+            client.addr = %client,
+            transport = transport.as_str(),
+            client.jurisdiction = field::Empty,
+            dns.qname = field::Empty,
+            dns.qtype = field::Empty,
+        );
+        let entered = span.enter();
+        let req = match wire::parse(buf) {
+            Ok(r) => r,
+            Err(rej) => {
+                if rej.is_malformed() {
+                    Metrics::inc(&self.gw.metrics.malformed);
+                }
+                tracing::debug!(reason = %rej, len = buf.len(), "rejected packet");
+                return match rej {
+                    Reject::Drop(_) => Step::Silent,
+                    Reject::Reply { head, rcode, .. } => {
+                        let limit = limit_for(transport, head.udp_limit());
+                        Step::Reply(wire::encode(&head, rcode, &[], &[], limit))
+                    }
+                };
+            }
+        };
+        let limit = limit_for(transport, req.head.udp_limit());
+        let mut key = req.name.to_ascii();
+        key.make_ascii_lowercase();
+        span.record("dns.qname", key.as_str());
+        span.record("dns.qtype", field::display(req.qtype));
+
+        let policy = self.gw.policy();
+        let Some(jid) = policy.jurisdiction_for(client.ip()) else {
+            self.gw.record_refused("dns", client, &key);
+            tracing::debug!(decision = "refused", "client in no configured network");
+            let refused = ResponseCode::Refused;
+            return Step::Reply(wire::encode(&req.head, refused, &[], &[], limit));
+        };
+        span.record(
+            "client.jurisdiction",
+            policy.jurisdiction(jid).code.as_str(),
+        );
+        let at = self.gw.at();
+        let decision = policy.decide_in(jid, Target::Domain(&key), at);
+        let ctx = Ctx {
+            policy: &policy,
+            jid,
+            at,
+            client,
+            key: &key,
+            decision: &decision,
+        };
+        match decision {
+            Decision::Block(b) => match b.techniques.first_at(Layer::Dns) {
+                Some(t) => return self.enact(&ctx, b, t, &req, limit, "name"),
+                None => tracing::debug!(
+                    decision = "pass",
+                    rule = policy.rule(b.rule).id.as_str(),
+                    techniques = %b.techniques,
+                    "blocked at other layers only; resolving normally"
+                ),
+            },
+            Decision::Allow { rule, .. } => tracing::debug!(
+                decision = "allow",
+                rule = rule.map(|r| policy.rule(r).id.as_str()),
+                "name allowed"
+            ),
+        }
+
+        let now = Instant::now();
+        if let Some(hit) = self.cache.get(&key, req.qtype, now) {
+            Metrics::inc(&self.gw.metrics.cache_hits);
+            if let Some((block, technique, via)) = screen(&ctx, &hit.answer.records) {
+                return self.enact(&ctx, block, technique, &req, limit, via);
+            }
+            let spent = hit.spent(now);
+            let fast = hit
+                .template
+                .as_ref()
+                .and_then(|t| t.render(&req, buf, spent, limit));
+            return match fast {
+                Some(bytes) => {
+                    self.gw.record("dns", client, &key, &decision, None);
+                    Step::Reply(bytes)
+                }
+                None => self.pass(&ctx, &req, &hit.aged(now), limit),
+            };
+        }
+        Metrics::inc(&self.gw.metrics.cache_misses);
+        drop(entered);
+        Step::Upstream(Box::new(Pending {
+            req,
+            client,
+            decision,
+            key,
+            policy: Guard::into_inner(policy),
+            jurisdiction: jid,
+            at,
+            limit,
+            span,
+        }))
+    }
+
+    /// Asks the upstream for a [`Pending`] query, caches the answer and screens it.
+    pub async fn answer_later(&self, p: Box<Pending>) -> Option<Vec<u8>> {
+        let span = p.span.clone();
+        async move {
+            let started = Instant::now();
+            let result = self.gw.upstream.query(&p.req.name, p.req.qtype).await;
+            self.gw.metrics.upstream_latency.observe(started.elapsed());
+            let ctx = Ctx {
+                policy: &p.policy,
+                jid: p.jurisdiction,
+                at: p.at,
+                client: p.client,
+                key: &p.key,
+                decision: &p.decision,
+            };
+            let step = match result {
+                Ok(answer) => {
+                    let step = self.relay(&ctx, &p.req, &answer, p.limit);
+                    let (key, qtype) = (p.key.clone(), p.req.qtype);
+                    let template = Template::build(&p.req.name, qtype, &answer);
+                    self.cache
+                        .insert(key, qtype, answer, template, Instant::now());
+                    step
+                }
+                Err(e) => {
+                    Metrics::inc(&self.gw.metrics.upstream_errors);
+                    self.gw.record("dns", p.client, &p.key, &p.decision, None);
+                    tracing::debug!(error = %e, "upstream failed; answering SERVFAIL");
+                    let fail = ResponseCode::ServFail;
+                    Step::Reply(wire::encode(&p.req.head, fail, &[], &[], p.limit))
+                }
+            };
+            match step {
+                Step::Reply(b) => Some(b),
+                Step::Silent | Step::Upstream(_) => None,
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Relays an upstream answer, unless a CNAME target or an address in it is blocked.
+    fn relay(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
+        if let Some((block, technique, via)) = screen(ctx, &answer.records) {
+            return self.enact(ctx, block, technique, req, limit, via);
+        }
+        self.pass(ctx, req, answer, limit)
+    }
+
+    /// Relays an answer that passed screening.
+    fn pass(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
+        self.gw
+            .record("dns", ctx.client, ctx.key, ctx.decision, None);
+        let (records, authority) = (&answer.records, &answer.authority);
+        Step::Reply(wire::encode(
+            &req.head,
+            answer.rcode,
+            records,
+            authority,
+            limit,
+        ))
+    }
+
+    /// Answers as the censor would under `block`, with its DNS technique `technique`.
+    fn enact(
+        &self,
+        ctx: &Ctx<'_>,
+        block: Block,
+        technique: Technique,
+        req: &Request,
+        limit: usize,
+        via: &'static str,
+    ) -> Step {
+        let decision = Decision::Block(block);
+        self.gw
+            .record("dns", ctx.client, ctx.key, &decision, Some(technique));
+        tracing::debug!(
+            decision = "block",
+            rule = ctx.policy.rule(block.rule).id.as_str(),
+            technique = technique.as_str(),
+            via,
+            "blocked"
+        );
+        let rcode = match technique {
+            Technique::DnsNxdomain => ResponseCode::NXDomain,
+            Technique::DnsRefused => ResponseCode::Refused,
+            Technique::DnsDrop => return Step::Silent,
+            Technique::DnsBlockpage => {
+                let addrs = &ctx.policy.jurisdiction(block.jurisdiction).dns_blockpage;
+                let records = blockpage_records(req, addrs);
+                let ok = ResponseCode::NoError;
+                return Step::Reply(wire::encode(&req.head, ok, &records, &[], limit));
+            }
+            // DnsServfail, and (never chosen by `first_at(Layer::Dns)`) any other technique.
+            _ => ResponseCode::ServFail,
+        };
+        Step::Reply(wire::encode(&req.head, rcode, &[], &[], limit))
+    }
+}
+
+/// What answering one query needs to know beyond the packet.
+struct Ctx<'a> {
+    policy: &'a Policy,
+    jid: JurisdictionId,
+    at: At,
+    client: SocketAddr,
+    /// The question name, lower-case.
+    key: &'a str,
+    /// The decision on the question name (recorded when the answer passes screening).
+    decision: &'a Decision,
+}
+
+fn limit_for(transport: Transport, udp_limit: usize) -> usize {
+    match transport {
+        Transport::Udp => udp_limit,
+        Transport::Tcp => MAX_TCP_MESSAGE,
+    }
+}
+
+/// The first CNAME target or address of `records` blocked with a DNS technique.
+fn screen(ctx: &Ctx<'_>, records: &[Record]) -> Option<(Block, Technique, &'static str)> {
+    let decide = |t: Target<'_>| ctx.policy.decide_in(ctx.jid, t, ctx.at);
+    records.iter().find_map(|r| {
+        let (decision, via) = match r.data() {
+            RData::CNAME(c) => (decide(Target::Domain(&c.0.to_ascii())), "cname"),
+            RData::A(a) => (decide(Target::Ip(IpAddr::V4(a.0))), "address"),
+            RData::AAAA(a) => (decide(Target::Ip(IpAddr::V6(a.0))), "address"),
+            _ => return None,
+        };
+        match decision {
+            Decision::Block(b) => b.techniques.first_at(Layer::Dns).map(|t| (b, t, via)),
+            Decision::Allow { .. } => None,
+        }
+    })
+}
+
+/// The A (or AAAA) records of a blockpage answer; none for other types (an empty NOERROR).
+fn blockpage_records(req: &Request, addrs: &[IpAddr]) -> Vec<Record> {
+    addrs
+        .iter()
+        .filter_map(|ip| match (ip, req.qtype) {
+            (IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+            (IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+            _ => None,
+        })
+        .map(|rdata| Record::from_rdata(req.name.clone(), BLOCKPAGE_TTL, rdata))
+        .collect()
+}

@@ -1,0 +1,836 @@
+//! End-to-end tests of the DNS gateway with real components on loopback only: a real upstream
+//! (Debian's `dnsmasq`, serving a small zone from files written here), `blocklab serve` as the
+//! real binary on port 0, and real clients (`dig`, `kdig`, and raw sockets speaking the wire
+//! format through `hickory-proto`). A missing tool fails the test; it never skips.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+/// The zone the upstream serves (dnsmasq `addn-hosts` format), TTL 300.
+const HOSTS: &str = "\
+198.51.100.7 allowed.test
+2001:db8::7 allowed.test
+198.51.100.8 tlsonly.test
+198.51.100.9 blocked-target.test
+198.51.100.10 dated.test
+198.51.100.11 nx.test
+198.51.100.12 blockpage.test
+198.51.100.13 drop.test
+198.51.100.14 refused.test
+198.51.100.15 servfail.test
+192.0.2.5 inblocked.test
+157.240.1.35 facebook.com
+185.193.234.11 linkedin.com
+185.193.234.12 rt.com
+185.193.234.13 de.rt.com
+";
+
+/// A rules file with one rule per DNS technique, plus CNAME, CIDR and date cases.
+const LAB_RULES: &str = r#"
+[jurisdiction]
+code = "lab"
+name = "Test lab"
+utc_offset = "+00:00"
+dns_blockpage = ["10.10.10.10", "2001:db8::10"]
+
+[[rule]]
+id = "lab-nxdomain"
+domains = ["nx.test"]
+techniques = ["dns-nxdomain"]
+
+[[rule]]
+id = "lab-refused"
+domains = ["refused.test"]
+techniques = ["dns-refused"]
+
+[[rule]]
+id = "lab-servfail"
+domains = ["servfail.test"]
+techniques = ["dns-servfail"]
+
+[[rule]]
+id = "lab-drop"
+domains = ["drop.test"]
+techniques = ["dns-drop"]
+
+[[rule]]
+id = "lab-blockpage"
+domains = ["blockpage.test"]
+techniques = ["dns-blockpage", "tls-reset"]
+
+[[rule]]
+id = "lab-tls-only"
+domains = ["tlsonly.test"]
+techniques = ["tls-reset"]
+
+[[rule]]
+id = "lab-cname-target"
+exact = ["blocked-target.test"]
+techniques = ["dns-nxdomain"]
+
+[[rule]]
+id = "lab-cidr"
+ips = ["192.0.2.0/24"]
+techniques = ["dns-blockpage"]
+
+[[rule]]
+id = "lab-dated"
+domains = ["dated.test"]
+since = "2022-03-01"
+techniques = ["dns-nxdomain"]
+"#;
+
+/// Fails (never skips) when a tool the tests drive is missing.
+fn require(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "required tool `{tool}` is missing (install it: see .ci/run)"
+    );
+}
+
+/// A free loopback port for both UDP and TCP (best effort: the OS may hand it out again).
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A dnsmasq serving [`HOSTS`] plus a CNAME and a large TXT record, killed on drop.
+struct Dnsmasq {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dnsmasq {
+    fn start() -> Dnsmasq {
+        require("dnsmasq");
+        require("dig");
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, HOSTS).unwrap();
+        let big = format!(
+            "big.test,{}",
+            ["x", "y", "z"]
+                .map(|c| format!("\"{}\"", c.repeat(250)))
+                .join(",")
+        );
+        for _ in 0..10 {
+            let port = free_port();
+            let mut child = Command::new("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--local=/test/",
+                    "--local-ttl=300",
+                    "--user=root",
+                    "--pid-file=",
+                    "--cname=alias.test,blocked-target.test",
+                    "--cname=plain-alias.test,allowed.test",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", hosts.display()))
+                .arg(format!("--txt-record={big}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken: try another
+                }
+                if dig(addr, &["allowed.test", "+time=1", "+tries=1"]).answers == ["198.51.100.7"] {
+                    return Dnsmasq {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start");
+    }
+}
+
+/// `blocklab serve` as the real binary, killed on drop.
+struct Blocklab {
+    child: Child,
+    udp: Vec<SocketAddr>,
+    tcp: Vec<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Blocklab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Blocklab {
+    /// Starts the gateway with `config` (TOML; `rules = "rules"` reaches `rules` if given).
+    fn start(config: &str, rules: Option<&str>) -> Blocklab {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(r) = rules {
+            std::fs::create_dir(dir.path().join("rules")).unwrap();
+            std::fs::write(dir.path().join("rules/lab.toml"), r).unwrap();
+        }
+        let path = dir.path().join("blocklab.toml");
+        std::fs::write(&path, config).unwrap();
+        // One UDP and one TCP listener per quoted address of `listen = [...]`.
+        let listeners = config
+            .lines()
+            .find(|l| l.trim_start().starts_with("listen"))
+            .map_or(1, |l| l.matches('"').count() / 2);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info,blocklab::dns=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let keep = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                keep.lock().unwrap().push(line);
+            }
+        });
+        let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while udp.len() < listeners || tcp.len() < listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                panic!(
+                    "blocklab did not announce its listeners: {:?}",
+                    log.lock().unwrap()
+                );
+            };
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let addr: SocketAddr = addr.trim().parse().unwrap();
+                if line.contains("dns/udp") {
+                    udp.push(addr);
+                } else if line.contains("dns/tcp") {
+                    tcp.push(addr);
+                }
+            }
+        }
+        Blocklab {
+            child,
+            udp,
+            tcp,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The lab gateway: [`LAB_RULES`], 127.0.0.1 mapped to `lab`, upstream `up`.
+    fn lab(up: &Dnsmasq, date: &str) -> Blocklab {
+        let cfg = format!(
+            "date = \"{date}\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\", \"::1/128\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
+            up.addr
+        );
+        Blocklab::start(&cfg, Some(LAB_RULES))
+    }
+
+    /// A gateway on the shipped rules with loopback mapped to `jurisdiction`.
+    fn shipped(up: &Dnsmasq, jurisdiction: &str, date: &str) -> Blocklab {
+        let cfg = format!(
+            "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"{jurisdiction}\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
+            up.addr
+        );
+        Blocklab::start(&cfg, None)
+    }
+
+    fn udp(&self) -> SocketAddr {
+        self.udp[0]
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// What `dig` printed, read back.
+#[derive(Debug)]
+struct Dig {
+    status: String,
+    flags: Vec<String>,
+    /// RDATA of the answer section, in order.
+    answers: Vec<String>,
+    /// Types of the answer section, in order.
+    types: Vec<String>,
+    timed_out: bool,
+    raw: String,
+}
+
+/// Runs `dig @server -p port ARGS` (plus `+time=2 +tries=1` unless given).
+fn dig(server: SocketAddr, args: &[&str]) -> Dig {
+    run_digger("dig", server, args)
+}
+
+fn run_digger(tool: &str, server: SocketAddr, args: &[&str]) -> Dig {
+    require(tool);
+    let mut cmd = Command::new(tool);
+    cmd.arg(format!("@{}", server.ip()))
+        .arg("-p")
+        .arg(server.port().to_string());
+    if !args.iter().any(|a| a.starts_with("+time")) {
+        cmd.arg("+time=2");
+    }
+    if !args
+        .iter()
+        .any(|a| a.starts_with("+tries") || a.starts_with("+retry"))
+    {
+        cmd.arg(if tool == "dig" {
+            "+tries=1"
+        } else {
+            "+retry=0"
+        });
+    }
+    let out = cmd.args(args).output().unwrap();
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut d = Dig {
+        status: String::new(),
+        flags: Vec::new(),
+        answers: Vec::new(),
+        types: Vec::new(),
+        timed_out: raw.contains("timed out") || raw.contains("no servers could be reached"),
+        raw: raw.clone(),
+    };
+    let mut in_answer = false;
+    for line in raw.lines() {
+        if let Some(s) = line.split("status: ").nth(1) {
+            d.status = s.split(',').next().unwrap_or("").trim().to_string();
+        }
+        if let Some(f) = line
+            .strip_prefix(";; flags: ")
+            .or_else(|| line.strip_prefix(";; Flags: "))
+        {
+            d.flags = f
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+        }
+        if line.starts_with(";; ANSWER SECTION") {
+            in_answer = true;
+            continue;
+        }
+        if in_answer {
+            if line.trim().is_empty() || line.starts_with(";;") {
+                in_answer = false;
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() >= 5 {
+                d.types.push(fields[3].to_string());
+                d.answers
+                    .push(fields[4..].join(" ").trim_matches('"').to_string());
+            }
+        }
+    }
+    d
+}
+
+/// Sends one raw UDP packet and waits up to `wait` for one response.
+fn udp_raw(server: SocketAddr, packet: &[u8], wait: Duration) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.send_to(packet, server).unwrap();
+    let mut buf = [0u8; 65_535];
+    s.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+}
+
+fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(id).set_recursion_desired(true);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.to_vec().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The issue's "Done when"
+
+#[test]
+fn ru_2022_facebook_resolves_linkedin_gets_blockpage_allowed_is_upstreams_answer() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::shipped(&up, "ru", "2022-03-10");
+    // Facebook was blocked by SNI (tls-reset), not DNS: the real address comes back.
+    let fb = dig(gw.udp(), &["facebook.com"]);
+    assert_eq!(
+        (fb.status.as_str(), fb.answers.clone()),
+        ("NOERROR", vec!["157.240.1.35".to_string()]),
+        "{}",
+        fb.raw
+    );
+    // LinkedIn is under a dns-blockpage rule: the Rostelecom blockpage address.
+    let li = dig(gw.udp(), &["www.linkedin.com"]);
+    assert_eq!(
+        (li.status.as_str(), li.answers.clone()),
+        ("NOERROR", vec!["95.167.13.50".to_string()]),
+        "{}",
+        li.raw
+    );
+    let li = dig(gw.udp(), &["linkedin.com", "TXT"]);
+    assert_eq!(
+        (li.status.as_str(), li.answers.len()),
+        ("NOERROR", 0),
+        "blockpage for TXT is an empty NOERROR: {}",
+        li.raw
+    );
+    // An allowed name is exactly what the upstream says.
+    let direct = dig(up.addr, &["allowed.test", "AAAA"]);
+    let via = dig(gw.udp(), &["allowed.test", "AAAA"]);
+    assert_eq!(via.answers, direct.answers);
+    assert_eq!(via.answers, ["2001:db8::7"]);
+    assert!(
+        gw.log_text().contains("rule=\"ru-linkedin\""),
+        "the decision is traced with its rule"
+    );
+}
+
+#[test]
+fn eu_rt_com_is_nxdomain_and_the_date_switches_it() {
+    let up = Dnsmasq::start();
+    let before = Blocklab::shipped(&up, "eu", "2022-03-01");
+    let after = Blocklab::shipped(&up, "eu", "2022-03-10");
+    for name in ["rt.com", "de.rt.com"] {
+        let b = dig(before.udp(), &[name]);
+        assert_eq!(b.status, "NOERROR", "{name} before the ban: {}", b.raw);
+        assert_eq!(b.answers.len(), 1, "{}", b.raw);
+        let a = dig(after.udp(), &[name]);
+        assert_eq!(a.status, "NXDOMAIN", "{name} after the ban: {}", a.raw);
+        assert!(a.answers.is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test per technique
+
+#[test]
+fn dns_nxdomain_for_every_query_type_and_subdomain() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    for (name, t) in [
+        ("nx.test", "A"),
+        ("nx.test", "AAAA"),
+        ("nx.test", "MX"),
+        ("nx.test", "TXT"),
+        ("nx.test", "HTTPS"),
+        ("www.nx.test", "A"),
+    ] {
+        let d = dig(gw.udp(), &[name, t]);
+        assert_eq!(d.status, "NXDOMAIN", "{name} {t}: {}", d.raw);
+    }
+    assert!(
+        gw.log_text().contains("technique=\"dns-nxdomain\""),
+        "{}",
+        gw.log_text()
+    );
+}
+
+#[test]
+fn dns_refused() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    let d = dig(gw.udp(), &["refused.test"]);
+    assert_eq!(
+        (d.status.as_str(), d.answers.len()),
+        ("REFUSED", 0),
+        "{}",
+        d.raw
+    );
+}
+
+#[test]
+fn dns_servfail() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    let d = dig(gw.udp(), &["servfail.test", "AAAA"]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.raw);
+}
+
+#[test]
+fn dns_drop_times_out_and_the_server_keeps_serving() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    let d = dig(gw.udp(), &["drop.test", "+time=1"]);
+    assert!(
+        d.timed_out && d.status.is_empty(),
+        "expected no answer: {}",
+        d.raw
+    );
+    let t = dig(gw.tcp[0], &["drop.test", "+tcp", "+time=1"]);
+    assert!(t.status.is_empty(), "no answer over TCP either: {}", t.raw);
+    assert_eq!(dig(gw.udp(), &["allowed.test"]).answers, ["198.51.100.7"]);
+}
+
+#[test]
+fn dns_blockpage_answers_a_and_aaaa_with_the_jurisdictions_addresses() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    assert_eq!(
+        dig(gw.udp(), &["blockpage.test", "A"]).answers,
+        ["10.10.10.10"]
+    );
+    assert_eq!(
+        dig(gw.udp(), &["sub.blockpage.test", "AAAA"]).answers,
+        ["2001:db8::10"]
+    );
+    let mx = dig(gw.udp(), &["blockpage.test", "MX"]);
+    assert_eq!(
+        (mx.status.as_str(), mx.answers.len()),
+        ("NOERROR", 0),
+        "{}",
+        mx.raw
+    );
+}
+
+#[test]
+fn blocked_only_at_other_layers_resolves_normally() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    let d = dig(gw.udp(), &["tlsonly.test"]);
+    assert_eq!(
+        (d.status.as_str(), d.answers.clone()),
+        ("NOERROR", vec!["198.51.100.8".to_string()]),
+        "{}",
+        d.raw
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers screened against the policy
+
+#[test]
+fn cname_to_a_blocked_name_is_blocked() {
+    let up = Dnsmasq::start();
+    // The upstream really answers with a CNAME chain...
+    let direct = dig(up.addr, &["alias.test"]);
+    assert_eq!(direct.types, ["CNAME", "A"], "{}", direct.raw);
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    // ...whose target is blocked with dns-nxdomain, so the alias is too.
+    let d = dig(gw.udp(), &["alias.test"]);
+    assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
+    assert!(gw.log_text().contains("via=\"cname\""), "{}", gw.log_text());
+    // A CNAME to an allowed name is relayed whole.
+    let ok = dig(gw.udp(), &["plain-alias.test"]);
+    assert_eq!(ok.types, ["CNAME", "A"], "{}", ok.raw);
+    assert_eq!(ok.answers, ["allowed.test.", "198.51.100.7"]);
+}
+
+#[test]
+fn address_in_a_blocked_cidr_is_blocked() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    assert_eq!(dig(up.addr, &["inblocked.test"]).answers, ["192.0.2.5"]);
+    let d = dig(gw.udp(), &["inblocked.test"]);
+    assert_eq!(
+        d.answers,
+        ["10.10.10.10"],
+        "the CIDR rule's dns-blockpage: {}",
+        d.raw
+    );
+    // Served from the cache the second time: screened again.
+    assert_eq!(dig(gw.udp(), &["inblocked.test"]).answers, ["10.10.10.10"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients, transports, sizes
+
+#[test]
+fn unmapped_client_is_refused() {
+    let up = Dnsmasq::start();
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
+        up.addr
+    );
+    let gw = Blocklab::start(&cfg, Some(LAB_RULES));
+    let mapped = dig(gw.udp(), &["-b", "127.0.0.2", "allowed.test"]);
+    assert_eq!(mapped.answers, ["198.51.100.7"], "{}", mapped.raw);
+    for args in [
+        ["-b", "127.0.0.1", "allowed.test", "+notcp"],
+        ["-b", "127.0.0.1", "allowed.test", "+tcp"],
+    ] {
+        let d = dig(gw.udp(), &args);
+        assert_eq!(
+            (d.status.as_str(), d.answers.len()),
+            ("REFUSED", 0),
+            "{}",
+            d.raw
+        );
+    }
+}
+
+#[test]
+fn udp_and_tcp_over_ipv4_and_ipv6() {
+    let up = Dnsmasq::start();
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\", \"::1/128\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\nupstream = [\"{}\"]\n",
+        up.addr
+    );
+    let gw = Blocklab::start(&cfg, Some(LAB_RULES));
+    assert!(
+        gw.udp.iter().any(SocketAddr::is_ipv6) && gw.tcp.iter().any(SocketAddr::is_ipv6),
+        "{:?}",
+        gw.udp
+    );
+    for (&u, &t) in gw.udp.iter().zip(&gw.tcp) {
+        assert_eq!(
+            dig(u, &["allowed.test", "+notcp"]).answers,
+            ["198.51.100.7"],
+            "udp {u}"
+        );
+        assert_eq!(
+            dig(t, &["allowed.test", "AAAA", "+tcp"]).answers,
+            ["2001:db8::7"],
+            "tcp {t}"
+        );
+        assert_eq!(dig(t, &["nx.test", "+tcp"]).status, "NXDOMAIN", "tcp {t}");
+        let k = run_digger("kdig", u, &["allowed.test", "+notcp"]);
+        assert_eq!(k.answers, ["198.51.100.7"], "kdig udp {u}: {}", k.raw);
+    }
+}
+
+#[test]
+fn truncation_and_edns_payload_size() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    // The TXT answer is ~790 bytes: over 512 without EDNS -> TC, no records.
+    let t = dig(gw.udp(), &["big.test", "TXT", "+noedns", "+ignore"]);
+    assert!(t.flags.contains(&"tc".to_string()), "{}", t.raw);
+    assert!(t.answers.is_empty());
+    // A small EDNS payload is honoured too.
+    let t = dig(gw.udp(), &["big.test", "TXT", "+bufsize=600", "+ignore"]);
+    assert!(t.flags.contains(&"tc".to_string()), "{}", t.raw);
+    assert!(
+        t.raw.contains("udp: 4096"),
+        "our OPT record is echoed: {}",
+        t.raw
+    );
+    // A large enough one gets the whole answer over UDP.
+    let e = dig(gw.udp(), &["big.test", "TXT", "+bufsize=1232", "+ignore"]);
+    assert!(!e.flags.contains(&"tc".to_string()), "{}", e.raw);
+    assert_eq!(e.answers.len(), 1, "{}", e.raw);
+    // dig retries a truncated answer over TCP (same port) and gets it all.
+    let r = dig(gw.udp(), &["big.test", "TXT", "+noedns"]);
+    assert_eq!(r.answers.len(), 1, "{}", r.raw);
+    assert!(r.raw.contains("(TCP)"), "{}", r.raw);
+    // A query without EDNS gets no OPT record back.
+    assert!(!dig(gw.udp(), &["allowed.test", "+noedns"])
+        .raw
+        .contains("OPT PSEUDOSECTION"));
+}
+
+#[test]
+fn tcp_pipelines_several_queries_on_one_connection() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    let mut s = TcpStream::connect(gw.tcp[0]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let asks = [
+        (1, "allowed.test.", RecordType::A),
+        (2, "nx.test.", RecordType::A),
+        (3, "big.test.", RecordType::TXT),
+        (4, "blockpage.test.", RecordType::A),
+    ];
+    for (id, name, t) in asks {
+        let q = query(id, name, t);
+        out.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        out.extend_from_slice(&q);
+    }
+    s.write_all(&out).unwrap(); // all four in one write
+    let mut got = std::collections::HashMap::new();
+    for _ in 0..asks.len() {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).unwrap();
+        let m = Message::from_vec(&buf).unwrap();
+        got.insert(m.id(), m);
+    }
+    assert_eq!(got[&1].response_code(), ResponseCode::NoError);
+    assert_eq!(got[&1].answers().len(), 1);
+    assert_eq!(got[&1].queries()[0].name().to_ascii(), "allowed.test.");
+    assert_eq!(got[&2].response_code(), ResponseCode::NXDomain);
+    assert!(!got[&3].truncated(), "TCP carries the whole TXT");
+    assert_eq!(got[&3].answers().len(), 1);
+    assert_eq!(got[&4].answers()[0].data().to_string(), "10.10.10.10");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input, cache, upstream failure, shutdown
+
+#[test]
+fn malformed_packets_are_dropped_or_formerr_and_never_stop_the_server() {
+    let up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    let wait = Duration::from_millis(300);
+    // Too short for a header: nothing.
+    assert_eq!(udp_raw(gw.udp(), &[1, 2, 3], wait), None);
+    // A response (QR set): never answered, so two servers cannot loop.
+    let mut resp = query(9, "allowed.test.", RecordType::A);
+    resp[2] |= 0x80;
+    assert_eq!(udp_raw(gw.udp(), &resp, wait), None);
+    // A compression loop: FORMERR with the same ID.
+    let pkt = [
+        0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
+    ];
+    let r = Message::from_vec(&udp_raw(gw.udp(), &pkt, Duration::from_secs(2)).expect("FORMERR"))
+        .unwrap();
+    assert_eq!((r.id(), r.response_code()), (0xabcd, ResponseCode::FormErr));
+    // A bad label length: FORMERR.
+    let pkt = [0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a', b'b'];
+    let r = Message::from_vec(&udp_raw(gw.udp(), &pkt, Duration::from_secs(2)).expect("FORMERR"))
+        .unwrap();
+    assert_eq!(r.response_code(), ResponseCode::FormErr);
+    // A burst of pseudo-random garbage, over UDP and TCP.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..500 {
+        let len = 1 + (i % 200);
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        sock.send_to(&bytes, gw.udp()).unwrap();
+    }
+    let mut t = TcpStream::connect(gw.tcp[0]).unwrap();
+    let _ = t.write_all(&[0, 40, 1, 2, 3]); // a frame cut short, then the connection closes
+    drop(t);
+    // Still alive and correct.
+    assert_eq!(dig(gw.udp(), &["allowed.test"]).answers, ["198.51.100.7"]);
+    assert_eq!(
+        dig(gw.tcp[0], &["allowed.test", "+tcp"]).answers,
+        ["198.51.100.7"]
+    );
+    assert!(gw.child.id() > 0);
+}
+
+#[test]
+fn answers_are_cached_by_ttl_and_a_dead_upstream_means_servfail() {
+    let mut up = Dnsmasq::start();
+    let gw = Blocklab::lab(&up, "2022-03-10");
+    let first = dig(gw.udp(), &["allowed.test"]);
+    assert_eq!(first.answers, ["198.51.100.7"]);
+    let _ = up.child.kill();
+    let _ = up.child.wait();
+    // The upstream is gone: the cached answer is still served, its TTL counting down.
+    std::thread::sleep(Duration::from_millis(1100));
+    let cached = dig(gw.udp(), &["allowed.test"]);
+    assert_eq!(cached.answers, ["198.51.100.7"], "{}", cached.raw);
+    let ttl = |d: &Dig| {
+        d.raw
+            .lines()
+            .find(|l| l.starts_with("allowed.test."))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok())
+    };
+    assert!(
+        ttl(&cached) < ttl(&first) && ttl(&cached) > Some(290),
+        "{:?} then {:?}",
+        ttl(&first),
+        ttl(&cached)
+    );
+    // Any case of the name hits the same entry, and the question comes back as asked.
+    let mixed = dig(gw.udp(), &["AlLoWeD.TeSt", "+bufsize=1232"]);
+    assert_eq!(mixed.answers, ["198.51.100.7"], "{}", mixed.raw);
+    assert!(mixed.raw.contains(";AlLoWeD.TeSt."), "{}", mixed.raw);
+    assert!(mixed.raw.contains("udp: 4096"), "{}", mixed.raw);
+    // A name not in the cache: SERVFAIL, in bounded time.
+    let started = Instant::now();
+    let d = dig(gw.udp(), &["tlsonly.test", "+time=12"]);
+    assert_eq!(d.status, "SERVFAIL", "{}", d.raw);
+    assert!(started.elapsed() < Duration::from_secs(11));
+}
+
+#[test]
+fn sigterm_stops_the_gateway_cleanly() {
+    let up = Dnsmasq::start();
+    let mut gw = Blocklab::lab(&up, "2022-03-10");
+    let ok = Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = gw.child.try_wait().unwrap() {
+            assert!(st.success(), "exit status {st}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(gw.log_text().contains("shutting down"));
+}
+
+#[test]
+fn config_with_bad_dns_keys_is_rejected_before_binding() {
+    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .args(["serve", "--config"])
+        .arg(
+            write_tmp("[dns]\nlisten = [\"127.0.0.1:0\"]\ncache_sise = 5\n")
+                .path()
+                .join("c.toml"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache_sise"));
+}
+
+fn write_tmp(config: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(Path::new(d.path()).join("c.toml"), config).unwrap();
+    d
+}
