@@ -13,7 +13,8 @@
 #   - the query file is 30% names from rules/ru/registry.lst (checked to be DNS-blocked in
 #     blocklab at DATE) and 70% allowed names; both servers are warmed so allowed names are
 #     cached; then dnsperf runs DURATION seconds per run, RUNS runs per server, alternating.
-# It prints QPS and p50/p99 latency per run, the median of the runs, and the QPS ratio.
+# It prints QPS, p50/p99 latency and server CPU time per query (user+system, from /proc) per
+# run, the medians, and the ratios. CPU per query is the steadier number on a shared machine.
 # Note: blocklab answers blocked names with the RU blockpage address (the registry rule's
 # technique is dns-blockpage), unbound with NXDOMAIN; both answer locally, without upstream.
 #
@@ -21,7 +22,7 @@
 # default 8), THREADS (dnsperf -T, default 1), OUTSTANDING (dnsperf -q, default 200),
 # BLOCKED (distinct blocked names, default 1000), ALLOWED (distinct allowed names, default
 # 1000), DATE (default 2026-08-01), UDP_SOCKETS (blocklab `[dns] udp_sockets`, default: cores),
-# NO_BUILD=1 to skip `cargo build --release`.
+# NO_BUILD=1 to skip `cargo build --release`, BIN=path to benchmark another blocklab binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +41,7 @@ for tool in dnsperf unbound dnsmasq dig; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install dnsperf unbound dnsmasq-base bind9-dnsutils)" >&2; exit 1; }
 done
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin blocklab
-BIN=target/release/blocklab
+BIN=${BIN:-target/release/blocklab}
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -111,7 +112,8 @@ upstream = ["127.0.0.1:$UP"]
 udp_sockets = $UDP_SOCKETS
 EOF
 RUST_LOG=warn "$BIN" serve --config "$WORK/blocklab.toml" 2>"$WORK/blocklab.log" &
-PIDS+=($!)
+BL_PID=$!
+PIDS+=($BL_PID)
 wait_dns "$BL" allowed-1.bench.lab
 
 # --- unbound ---------------------------------------------------------------------------------
@@ -146,7 +148,8 @@ forward-zone:
 EOF
 } >"$WORK/unbound.conf"
 unbound -d -c "$WORK/unbound.conf" 2>"$WORK/unbound.log" &
-PIDS+=($!)
+UB_PID=$!
+PIDS+=($UB_PID)
 wait_dns "$UB" allowed-1.bench.lab
 
 # Sanity: same verdicts from both (blocked: blockpage vs NXDOMAIN; allowed: the upstream's).
@@ -159,12 +162,20 @@ for port in "$BL" "$UB"; do
   dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries" -n 1 -q 50 >/dev/null 2>&1
 done
 
-run() { # name port -> "qps p50_ms p99_ms lost"
+cpu_ticks() { # pid -> "user system" clock ticks used so far
+  awk '{print $14, $15}' "/proc/$1/stat"
+}
+
+run() { # name port pid -> "qps p50_ms p99_ms lost cpu_us_per_query"
+  local u0 s0 u1 s1
+  read -r u0 s0 < <(cpu_ticks "$3")
   dnsperf -s 127.0.0.1 -p "$2" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" \
     -q "$OUTSTANDING" -v >"$WORK/out.$1" 2>&1 || true
-  python3 - "$WORK/out.$1" <<'EOF'
+  read -r u1 s1 < <(cpu_ticks "$3")
+  echo "$((u1 - u0)) $((s1 - s0)) $(getconf CLK_TCK)" >"$WORK/cpu.$1"
+  python3 - "$WORK/out.$1" "$WORK/cpu.$1" <<'EOF'
 import sys
-lat, qps, lost = [], 0.0, "?"
+lat, qps, lost, done = [], 0.0, "?", 0
 for line in open(sys.argv[1]):
     if line.startswith("> "):
         try:
@@ -175,22 +186,27 @@ for line in open(sys.argv[1]):
         qps = float(line.split()[-1])
     elif "Queries lost:" in line:
         lost = line.split()[2]
+    elif "Queries completed:" in line:
+        done = int(line.split()[2])
 lat.sort()
 pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
-print("%.0f %.3f %.3f %s" % (qps, pct(0.50), pct(0.99), lost))
+user, system, hz = map(int, open(sys.argv[2]).read().split())
+per = lambda t: t / hz * 1e6 / done if done else float("nan")
+print("%.0f %.3f %.3f %s %.2f %.2f" % (qps, pct(0.50), pct(0.99), lost, per(user + system), per(system)))
 EOF
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "mix: $NB blocked + $ALLOWED allowed names, 30/70; dnsperf -c $CLIENTS -T $THREADS -q $OUTSTANDING -l $DURATION; blocklab udp_sockets=$UDP_SOCKETS"
-printf '%-9s %4s %10s %9s %9s %8s\n' server run qps p50_ms p99_ms lost
+printf '%-9s %4s %10s %9s %9s %8s %12s %12s\n' server run qps p50_ms p99_ms lost cpu_us/query sys_us/query
 : >"$WORK/results"
 for r in $(seq 1 "$RUNS"); do
   for s in blocklab unbound; do
-    port=$BL; [ "$s" = unbound ] && port=$UB
-    read -r qps p50 p99 lost < <(run "$s" "$port")
-    printf '%-9s %4s %10s %9s %9s %8s\n' "$s" "$r" "$qps" "$p50" "$p99" "$lost"
-    echo "$s $qps $p50 $p99" >>"$WORK/results"
+    port=$BL pid=$BL_PID
+    [ "$s" = unbound ] && port=$UB pid=$UB_PID
+    read -r qps p50 p99 lost cpu sys < <(run "$s" "$port" "$pid")
+    printf '%-9s %4s %10s %9s %9s %8s %12s %12s\n' "$s" "$r" "$qps" "$p50" "$p99" "$lost" "$cpu" "$sys"
+    echo "$s $qps $p50 $p99 $cpu" >>"$WORK/results"
   done
 done
 python3 - "$WORK/results" <<'EOF'
@@ -199,7 +215,8 @@ rows = [l.split() for l in open(sys.argv[1])]
 med = {}
 for s in ("blocklab", "unbound"):
     r = [x for x in rows if x[0] == s]
-    med[s] = [statistics.median(float(x[i]) for x in r) for i in (1, 2, 3)]
-    print("median %-9s qps %.0f  p50 %.3f ms  p99 %.3f ms" % (s, *med[s]))
+    med[s] = [statistics.median(float(x[i]) for x in r) for i in (1, 2, 3, 4)]
+    print("median %-9s qps %.0f  p50 %.3f ms  p99 %.3f ms  cpu %.2f us/query" % (s, *med[s]))
 print("ratio blocklab/unbound QPS: %.2f" % (med["blocklab"][0] / med["unbound"][0]))
+print("ratio unbound/blocklab CPU per query: %.2f (above 1: blocklab spends less CPU per answer)" % (med["unbound"][3] / med["blocklab"][3]))
 EOF

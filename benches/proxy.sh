@@ -8,7 +8,7 @@
 #   DUR=10 CONNS=64 benches/proxy.sh
 #
 # Needs: wrk, curl, tinyproxy, squid, python3 (Debian: apt-get install wrk curl tinyproxy squid).
-# The origin is examples/bench_origin.rs. Allowed requests go to the origin by address
+# The origin is benches/bench_origin.rs. Allowed requests go to the origin by address
 # (127.0.0.1), so no proxy resolves names; blocked requests name facebook.com, which all three
 # refuse by name (blocklab: the shipped ru rules at 2022-03-10 -> 302 to the RU blockpage;
 # tinyproxy and squid: 403 from a domain filter of the same names).

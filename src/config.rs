@@ -184,6 +184,11 @@ pub struct RelaySection {
     /// `observe` (default) or `enforce`.
     #[serde(default)]
     pub mode: RelayMode,
+    /// Detectors to run (names from `[[vpn]] protocols`); absent = all of them.
+    pub detectors: Option<Vec<String>>,
+    /// Known VPN server networks (a `cidrs` list, relative to the config file) for the
+    /// `endpoints` detector; absent = that detector matches nothing.
+    pub endpoints: Option<PathBuf>,
 }
 
 /// `[admin]`.

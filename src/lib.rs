@@ -27,6 +27,7 @@ pub mod experiment;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod probe;
 pub mod relay;
 pub mod resolve;
 pub mod rules;

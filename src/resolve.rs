@@ -29,7 +29,8 @@ const DEFAULT_NEGATIVE_TTL: u32 = 30;
 pub struct Upstream {
     servers: Vec<SocketAddr>,
     resolver: TokioResolver,
-    /// Static answers (the config's `[hosts]`), consulted before any server.
+    /// Static answers (the config's `[hosts]`), consulted by [`Upstream::lookup_ip`] before
+    /// any server.
     overrides: HashMap<String, Vec<IpAddr>>,
 }
 

@@ -136,6 +136,13 @@ impl Dnsmasq {
         let dir = tempfile::tempdir().unwrap();
         let hosts = dir.path().join("hosts");
         std::fs::write(&hosts, HOSTS).unwrap();
+        // Over 1232 bytes: the upstream truncates it over UDP and hickory retries over TCP.
+        let huge = format!(
+            "huge.test,{}",
+            ["a", "b", "c", "d", "e", "f", "g"]
+                .map(|c| format!("\"{}\"", c.repeat(250)))
+                .join(",")
+        );
         let big = format!(
             "big.test,{}",
             ["x", "y", "z"]
@@ -162,6 +169,7 @@ impl Dnsmasq {
                 .arg(format!("--port={port}"))
                 .arg(format!("--addn-hosts={}", hosts.display()))
                 .arg(format!("--txt-record={big}"))
+                .arg(format!("--txt-record={huge}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -238,9 +246,16 @@ impl Blocklab {
                 keep.lock().unwrap().push(line);
             }
         });
-        let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+        // Owned from here on, so a failing start still kills the child.
+        let mut gw = Blocklab {
+            child,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            log: Arc::clone(&log),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while udp.len() < listeners || tcp.len() < listeners {
+        while gw.udp.len() < listeners || gw.tcp.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 panic!(
@@ -251,19 +266,13 @@ impl Blocklab {
             if let Some(addr) = line.split("addr=").nth(1) {
                 let addr: SocketAddr = addr.trim().parse().unwrap();
                 if line.contains("dns/udp") {
-                    udp.push(addr);
+                    gw.udp.push(addr);
                 } else if line.contains("dns/tcp") {
-                    tcp.push(addr);
+                    gw.tcp.push(addr);
                 }
             }
         }
-        Blocklab {
-            child,
-            udp,
-            tcp,
-            log,
-            _dir: dir,
-        }
+        gw
     }
 
     /// The lab gateway: [`LAB_RULES`], 127.0.0.1 mapped to `lab`, upstream `up`.
@@ -621,6 +630,7 @@ fn udp_and_tcp_over_ipv4_and_ipv6() {
         gw.udp
     );
     for (&u, &t) in gw.udp.iter().zip(&gw.tcp) {
+        assert_eq!(u, t, "UDP and TCP share the address and port");
         assert_eq!(
             dig(u, &["allowed.test", "+notcp"]).answers,
             ["198.51.100.7"],
@@ -661,6 +671,18 @@ fn truncation_and_edns_payload_size() {
     let r = dig(gw.udp(), &["big.test", "TXT", "+noedns"]);
     assert_eq!(r.answers.len(), 1, "{}", r.raw);
     assert!(r.raw.contains("(TCP)"), "{}", r.raw);
+    // An answer the upstream can only give over TCP (1.8 kB) arrives whole over TCP, and
+    // over UDP when the client's EDNS size allows it.
+    let h = dig(gw.tcp[0], &["huge.test", "TXT", "+tcp"]);
+    assert_eq!(
+        (h.status.as_str(), h.answers.len()),
+        ("NOERROR", 1),
+        "{}",
+        h.raw
+    );
+    assert!(h.raw.contains("MSG SIZE  rcvd: 18"), "{}", h.raw);
+    let h = dig(gw.udp(), &["huge.test", "TXT", "+bufsize=4096", "+ignore"]);
+    assert_eq!(h.answers.len(), 1, "{}", h.raw);
     // A query without EDNS gets no OPT record back.
     assert!(!dig(gw.udp(), &["allowed.test", "+noedns"])
         .raw
@@ -797,6 +819,8 @@ fn answers_are_cached_by_ttl_and_a_dead_upstream_means_servfail() {
 fn sigterm_stops_the_gateway_cleanly() {
     let up = Dnsmasq::start();
     let mut gw = Blocklab::lab(&up, "2022-03-10");
+    // A gateway that is serving (signal handlers are installed before the listeners bind).
+    assert_eq!(dig(gw.udp(), &["allowed.test"]).answers, ["198.51.100.7"]);
     let ok = Command::new("kill")
         .args(["-TERM", &gw.child.id().to_string()])
         .status()

@@ -32,6 +32,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the VPN detectors over pcap/pcapng files and report precision and recall.
     Experiment(crate::experiment::Args),
+    /// Measure what a network blocks, classified like OONI's Web Connectivity (or --report).
+    Probe(crate::probe::Args),
 }
 
 /// `blocklab serve`.
@@ -52,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Rules(c) => rules::run(c),
         Command::Serve(a) => serve(a),
         Command::Experiment(a) => crate::experiment::run(a),
+        Command::Probe(a) => crate::probe::run(a),
     }
 }
 

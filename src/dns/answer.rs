@@ -6,7 +6,8 @@
 //! the policy about the question name, and either enact the rule's DNS technique or look in
 //! the cache. A name blocked only at other layers (e.g. `tls-reset`) resolves normally, as it
 //! did for the real censor. What the cache lacks becomes a [`Pending`] query that
-//! [`Frontend::answer_later`] sends upstream. Every answer relayed, cached or fresh, is screened:
+//! [`Frontend::answer_later`] sends upstream (at most [`MAX_PENDING`] at once; beyond that,
+//! SERVFAIL). Every answer relayed, cached or fresh, is screened:
 //! a CNAME target or an A/AAAA address that the policy blocks with a DNS technique blocks the
 //! whole answer with that rule's technique. Each query runs in a `dns` tracing span
 //! (`client.addr`, `client.jurisdiction`, `dns.qname`, `dns.qtype`) and its decision is one
@@ -21,6 +22,7 @@ use arc_swap::Guard;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record, RecordType};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{field, Instrument, Span};
 
 use super::cache::Cache;
@@ -34,6 +36,9 @@ use crate::serve::Gateway;
 
 /// TTL of the records of a `dns-blockpage` answer.
 pub const BLOCKPAGE_TTL: u32 = 300;
+/// Queries waiting for the upstream at once; more are answered SERVFAIL at once, so a flood
+/// of uncached names cannot pile up tasks and memory.
+pub const MAX_PENDING: usize = 4096;
 
 /// The transport a query came over (it bounds the response size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +82,7 @@ pub struct Pending {
     at: At,
     limit: usize,
     span: Span,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The DNS frontend's shared state: the gateway (policy, upstream, metrics) and the cache.
@@ -84,6 +90,7 @@ pub struct Pending {
 pub struct Frontend {
     gw: Arc<Gateway>,
     cache: Cache,
+    pending: Arc<Semaphore>,
 }
 
 impl Frontend {
@@ -92,6 +99,7 @@ impl Frontend {
         Frontend {
             gw,
             cache: Cache::new(cache_size),
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
         }
     }
 
@@ -206,6 +214,16 @@ impl Frontend {
             };
         }
         Metrics::inc(&self.gw.metrics.cache_misses);
+        let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
+            Metrics::inc(&self.gw.metrics.upstream_errors);
+            self.gw.record("dns", client, &key, &decision, None);
+            tracing::debug!(
+                max = MAX_PENDING,
+                "too many queries upstream; answering SERVFAIL"
+            );
+            let fail = ResponseCode::ServFail;
+            return Step::Reply(wire::encode(&req.head, fail, &[], &[], limit));
+        };
         drop(entered);
         Step::Upstream(Box::new(Pending {
             req,
@@ -217,6 +235,7 @@ impl Frontend {
             at,
             limit,
             span,
+            _permit: permit,
         }))
     }
 
@@ -367,4 +386,94 @@ fn blockpage_records(req: &Request, addrs: &[IpAddr]) -> Vec<Record> {
         })
         .map(|rdata| Record::from_rdata(req.name.clone(), BLOCKPAGE_TTL, rdata))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+    use std::sync::atomic::Ordering;
+
+    /// A frontend on the shipped rules at 2022-03-10, only 127.0.0.2 mapped (to `ru`), and an
+    /// upstream that nothing here may need (port 9, discard).
+    fn frontend() -> Frontend {
+        let text = "date = \"2022-03-10\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"ru\"\n[dns]\nlisten = []\nupstream = [\"127.0.0.1:9\"]\n";
+        let config = Config::from_str("t.toml", text).unwrap();
+        let policy = config.compile_policy().unwrap();
+        Frontend::new(Gateway::new(config, policy).unwrap(), 100)
+    }
+
+    fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(77).set_recursion_desired(true);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        m.to_vec().unwrap()
+    }
+
+    fn count(c: &std::sync::atomic::AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn unmapped_clients_are_refused_and_counted() {
+        let f = frontend();
+        let stranger: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let bytes = f
+            .answer(
+                stranger,
+                &query("example.org.", RecordType::A),
+                Transport::Udp,
+            )
+            .await;
+        let m = Message::from_vec(&bytes.unwrap()).unwrap();
+        assert_eq!((m.id(), m.response_code()), (77, ResponseCode::Refused));
+        assert!(m.answers().is_empty());
+        assert_eq!(count(&f.metrics().refused_clients), 1);
+        assert_eq!(
+            count(&f.metrics().cache_misses),
+            0,
+            "nothing was sent upstream"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_upstream_queue_answers_servfail_at_once() {
+        let f = frontend();
+        let _all = Arc::clone(&f.pending)
+            .try_acquire_many_owned(MAX_PENDING as u32)
+            .unwrap();
+        let client: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let q = query("allowed.example.", RecordType::A);
+        let Step::Reply(bytes) = f.answer_now(client, &q, Transport::Udp) else {
+            panic!("must not wait for the upstream");
+        };
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+        assert_eq!(count(&f.metrics().upstream_errors), 1);
+    }
+
+    #[tokio::test]
+    async fn blocked_names_are_answered_without_the_upstream_and_malformed_counted() {
+        let f = frontend();
+        let client: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let bytes = f
+            .answer(
+                client,
+                &query("www.LinkedIn.com.", RecordType::A),
+                Transport::Tcp,
+            )
+            .await;
+        let m = Message::from_vec(&bytes.unwrap()).unwrap();
+        assert_eq!(m.answers().len(), 1);
+        assert_eq!(m.answers()[0].data().to_string(), "95.167.13.50");
+        assert_eq!(f.answer(client, &[0u8; 5], Transport::Udp).await, None);
+        assert_eq!(count(&f.metrics().malformed), 1);
+        assert_eq!(count(&f.metrics().dns_queries), 2);
+        assert!(
+            f.metrics().render().contains("ru-linkedin"),
+            "the decision is counted by rule"
+        );
+    }
 }

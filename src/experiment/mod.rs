@@ -1,0 +1,266 @@
+//! `blocklab experiment`: runs every detector over the flows of pcap/pcapng files and scores
+//! them against ground-truth labels (DESIGN.md, "VPN detection experiments").
+//!
+//! [`pcap`] reads the captures (format by magic number) and decodes frames to UDP/TCP,
+//! [`flows`] groups packets into bidirectional flows and classifies each as it grows, and
+//! [`report`] scores the detectors (precision, recall, F1, packets-to-decision, throughput)
+//! and writes `flows.jsonl`, `report.json`, `report.md` and `chart.svg` into `--out`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use crate::detect::{self, endpoints::Endpoints};
+
+pub mod flows;
+pub mod pcap;
+pub mod report;
+
+use report::{FlowLine, Labels, Report, RunStats};
+
+/// `blocklab experiment`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Capture files (pcap or pcapng, recognised by content).
+    #[arg(required = true)]
+    pub pcaps: Vec<PathBuf>,
+    /// Ground truth: CSV lines `file,label` or `file,server,label` (`server` as ip:port or
+    /// *:port); unlabelled flows are `none`.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Detectors to run, comma-separated (default: wireguard, openvpn, ike, pptp,
+    /// fully-encrypted, and endpoints when `--endpoints` is given).
+    #[arg(long, value_delimiter = ',')]
+    pub detectors: Vec<String>,
+    /// Output directory (created if missing).
+    #[arg(long, default_value = "experiment-out")]
+    pub out: PathBuf,
+    /// Known VPN server networks for the `endpoints` detector (a `cidrs` list file).
+    #[arg(long)]
+    pub endpoints: Option<PathBuf>,
+    /// UDP flow idle timeout, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub udp_timeout: u64,
+    /// Do not print progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Why an experiment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExperimentError {
+    /// Bad labels or endpoints file.
+    #[error("{0}")]
+    Input(#[from] crate::rules::RulesError),
+    /// Unknown detector name.
+    #[error("{0}")]
+    Detector(#[from] detect::UnknownDetector),
+    /// A capture could not be read.
+    #[error("{path}: {message}")]
+    Capture {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// An output file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The scored report.
+    pub report: Report,
+    /// Every flow.
+    pub flows: Vec<FlowLine>,
+    /// Captures that ended early (truncated or corrupt), with the reason; their flows up to
+    /// that point are included.
+    pub warnings: Vec<String>,
+}
+
+/// Runs the experiment and writes its files; `progress` receives progress lines.
+pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome, ExperimentError> {
+    let labels = match &args.labels {
+        Some(p) => Some(load_labels(p)?),
+        None => None,
+    };
+    let endpoints = match &args.endpoints {
+        Some(p) => Endpoints::load(p)?,
+        None => Endpoints::default(),
+    };
+    let detectors = if args.detectors.is_empty() {
+        // Without a list the endpoints detector cannot fire: leave it out of the scores.
+        let no_list = endpoints.is_empty();
+        let mut all = detect::standard(endpoints);
+        all.retain(|d| !(no_list && d.name() == "endpoints"));
+        all
+    } else {
+        detect::select(&args.detectors, endpoints)?
+    };
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    let mut warnings = Vec::new();
+    let mut packets = 0u64;
+    let mut files = Vec::new();
+    let mut cost_ns = vec![0; detectors.len()];
+    let mut calls = vec![0; detectors.len()];
+    let mut bytes = Vec::new();
+    for path in &args.pcaps {
+        let shown = path.display().to_string();
+        let name = path
+            .file_name()
+            .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned());
+        // One buffer for all files: no fresh pages to fault in for every capture.
+        bytes.clear();
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+            .map_err(|e| ExperimentError::Capture {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+        let reader = pcap::Reader::new(&bytes).map_err(|e| ExperimentError::Capture {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let mut table = flows::FlowTable::new(&detectors);
+        table.udp_timeout_ns = args.udp_timeout.saturating_mul(1_000_000_000);
+        let file_start = Instant::now();
+        let mut last_report = Instant::now();
+        let mut n = 0u64;
+        for frame in reader {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    warnings.push(format!("{shown}: {e} (flows up to there are kept)"));
+                    break;
+                }
+            };
+            n += 1;
+            if let Some(d) = pcap::decode(frame.link, frame.data) {
+                table.push(frame.ts_ns, &d);
+            }
+            if n % 4096 == 0 && last_report.elapsed().as_secs_f64() >= 1.0 {
+                last_report = Instant::now();
+                progress(&format!(
+                    "{name}: {n} packets, {} flows, {:.0} packets/s",
+                    table.flows(),
+                    n as f64 / file_start.elapsed().as_secs_f64().max(1e-9)
+                ));
+            }
+        }
+        let recs = table.finish_all();
+        for (i, (c, k)) in table.cost_ns.iter().zip(&table.calls).enumerate() {
+            cost_ns[i] += c;
+            calls[i] += k;
+        }
+        progress(&format!(
+            "{name}: {n} packets, {} flows, {:.0} packets/s",
+            recs.len(),
+            n as f64 / file_start.elapsed().as_secs_f64().max(1e-9)
+        ));
+        packets += n;
+        lines.extend(
+            recs.iter()
+                .map(|r| FlowLine::new(&name, r, labels.as_ref())),
+        );
+        files.push(name);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let run = RunStats {
+        files,
+        packets,
+        seconds,
+        detectors: detectors.iter().map(|d| d.name()).collect(),
+        cost_ns,
+        calls,
+    };
+    let report = Report::build(&run, &lines, labels.is_some());
+    write_outputs(&args.out, &lines, &report)?;
+    Ok(Outcome {
+        report,
+        flows: lines,
+        warnings,
+    })
+}
+
+fn load_labels(p: &Path) -> Result<Labels, ExperimentError> {
+    let shown = p.display().to_string();
+    let text = std::fs::read_to_string(p).map_err(|e| {
+        crate::rules::RulesError::single(crate::rules::Diagnostic::file(
+            &shown,
+            format!("cannot read: {e}"),
+        ))
+    })?;
+    Ok(Labels::parse(&shown, &text)?)
+}
+
+fn write_outputs(dir: &Path, lines: &[FlowLine], report: &Report) -> Result<(), ExperimentError> {
+    let werr = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| ExperimentError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(werr(dir))?;
+    let mut jsonl = Vec::new();
+    for l in lines {
+        serde_json::to_writer(&mut jsonl, l).map_err(|e| ExperimentError::Write {
+            path: "flows.jsonl".into(),
+            source: e.into(),
+        })?;
+        jsonl.push(b'\n');
+    }
+    let json = serde_json::to_vec_pretty(report).map_err(|e| ExperimentError::Write {
+        path: "report.json".into(),
+        source: e.into(),
+    })?;
+    for (name, bytes) in [
+        ("flows.jsonl", jsonl),
+        ("report.json", json),
+        ("report.md", report.markdown().into_bytes()),
+        ("chart.svg", report.svg().into_bytes()),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).map_err(werr(&p))?;
+    }
+    Ok(())
+}
+
+/// Runs the experiment from the command line: progress on stderr, summary on stdout.
+pub fn run(args: Args) -> ExitCode {
+    let quiet = args.quiet;
+    let mut progress = |s: &str| {
+        if !quiet {
+            eprintln!("{s}");
+        }
+    };
+    match experiment(&args, &mut progress) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = write!(stdout, "{}", out.report.table());
+            let _ = writeln!(
+                stdout,
+                "wrote {}/{{flows.jsonl,report.json,report.md,chart.svg}}",
+                args.out.display()
+            );
+            for w in &out.warnings {
+                eprintln!("warning: {w}");
+            }
+            if out.warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("blocklab experiment: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

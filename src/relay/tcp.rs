@@ -1,0 +1,125 @@
+//! The TCP relay: each accepted connection is spliced to a new connection to `forward`; the
+//! bytes of each read are one packet for the detectors.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tracing::Instrument as _;
+
+use super::inspect::{Fate, Inspector};
+use crate::config::RelaySection;
+use crate::detect::{Detector, Dir, Transport};
+use crate::serve::{Gateway, StartError};
+
+/// Binds the relay and spawns its accept loop.
+pub async fn start(
+    gw: Arc<Gateway>,
+    r: RelaySection,
+    detectors: Arc<[Box<dyn Detector>]>,
+) -> Result<JoinHandle<()>, StartError> {
+    let bind_err = |source| StartError::Bind {
+        addr: r.listen,
+        what: "relay/tcp",
+        source,
+    };
+    let listener = TcpListener::bind(r.listen).await.map_err(bind_err)?;
+    let local = listener.local_addr().map_err(bind_err)?;
+    crate::serve::announce("relay/tcp", local);
+    let span = tracing::info_span!("relay", relay.listen = %local, relay.protocol = "tcp");
+    Ok(tokio::spawn(
+        async move {
+            loop {
+                let (conn, client) = match listener.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let Some(j) = gw.policy().jurisdiction_for(client.ip()) else {
+                    tracing::warn!(client = %client, "relay: client not in any [[clients]] network; refused");
+                    drop(conn);
+                    continue;
+                };
+                let inspector = Inspector::new(Arc::clone(&detectors), Transport::Tcp, client, r.forward, j, r.mode);
+                let span = tracing::info_span!("flow", client.addr = %client);
+                tokio::spawn(splice(Arc::clone(&gw), conn, r.forward, inspector).instrument(span));
+            }
+        }
+        .instrument(span),
+    ))
+}
+
+async fn splice(
+    gw: Arc<Gateway>,
+    mut client: TcpStream,
+    forward: std::net::SocketAddr,
+    mut inspector: Inspector,
+) {
+    let mut server = match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        TcpStream::connect(forward),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, forward = %forward, "relay: cannot connect to the forward address");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(forward = %forward, "relay: connect to the forward address timed out");
+            return;
+        }
+    };
+    let (mut cbuf, mut sbuf) = (vec![0u8; 16384], vec![0u8; 16384]);
+    let (mut c_open, mut s_open) = (true, true);
+    while c_open || s_open {
+        let (dir, n) = tokio::select! {
+            r = client.read(&mut cbuf), if c_open => (Dir::ToServer, r),
+            r = server.read(&mut sbuf), if s_open => (Dir::ToClient, r),
+        };
+        let n = match n {
+            Ok(0) | Err(_) => {
+                // Half-close: pass the FIN on.
+                match dir {
+                    Dir::ToServer => {
+                        c_open = false;
+                        let _ = server.shutdown().await;
+                    }
+                    Dir::ToClient => {
+                        s_open = false;
+                        let _ = client.shutdown().await;
+                    }
+                }
+                continue;
+            }
+            Ok(n) => n,
+        };
+        let data = match dir {
+            Dir::ToServer => &cbuf[..n],
+            Dir::ToClient => &sbuf[..n],
+        };
+        let fate = inspector.on_packet(dir, data, &gw.policy(), gw.at(), Instant::now());
+        let out = match dir {
+            Dir::ToServer => &mut server,
+            Dir::ToClient => &mut client,
+        };
+        match fate {
+            Fate::Forward => {}
+            Fate::Delay(d) => tokio::time::sleep(d).await,
+            Fate::Discard => continue,
+            Fate::Reset => {
+                let _ = client.set_zero_linger();
+                let _ = server.set_zero_linger();
+                return; // dropping both sockets with zero linger sends RST
+            }
+        }
+        if out.write_all(data).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `blocklab experiment` end to end, through the real binary, on the shared OpenVPN captures
+//! (`../shared/data/pcaps/openvpn/`: flows on port 1194 are OpenVPN, everything else and all of
+//! `non-vpn.pcap` is not).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use blocklab::experiment::pcap::{self, write};
+use serde_json::Value;
+
+fn shared() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pcaps/openvpn");
+    assert!(
+        dir.join("udp.pcap").exists(),
+        "shared captures missing at {}",
+        dir.display()
+    );
+    dir
+}
+
+const CAPTURES: [&str; 5] = [
+    "non-vpn.pcap",
+    "tcp-tls.pcap",
+    "tcp.pcap",
+    "udp-tls.pcap",
+    "udp.pcap",
+];
+
+fn labels(dir: &Path) -> PathBuf {
+    let p = dir.join("labels.csv");
+    let mut text = String::from("file,server,label\n");
+    for f in ["udp.pcap", "tcp.pcap", "udp-tls.pcap", "tcp-tls.pcap"] {
+        text.push_str(&format!("{f},*:1194,openvpn\n"));
+    }
+    text.push_str("non-vpn.pcap,none\n");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .arg("experiment")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn score<'a>(report: &'a Value, detector: &str) -> &'a Value {
+    if detector == "any-vpn" {
+        return &report["overall"];
+    }
+    report["detectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["detector"] == detector)
+        .unwrap()
+}
+
+#[test]
+fn shared_openvpn_captures_full_recall_and_no_false_positive() {
+    let dir = shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let labels = labels(tmp.path());
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--labels".as_ref(),
+        labels.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
+    let paths: Vec<PathBuf> = CAPTURES.iter().map(|c| dir.join(c)).collect();
+    args.extend(paths.iter().map(|p| p.as_os_str()));
+    let o = run(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("packets/s"), "summary table: {stdout}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("udp.pcap: 772 packets"),
+        "progress lines"
+    );
+
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let ovpn = score(&report, "openvpn");
+    assert!(ovpn["recall"].as_f64().unwrap() >= 0.95, "{ovpn}");
+    assert_eq!(ovpn["tp"], 4, "one OpenVPN flow per capture");
+    for d in ["openvpn", "wireguard", "ike", "pptp", "any-vpn"] {
+        assert_eq!(
+            score(&report, d)["fp"],
+            0,
+            "{d} false positives: {}",
+            score(&report, d)
+        );
+    }
+    assert!(score(&report, "any-vpn")["recall"].as_f64().unwrap() >= 0.95);
+
+    // flows.jsonl: one object per flow, in the documented shape.
+    let flows: Vec<Value> = std::fs::read_to_string(out.join("flows.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(flows.len() as u64, report["flows"].as_u64().unwrap());
+    let udp = flows
+        .iter()
+        .find(|f| f["file"] == "udp-tls.pcap" && f["server"] == "10.3.0.222:1194")
+        .unwrap();
+    assert_eq!(udp["proto"], "udp");
+    assert_eq!(udp["client"], "10.3.0.40:44020");
+    assert_eq!(
+        (&udp["verdict"], &udp["detector"], &udp["decided_after"]),
+        (&"openvpn".into(), &"openvpn".into(), &2.into())
+    );
+    assert_eq!(udp["label"], "openvpn");
+    assert_eq!(udp["packets"], 549);
+    let dns = flows
+        .iter()
+        .find(|f| f["file"] == "udp.pcap" && f["server"].as_str().unwrap().ends_with(":53"))
+        .unwrap();
+    assert_eq!(
+        (&dns["verdict"], &dns["label"]),
+        (&Value::Null, &"none".into())
+    );
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("](chart.svg)") && md.contains("| openvpn |"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(out.join("chart.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("openvpn"));
+}
+
+#[test]
+fn pcapng_and_linux_sll_copies_without_extension_give_the_same_verdicts() {
+    let dir = shared();
+    let bytes = std::fs::read(dir.join("udp-tls.pcap")).unwrap();
+    let frames: Vec<(u64, Vec<u8>)> = pcap::Reader::new(&bytes)
+        .unwrap()
+        .map(|f| {
+            let f = f.unwrap();
+            (f.ts_ns / 1000, f.data.to_vec())
+        })
+        .collect();
+    // Ethernet -> Linux cooked capture: drop the MAC header, keep the ethertype.
+    let sll: Vec<(u64, Vec<u8>)> = frames
+        .iter()
+        .map(|(t, f)| (*t, write::sll(u16::from_be_bytes([f[12], f[13]]), &f[14..])))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let ng = tmp.path().join("capture-ng");
+    std::fs::write(&ng, write::pcapng(113, &sll)).unwrap();
+    let out = tmp.path().join("out");
+    let o = run(&[
+        "--quiet".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        ng.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
+    let hit: Vec<&str> = flows
+        .lines()
+        .filter(|l| l.contains("\"verdict\":\"openvpn\""))
+        .collect();
+    assert_eq!(hit.len(), 1, "{flows}");
+    assert!(
+        hit[0].contains("\"server\":\"10.3.0.222:1194\"") && hit[0].contains("\"decided_after\":2"),
+        "{}",
+        hit[0]
+    );
+}
+
+#[test]
+fn bad_inputs_fail_with_a_located_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notpcap = tmp.path().join("x.pcap");
+    std::fs::write(&notpcap, b"GIF89a not a capture").unwrap();
+    let o = run(&[
+        "--out".as_ref(),
+        tmp.path().join("o").as_os_str(),
+        notpcap.as_os_str(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a pcap or pcapng file"));
+
+    let bad = tmp.path().join("labels.csv");
+    std::fs::write(&bad, "udp.pcap,openvpn\nudp.pcap,1194,openvpn\n").unwrap();
+    let cap = shared().join("udp.pcap");
+    let o = run(&["--labels".as_ref(), bad.as_os_str(), cap.as_os_str()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("labels.csv:2:1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let o = run(&[
+        "--detectors".as_ref(),
+        "openvpn,tor".as_ref(),
+        cap.as_os_str(),
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown detector `tor`"));
+}

@@ -1,0 +1,665 @@
+//! Live relays with real OpenVPN (Debian's `openvpn`, a throw-away test PKI made with the
+//! `openssl` CLI, `--dev null`, loopback only) through `blocklab serve`: the handshake passes
+//! in `observe` mode, and in `enforce` mode for an `ru` client the flow is cut after the
+//! handshake at 2023-09-01 (rule `ru-vpn-2023`) but not at 2023-01-01.
+//! These tests fail (not skip) when `openvpn` or `openssl` is missing: `.ci/run` installs them.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Kills the child when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tool(name: &str) -> String {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/sbin",
+        "/usr/local/bin",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("required tool `{name}` is missing (Debian package `{name}`; .ci/run installs it)");
+}
+
+/// A CA and server/client certificates (P-256), made with the openssl CLI.
+fn pki(dir: &Path) {
+    let openssl = tool("openssl");
+    let run = |args: &[&str]| {
+        let o = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=blocklab-test-ca",
+    ]);
+    for n in ["server", "client"] {
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{n}.key"),
+            "-out",
+            &format!("{n}.csr"),
+            "-subj",
+            &format!("/CN={n}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{n}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{n}.crt"),
+            "-days",
+            "2",
+        ]);
+    }
+}
+
+fn free_port(udp: bool) -> u16 {
+    if udp {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+}
+
+/// Starts `blocklab serve` and returns it, the relay's bound address, and its log lines.
+fn gateway(dir: &Path, config: &str, listener: &str) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
+    let cfg = dir.join(format!("blocklab-{}.toml", free_port(true)));
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line.replace('"', ""));
+        }
+    });
+    // Generous: debug builds under a loaded machine compile the shipped rules slowly.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("gateway did not announce its relay");
+        if line.contains("listening") && line.contains(&format!("listener={listener}")) {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            return (proc, addr.parse().unwrap(), rx);
+        }
+    }
+}
+
+fn openvpn(dir: &Path, args: &[String]) -> (Proc, mpsc::Receiver<String>) {
+    let mut child = Command::new(tool("openvpn"))
+        .args([
+            "--dev",
+            "null",
+            "--verb",
+            "3",
+            "--ca",
+            "ca.crt",
+            "--hand-window",
+            "60",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        let _ = tx.send(rest);
+    });
+    (Proc(child), rx)
+}
+
+/// Waits up to `within` for a line containing `needle`; returns all lines read.
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> (bool, String) {
+    let deadline = Instant::now() + within;
+    let mut seen = String::new();
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.contains(needle) {
+            return (true, seen);
+        }
+    }
+    (false, seen)
+}
+
+struct Case {
+    /// The OpenVPN client completed its TLS handshake and data-channel setup.
+    connected: bool,
+    /// The gateway's `vpn verdict` log line.
+    verdict: String,
+    client_log: String,
+}
+
+/// One OpenVPN session through a relay: `udp` or `tcp`, `observe` or `enforce`, at `date`.
+/// `patience`: how long to wait for the tunnel (long when it should come up, short when the
+/// relay should cut it; the cut is shown by the verdict line, not by the wait).
+fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Case {
+    let server_port = free_port(udp);
+    let proto = if udp { "udp" } else { "tcp" };
+    let config = format!(
+        "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"127.0.0.1:{server_port}\"\nprotocol = \"{proto}\"\nmode = \"{mode}\"\n"
+    );
+    let (_server, _srx) = openvpn(
+        dir,
+        &[
+            "--proto".into(),
+            if udp {
+                "udp".into()
+            } else {
+                "tcp-server".into()
+            },
+            "--local".into(),
+            "127.0.0.1".into(),
+            "--lport".into(),
+            server_port.to_string(),
+            "--tls-server".into(),
+            "--dh".into(),
+            "none".into(),
+            "--cert".into(),
+            "server.crt".into(),
+            "--key".into(),
+            "server.key".into(),
+        ],
+    );
+    let (_gw, relay, glog) = gateway(dir, &config, &format!("relay/{proto}"));
+    std::thread::sleep(Duration::from_millis(500)); // let the OpenVPN server bind
+    let (_client, crx) = openvpn(
+        dir,
+        &[
+            "--proto".into(),
+            if udp {
+                "udp".into()
+            } else {
+                "tcp-client".into()
+            },
+            "--remote".into(),
+            relay.ip().to_string(),
+            relay.port().to_string(),
+            "--nobind".into(),
+            "--tls-client".into(),
+            "--connect-retry".into(),
+            "1".into(),
+            "--cert".into(),
+            "client.crt".into(),
+            "--key".into(),
+            "client.key".into(),
+        ],
+    );
+    let (connected, client_log) = wait_for(&crx, "Initialization Sequence Completed", patience);
+    let (_, glines) = wait_for(&glog, "vpn verdict", Duration::from_secs(10));
+    let verdict = glines
+        .lines()
+        .find(|l| l.contains("vpn verdict"))
+        .unwrap_or_default()
+        .to_string();
+    Case {
+        connected,
+        verdict,
+        client_log,
+    }
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    dir
+}
+
+fn check(dir: PathBuf, udp: bool) {
+    let (pass, cut) = (Duration::from_secs(60), Duration::from_secs(12));
+    let (observe, enforce_2023_09, enforce_2023_01) = std::thread::scope(|s| {
+        let a = s.spawn(|| case(&dir, udp, "observe", "2023-09-01", pass));
+        let b = s.spawn(|| case(&dir, udp, "enforce", "2023-09-01", cut));
+        let c = s.spawn(|| case(&dir, udp, "enforce", "2023-01-01", pass));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    assert!(
+        observe.connected,
+        "observe must pass the tunnel:\n{}",
+        observe.client_log
+    );
+    assert!(
+        observe.verdict.contains("verdict=openvpn")
+            && observe.verdict.contains("action=forward")
+            && observe.verdict.contains("mode=observe"),
+        "{}",
+        observe.verdict
+    );
+    assert!(
+        observe.verdict.contains("jurisdiction=ru"),
+        "{}",
+        observe.verdict
+    );
+
+    assert!(
+        !enforce_2023_09.connected,
+        "enforce at 2023-09-01 must cut the tunnel:\n{}",
+        enforce_2023_09.client_log
+    );
+    assert!(
+        enforce_2023_09.verdict.contains("verdict=openvpn")
+            && enforce_2023_09.verdict.contains("action=drop"),
+        "{}",
+        enforce_2023_09.verdict
+    );
+    assert!(
+        enforce_2023_09.verdict.contains("vpn_rule=ru-vpn-2023"),
+        "{}",
+        enforce_2023_09.verdict
+    );
+
+    assert!(
+        enforce_2023_01.connected,
+        "no RU OpenVPN rule before 2023-08-07:\n{}",
+        enforce_2023_01.client_log
+    );
+    assert!(
+        enforce_2023_01.verdict.contains("verdict=openvpn")
+            && enforce_2023_01.verdict.contains("action=forward"),
+        "{}",
+        enforce_2023_01.verdict
+    );
+}
+
+#[test]
+fn real_openvpn_over_udp_relay_observe_and_enforce_by_date() {
+    let dir = setup();
+    check(dir.path().to_path_buf(), true);
+}
+
+#[test]
+fn real_openvpn_over_tcp_relay_observe_and_enforce_by_date() {
+    let dir = setup();
+    check(dir.path().to_path_buf(), false);
+}
+
+#[test]
+fn unmapped_clients_get_nothing_relayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    target
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let config = format!(
+        "[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n",
+        target.local_addr().unwrap()
+    );
+    let (_gw, relay, _log) = gateway(dir.path(), &config, "relay/udp");
+    let mut buf = [0u8; 64];
+    let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
+    outside.send_to(b"hello", relay).unwrap();
+    assert!(
+        target.recv_from(&mut buf).is_err(),
+        "a client outside [[clients]] was relayed"
+    );
+    let inside = UdpSocket::bind("127.0.0.2:0").unwrap();
+    inside.send_to(b"hello", relay).unwrap();
+    let (n, _) = target
+        .recv_from(&mut buf)
+        .expect("a mapped client is relayed");
+    assert_eq!(&buf[..n], b"hello");
+}
+
+/// A real WireGuard peer pair (boringtun) talking through a UDP relay.
+mod wireguard {
+    use super::*;
+    use boringtun::noise::{Tunn, TunnResult};
+    use boringtun::x25519::{PublicKey, StaticSecret};
+
+    /// A minimal IPv4/UDP packet for the tunnel (boringtun checks the inner IP header).
+    fn inner_packet() -> Vec<u8> {
+        let payload = b"through the tunnel";
+        let total = (20 + 8 + payload.len()) as u16;
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
+        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(payload);
+        p
+    }
+
+    struct Outcome {
+        handshake: bool,
+        data: bool,
+        verdict: String,
+    }
+
+    fn session(dir: &Path, mode: &str, date: &str) -> Outcome {
+        let (ck, sk) = (
+            StaticSecret::from([0x11; 32]),
+            StaticSecret::from([0x22; 32]),
+        );
+        let mut client = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 1, None);
+        let mut server = Tunn::new(sk, PublicKey::from(&ck), None, None, 2, None);
+        let ssock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ssock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let config = format!(
+            "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\nmode = \"{mode}\"\n",
+            ssock.local_addr().unwrap()
+        );
+        let (_gw, relay, glog) = gateway(dir, &config, "relay/udp");
+        let (tx, rx) = mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = std::sync::Arc::clone(&stop);
+        let responder = std::thread::spawn(move || {
+            let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = ssock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let mut datagram = &buf[..n];
+                loop {
+                    match server.decapsulate(Some(from.ip()), datagram, &mut out) {
+                        TunnResult::WriteToNetwork(p) => {
+                            ssock.send_to(p, from).unwrap();
+                        }
+                        TunnResult::WriteToTunnelV4(p, _) => {
+                            let _ = tx.send(p.to_vec());
+                            break;
+                        }
+                        _ => break,
+                    }
+                    datagram = &[]; // flush queued packets
+                }
+            }
+        });
+        let csock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        csock
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+        match client.format_handshake_initiation(&mut out, false) {
+            TunnResult::WriteToNetwork(p) => {
+                assert_eq!(p.len(), 148, "a real initiation is 148 bytes");
+                csock.send_to(p, relay).unwrap();
+            }
+            other => panic!("no handshake initiation: {other:?}"),
+        }
+        let mut handshake = false;
+        if let Ok((n, _)) = csock.recv_from(&mut buf) {
+            assert_eq!(n, 92, "a real response is 92 bytes");
+            if let TunnResult::WriteToNetwork(p) = client.decapsulate(None, &buf[..n], &mut out) {
+                csock.send_to(p, relay).unwrap(); // keepalive confirming the session
+            }
+            handshake = true;
+        }
+        let mut data = false;
+        if handshake {
+            if let TunnResult::WriteToNetwork(p) = client.encapsulate(&inner_packet(), &mut out) {
+                csock.send_to(p, relay).unwrap();
+            }
+            data = rx
+                .recv_timeout(Duration::from_secs(2))
+                .is_ok_and(|p| p == inner_packet());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        responder.join().unwrap();
+        let (_, glines) = wait_for(&glog, "vpn verdict", Duration::from_secs(10));
+        let verdict = glines
+            .lines()
+            .find(|l| l.contains("vpn verdict"))
+            .unwrap_or_default()
+            .to_string();
+        Outcome {
+            handshake,
+            data,
+            verdict,
+        }
+    }
+
+    #[test]
+    fn real_wireguard_handshake_through_udp_relay_observe_and_enforce_by_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (observe, cut_2022, cut_2023, pass_2021) = std::thread::scope(|s| {
+            let a = s.spawn(|| session(d, "observe", "2023-09-01"));
+            let b = s.spawn(|| session(d, "enforce", "2022-01-01"));
+            let c = s.spawn(|| session(d, "enforce", "2023-09-01"));
+            let e = s.spawn(|| session(d, "enforce", "2021-01-01"));
+            (
+                a.join().unwrap(),
+                b.join().unwrap(),
+                c.join().unwrap(),
+                e.join().unwrap(),
+            )
+        });
+        assert!(
+            observe.handshake && observe.data,
+            "observe passes everything: {}",
+            observe.verdict
+        );
+        assert!(
+            observe.verdict.contains("verdict=wireguard")
+                && observe.verdict.contains("rule=handshake"),
+            "{}",
+            observe.verdict
+        );
+        for (o, rule) in [
+            (&cut_2022, "ru-vpn-wireguard-2021"),
+            (&cut_2023, "ru-vpn-2023"),
+        ] {
+            assert!(o.handshake, "the identifying handshake passes");
+            assert!(!o.data, "the tunnel is cut after the handshake ({rule})");
+            assert!(
+                o.verdict.contains("action=drop")
+                    && o.verdict.contains(&format!("vpn_rule={rule}")),
+                "{}",
+                o.verdict
+            );
+        }
+        assert!(
+            pass_2021.handshake && pass_2021.data,
+            "no RU WireGuard rule before 2021-09-01: {}",
+            pass_2021.verdict
+        );
+    }
+}
+
+/// `reset` and `cut-after` from a lab rules file, with a PPTP control connection and a
+/// WireGuard-format UDP flow.
+mod techniques {
+    use super::*;
+    use std::io::Write as _;
+
+    const LAB: &str = r#"[jurisdiction]
+code = "lab"
+name = "Test lab"
+utc_offset = "+00:00"
+
+[[vpn]]
+id = "lab-pptp-reset"
+protocols = ["pptp"]
+since = "2020-01-01"
+technique = "reset"
+
+[[vpn]]
+id = "lab-wireguard-cut"
+protocols = ["wireguard"]
+since = "2020-01-01"
+technique = "cut-after"
+cut_after = 4
+"#;
+
+    fn lab_gateway(
+        dir: &Path,
+        proto: &str,
+        forward: SocketAddr,
+    ) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        std::fs::write(dir.join("rules/lab.toml"), LAB).unwrap();
+        let config = format!(
+            "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{forward}\"\nprotocol = \"{proto}\"\nmode = \"enforce\"\n"
+        );
+        gateway(dir, &config, &format!("relay/{proto}"))
+    }
+
+    #[test]
+    fn reset_technique_sends_rst_after_the_pptp_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = echo.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = echo.accept() {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let (_gw, relay, log) = lab_gateway(dir.path(), "tcp", target);
+        let mut c = std::net::TcpStream::connect(relay).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(&blocklab::detect::pptp::sccrq()).unwrap();
+        // The request passes (it completes the identification); the echoed reply is where
+        // the relay resets both sides.
+        let mut buf = [0u8; 512];
+        let err = c
+            .read(&mut buf)
+            .expect_err("the relay must reset the connection, not deliver the reply");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+        let (_, lines) = wait_for(&log, "vpn verdict", Duration::from_secs(10));
+        let v = lines
+            .lines()
+            .find(|l| l.contains("vpn verdict"))
+            .unwrap_or_default();
+        assert!(
+            v.contains("verdict=pptp")
+                && v.contains("action=reset")
+                && v.contains("vpn_rule=lab-pptp-reset"),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn cut_after_lets_n_packets_of_the_flow_through() {
+        use blocklab::detect::wireguard::build;
+        let dir = tempfile::tempdir().unwrap();
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sink.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let (_gw, relay, log) = lab_gateway(dir.path(), "udp", sink.local_addr().unwrap());
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.send_to(&build::initiation(5, 0x11), relay).unwrap();
+        let mut buf = [0u8; 2048];
+        sink.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (n, from) = sink.recv_from(&mut buf).unwrap();
+        assert_eq!(n, 148);
+        sink.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        sink.send_to(&build::response(6, 5, 0x22), from).unwrap();
+        let (n, _) = c
+            .recv_from(&mut buf)
+            .expect("the identifying response passes");
+        assert_eq!(n, 92);
+        for i in 0..5u64 {
+            c.send_to(&build::transport(6, i, 32, 0x33), relay).unwrap();
+        }
+        let mut got = 0;
+        while sink.recv_from(&mut buf).is_ok() {
+            got += 1;
+        }
+        // cut_after = 4 packets of the flow: initiation, response and two transport messages.
+        assert_eq!(got, 2, "transport messages that passed");
+        let (_, lines) = wait_for(&log, "vpn verdict", Duration::from_secs(10));
+        let v = lines
+            .lines()
+            .find(|l| l.contains("vpn verdict"))
+            .unwrap_or_default();
+        assert!(
+            v.contains("action=cut-after") && v.contains("vpn_rule=lab-wireguard-cut"),
+            "{v}"
+        );
+    }
+}
