@@ -5,6 +5,7 @@
 //! `path:line:column: message`. [`Config::embedded_default`] is what `blocklab serve` runs with
 //! no config: the shipped rules, DNS on 127.0.0.1:5353, loopback mapped to `ru`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,10 @@ pub struct Config {
     pub relay: Vec<RelaySection>,
     /// The admin listener (metrics, health, reload).
     pub admin: Option<AdminSection>,
+    /// `[hosts]`: fixed addresses for names, consulted before the upstream resolver by the
+    /// proxies (`"facebook.com" = ["127.0.0.1"]`), so a lab can point names at its own servers.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Vec<IpAddr>>,
     /// The decision log.
     pub log: Option<LogSection>,
     /// Where the config was read from (set by [`Config::load`]).
@@ -83,6 +88,25 @@ pub struct HttpSection {
     /// Addresses of the forward proxy (plain HTTP + CONNECT).
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Seconds a dropped connection (`tls-drop`, `ip-drop`) is held open before the gateway
+    /// closes it (the client normally gives up first).
+    #[serde(default = "default_hold_secs")]
+    pub hold_secs: u64,
+    /// Seconds an idle client connection (waiting for its next request) is kept open.
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+}
+
+fn default_hold_secs() -> u64 {
+    120
+}
+
+fn default_idle_secs() -> u64 {
+    60
+}
+
+fn default_tls_port() -> u16 {
+    443
 }
 
 /// `[tls]`.
@@ -92,6 +116,38 @@ pub struct TlsSection {
     /// Addresses of the transparent listener.
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Seconds a dropped connection (`tls-drop`, `ip-drop`) is held open before closing.
+    #[serde(default = "default_hold_secs")]
+    pub hold_secs: u64,
+    /// Port to reach a TLS origin on when a connection was not redirected (no original
+    /// destination, e.g. `curl --connect-to`): the origin is then the SNI's address.
+    #[serde(default = "default_tls_port")]
+    pub direct_tls_port: u16,
+    /// UDP addresses of the QUIC relay (the lab router redirects UDP/443 here); QUIC v1
+    /// Initials to names or addresses blocked with `quic-drop` are dropped.
+    #[serde(default)]
+    pub quic_listen: Vec<SocketAddr>,
+    /// Fixed upstream of the QUIC relay; absent = the SNI's address on `direct_quic_port`.
+    pub quic_forward: Option<SocketAddr>,
+    /// Port of the SNI's address the QUIC relay forwards to when `quic_forward` is absent.
+    #[serde(default = "default_tls_port")]
+    pub direct_quic_port: u16,
+    /// TLS interception with a lab CA (off when absent): see [`InterceptSection`].
+    pub intercept: Option<InterceptSection>,
+}
+
+/// `[tls] intercept = { ca_cert, ca_key }`: terminate TLS on the transparent listener with
+/// certificates minted for each SNI by this CA, so URL rules and the 451 page apply to HTTPS.
+/// Only for clients that trust the lab CA; never on by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptSection {
+    /// The lab CA certificate (PEM), relative to the config file.
+    pub ca_cert: PathBuf,
+    /// The lab CA private key (PEM, PKCS#8), relative to the config file.
+    pub ca_key: PathBuf,
+    /// CA certificates (PEM) that origins are verified against; absent = the Mozilla roots.
+    pub upstream_ca: Option<PathBuf>,
 }
 
 /// Transport of a relay.
@@ -359,11 +415,16 @@ forward = "127.0.0.1:51821"
 protocol = "udp"
 [admin]
 listen = "127.0.0.1:9153"
+[hosts]
+"facebook.com" = ["127.0.0.1", "::1"]
 "#;
         let c = Config::from_str("t.toml", text).unwrap();
         assert_eq!(c.date(), Some("2022-03-10".parse().unwrap()));
         assert_eq!(c.client_nets().len(), 2);
         assert_eq!(c.relay[0].protocol, RelayProtocol::Udp);
+        assert_eq!(c.hosts["facebook.com"].len(), 2);
+        assert_eq!(c.http.as_ref().unwrap().hold_secs, 120);
+        assert_eq!(c.tls.as_ref().unwrap().direct_tls_port, 443);
     }
 
     #[test]
@@ -376,6 +437,13 @@ listen = "127.0.0.1:9153"
         let d = &err.diagnostics[0];
         assert_eq!((d.line, d.path.as_str()), (4, "t.toml"), "{err}");
         assert!(d.message.contains("unknown field `lisen`"), "{err}");
+    }
+
+    #[test]
+    fn hosts_need_addresses() {
+        let err =
+            Config::from_str("t.toml", "[hosts]\n\"a.example\" = [\"not-an-ip\"]\n").unwrap_err();
+        assert_eq!(err.diagnostics[0].line, 2, "{err}");
     }
 
     #[test]

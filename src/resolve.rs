@@ -7,6 +7,7 @@
 //! CNAME chain and TTLs, for the DNS forwarder ([`Upstream::query`]). It keeps no cache of its
 //! own: the DNS frontend caches answers by TTL in front of it.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,9 @@ const DEFAULT_NEGATIVE_TTL: u32 = 30;
 pub struct Upstream {
     servers: Vec<SocketAddr>,
     resolver: TokioResolver,
+    /// Static answers (the config's `[hosts]`), consulted by [`Upstream::lookup_ip`] before
+    /// any server.
+    overrides: HashMap<String, Vec<IpAddr>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -97,7 +101,36 @@ impl Upstream {
         Ok(Upstream {
             servers: servers.to_vec(),
             resolver: builder.build(),
+            overrides: HashMap::new(),
         })
+    }
+
+    /// The same resolver, answering the names of `hosts` with their fixed addresses, like
+    /// `/etc/hosts` (the config's `[hosts]` table). Names match case-insensitively.
+    pub fn with_overrides<I: IntoIterator<Item = (String, Vec<IpAddr>)>>(
+        mut self,
+        hosts: I,
+    ) -> Upstream {
+        for (name, ips) in hosts {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            self.overrides.insert(name, ips);
+        }
+        self
+    }
+
+    /// The fixed addresses of `host` from the overrides, if any.
+    pub fn override_for(&self, host: &str) -> Option<&[IpAddr]> {
+        if self.overrides.is_empty() {
+            return None;
+        }
+        let host = host.trim_end_matches('.');
+        match self.overrides.get(host) {
+            Some(v) => Some(v),
+            None => self
+                .overrides
+                .get(&host.to_ascii_lowercase())
+                .map(Vec::as_slice),
+        }
     }
 
     /// The configured servers (empty = system resolver).
@@ -109,6 +142,9 @@ impl Upstream {
     pub async fn lookup_ip(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
+        }
+        if let Some(ips) = self.override_for(host) {
+            return Ok(ips.to_vec());
         }
         match self.resolver.lookup_ip(host).await {
             Ok(l) => Ok(l.iter().collect()),

@@ -41,7 +41,9 @@ impl Gateway {
             .as_ref()
             .map(|d| d.upstream.clone())
             .unwrap_or_default();
-        let upstream = crate::resolve::Upstream::new(&servers).map_err(StartError::Other)?;
+        let upstream = crate::resolve::Upstream::new(&servers)
+            .map_err(StartError::Other)?
+            .with_overrides(config.hosts.clone());
         let metrics = Arc::new(Metrics::default());
         let log = match &config.log {
             Some(l) => Some(
@@ -238,8 +240,11 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
 pub async fn run(config: Config) -> Result<(), StartError> {
     let policy = config.compile_policy().map_err(StartError::Other)?;
     let gw = Gateway::new(config, policy)?;
+    // Signal handlers first: a SIGTERM right after the `listening` lines must shut down
+    // cleanly, not kill the process.
+    let signals = Signals::install();
     let tasks = start(&gw).await?;
-    wait_for_signals(&gw).await;
+    signals.wait(&gw).await;
     tracing::info!("shutting down");
     for t in tasks {
         t.abort();
@@ -251,33 +256,54 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-#[cfg(unix)]
-async fn wait_for_signals(gw: &Arc<Gateway>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
-                let gw = Arc::clone(gw);
-                // Errors are logged by reload itself.
-                if let Err(e) = tokio::task::spawn_blocking(move || gw.reload()).await {
-                    tracing::error!(error = %e, "reload task failed");
+/// SIGINT/SIGTERM (shut down) and SIGHUP (reload), installed before the listeners start.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) {
+                (Ok(t), Ok(i), Ok(h)) => Some((t, i, h)),
+                _ => None,
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Waits for a shutdown signal, reloading on each SIGHUP.
+    async fn wait(self, gw: &Arc<Gateway>) {
+        #[cfg(unix)]
+        if let Some((mut term, mut int, mut hup)) = self.streams {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => return,
+                    _ = int.recv() => return,
+                    _ = hup.recv() => {
+                        let gw = Arc::clone(gw);
+                        // Errors are logged by reload itself.
+                        if let Err(e) = tokio::task::spawn_blocking(move || gw.reload()).await {
+                            tracing::error!(error = %e, "reload task failed");
+                        }
+                    }
                 }
             }
         }
+        let _ = gw;
+        let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signals(_gw: &Arc<Gateway>) {
-    let _ = tokio::signal::ctrl_c().await;
 }

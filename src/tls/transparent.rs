@@ -1,0 +1,242 @@
+//! The `[tls]` transparent listener, for traffic the lab router redirects to the gateway
+//! (nftables `redirect` / `dnat`).
+//!
+//! The original destination comes from `SO_ORIGINAL_DST` (conntrack). The first bytes are
+//! read, not decrypted: a TLS ClientHello gives the SNI, a plain HTTP request its Host and
+//! path. The verdict is enacted (RST, swallow, blockpage for plain HTTP), or the bytes are
+//! spliced to the original destination, throttled if the rule says so. A connection that was
+//! not redirected (e.g. `curl --connect-to` straight to the listener) is sent to the sniffed
+//! name's address, on the Host's port or `direct_tls_port`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::flow::{self, Sniffed};
+use super::intercept::{self, Interceptor};
+use super::throttle::Throttled;
+use super::verdict::{self, Verdict};
+use crate::policy::Policy;
+use crate::serve::{announce, Gateway, StartError};
+
+/// How long connecting to the origin may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the `[tls]` listeners and spawns their tasks.
+pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let Some(section) = &gw.config.tls else {
+        return Ok(Vec::new());
+    };
+    let icp = match &section.intercept {
+        Some(i) if !section.listen.is_empty() => {
+            let base = gw
+                .config
+                .path
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .unwrap_or(std::path::Path::new(""));
+            let icp = Interceptor::load(i, base)
+                .map_err(|e| StartError::Other(format!("[tls] intercept: {e}")))?;
+            tracing::warn!("TLS interception is ON: clients must trust the lab CA, and the gateway reads their HTTPS");
+            Some(Arc::new(icp))
+        }
+        _ => None,
+    };
+    let mut tasks = Vec::new();
+    for addr in &section.listen {
+        let bind = |source| StartError::Bind {
+            addr: *addr,
+            what: "tls",
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind)?;
+        let local = listener.local_addr().map_err(bind)?;
+        announce("tls", local);
+        tasks.push(tokio::spawn(accept_loop(
+            Arc::clone(gw),
+            listener,
+            local,
+            icp.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    local: SocketAddr,
+    icp: Option<Arc<Interceptor>>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let span = tracing::info_span!("tls", client.addr = %peer);
+                tokio::spawn(
+                    handle(Arc::clone(&gw), stream, peer, local, icp.clone()).instrument(span),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The destination the client meant, if the connection was redirected to us.
+pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    let sock = SockRef::from(stream);
+    let local = stream.local_addr().ok()?;
+    let dst = if local.is_ipv4() {
+        sock.original_dst_v4()
+    } else {
+        sock.original_dst_v6()
+    };
+    let dst = dst.ok()?.as_socket()?;
+    // Without a redirect, conntrack reports the listener itself.
+    (dst != local).then_some(dst)
+}
+
+async fn handle(
+    gw: Arc<Gateway>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    icp: Option<Arc<Interceptor>>,
+) {
+    let _active = flow::ActiveFlow::new(&gw.metrics);
+    let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
+    let Some(j) = policy.jurisdiction_for(peer.ip()) else {
+        gw.record_refused("tls", peer, "");
+        tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
+        flow::reset(client);
+        return;
+    };
+    let section = gw.config.tls.as_ref();
+    let hold = Duration::from_secs(section.map_or(120, |s| s.hold_secs));
+    let direct_port = section.map_or(443, |s| s.direct_tls_port);
+    let orig = original_dst(&client);
+    let mut first = Vec::new();
+    let reassemble = policy.jurisdiction(j).reassemble;
+    let sniffed = flow::sniff(&mut client, &mut first, reassemble).await;
+    let at = gw.at();
+    let mut v = match &sniffed {
+        Sniffed::Tls(Some(sni)) => verdict::for_name(&policy, j, sni.as_str(), at),
+        Sniffed::Http(Some(h)) => verdict::for_http(&policy, j, &h.host, &h.path, at),
+        _ => Verdict::Pass,
+    };
+    let name = sniffed.name().unwrap_or("").to_string();
+    let mut dest = orig;
+    if v.passes() {
+        if !name.is_empty() {
+            v = v.and(verdict::for_name_ips(&policy, j, &name, at));
+        }
+        if dest.is_none() && !name.is_empty() {
+            let port = match &sniffed {
+                Sniffed::Http(Some(h)) => h.port.unwrap_or(80),
+                _ => direct_port,
+            };
+            match gw.upstream.lookup_ip(&name).await {
+                Ok(addrs) => {
+                    dest = addrs
+                        .iter()
+                        .find(|a| a.is_ipv4())
+                        .or(addrs.first())
+                        .map(|ip| SocketAddr::new(*ip, port));
+                }
+                Err(e) => tracing::info!(name, error = %e, "cannot resolve"),
+            }
+        }
+        if let Some(d) = dest {
+            v = v.and(verdict::for_ip(&policy, j, d.ip(), at));
+        }
+    }
+    let target = match &sniffed {
+        Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
+        _ if !name.is_empty() => name.clone(),
+        _ => dest.map(|d| d.to_string()).unwrap_or_default(),
+    };
+    v.record(&gw, &policy, j, "tls", peer, &target);
+    let rule = v
+        .rule()
+        .map(|r| policy.rule(r).id.clone())
+        .unwrap_or_default();
+    let shown_dest = dest.map(|d| d.to_string()).unwrap_or_default();
+    if !v.passes() {
+        tracing::info!(client.addr = %peer, dest = shown_dest, tls.sni = name, decision = v.name(), rule, "blocked");
+    }
+    match v {
+        Verdict::Blockpage { rule } => {
+            let url = match &sniffed {
+                Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
+                _ => format!("http://{name}/"),
+            };
+            let pg =
+                crate::http::blockpage::page(&policy, j, rule, &url, &format!("http://{local}/"));
+            drop(policy);
+            let _ = client.write_all(&pg.to_bytes()).await;
+            let _ = client.shutdown().await;
+        }
+        Verdict::Reset { .. } => flow::reset(client),
+        Verdict::Drop { .. } => flow::swallow(&mut client, hold).await,
+        Verdict::Pass | Verdict::Throttle { .. } => {
+            let Some(dest) = dest.filter(|d| *d != local) else {
+                tracing::info!(client.addr = %peer, tls.sni = name, "no destination: not redirected and no name");
+                return;
+            };
+            if let (Some(icp), Sniffed::Tls(Some(_))) = (icp, &sniffed) {
+                let kbps = match v {
+                    Verdict::Throttle { kbps, .. } => Some(kbps),
+                    _ => None,
+                };
+                let client = Throttled::new(flow::Prefixed::new(first, client), kbps);
+                intercept::serve(
+                    icp,
+                    Arc::clone(&gw),
+                    policy,
+                    j,
+                    client,
+                    name,
+                    dest,
+                    peer,
+                    local,
+                )
+                .await;
+                return;
+            }
+            drop(policy);
+            let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(dest = %dest, error = %e, "origin unreachable");
+                    flow::reset(client);
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(dest = %dest, "origin connect timed out");
+                    return;
+                }
+            };
+            let _ = up.set_nodelay(true);
+            let kbps = match v {
+                Verdict::Throttle { kbps, .. } => {
+                    tracing::info!(client.addr = %peer, dest = %dest, tls.sni = name, decision = "throttle", rule, kbps, "throttled");
+                    Some(kbps)
+                }
+                _ => None,
+            };
+            match flow::splice(client, &first, up, kbps).await {
+                Ok((up, down)) => tracing::debug!(dest = %dest, up, down, "flow closed"),
+                Err(e) => tracing::debug!(dest = %dest, error = %e, "flow ended"),
+            }
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! What the TCP-facing frontends do with a connection, from the policy's decisions.
+//!
+//! A frontend enacts only the techniques of its layers: a name blocked only with
+//! `dns-nxdomain` passes the proxy, and an address matched only by a `quic-drop` rule (the
+//! shipped `ru-quic-v1` covers every address) passes TCP untouched. [`Verdict`] is the
+//! action; [`for_name`], [`for_http`] and [`for_ip`] compute it from one decision each.
+
+use std::net::IpAddr;
+
+use crate::policy::{At, Block, Decision, JurisdictionId, Policy, RuleId, Target};
+use crate::rules::Technique;
+use crate::serve::Gateway;
+
+/// What to do with a connection (or request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Pass,
+    /// Let it through at `kbps` in each direction.
+    Throttle {
+        /// Rate limit in kbit/s.
+        kbps: u32,
+        /// The rule.
+        rule: RuleId,
+    },
+    /// Answer plain HTTP with the blockpage (302 or local 451).
+    Blockpage {
+        /// The rule.
+        rule: RuleId,
+    },
+    /// Reset the connection (TCP RST).
+    Reset {
+        /// The rule.
+        rule: RuleId,
+        /// The technique enacted (`tls-reset` or `ip-reset`).
+        technique: Technique,
+    },
+    /// Swallow the connection: read and discard until the client gives up.
+    Drop {
+        /// The rule.
+        rule: RuleId,
+        /// The technique enacted (`tls-drop` or `ip-drop`).
+        technique: Technique,
+    },
+}
+
+impl Verdict {
+    /// Whether the connection goes on (possibly throttled).
+    pub fn passes(&self) -> bool {
+        matches!(self, Verdict::Pass | Verdict::Throttle { .. })
+    }
+
+    /// The rule behind a non-pass verdict.
+    pub fn rule(&self) -> Option<RuleId> {
+        match *self {
+            Verdict::Pass => None,
+            Verdict::Throttle { rule, .. } | Verdict::Blockpage { rule } => Some(rule),
+            Verdict::Reset { rule, .. } | Verdict::Drop { rule, .. } => Some(rule),
+        }
+    }
+
+    /// The technique name, for logs (`pass` when passing).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Throttle { .. } => "throttle",
+            Verdict::Blockpage { .. } => "http-blockpage",
+            Verdict::Reset { technique, .. } | Verdict::Drop { technique, .. } => {
+                technique.as_str()
+            }
+        }
+    }
+
+    /// The technique enacted, `None` for a pass (a throttle counts as enacted).
+    pub fn technique(&self) -> Option<Technique> {
+        match *self {
+            Verdict::Pass => None,
+            Verdict::Throttle { .. } => Some(Technique::Throttle),
+            Verdict::Blockpage { .. } => Some(Technique::HttpBlockpage),
+            Verdict::Reset { technique, .. } | Verdict::Drop { technique, .. } => Some(technique),
+        }
+    }
+
+    /// The policy decision this verdict enacts, for metrics and the decision log.
+    pub fn decision(&self, policy: &Policy, j: JurisdictionId) -> Decision {
+        match self.rule() {
+            Some(rule) => Decision::Block(Block {
+                jurisdiction: j,
+                rule,
+                techniques: policy.rule(rule).techniques,
+            }),
+            None => Decision::Allow {
+                jurisdiction: j,
+                rule: None,
+            },
+        }
+    }
+
+    /// Counts and logs this verdict (`Gateway::record`) for `client` reaching `target`.
+    pub fn record(
+        &self,
+        gw: &Gateway,
+        policy: &Policy,
+        j: JurisdictionId,
+        layer: &'static str,
+        client: std::net::SocketAddr,
+        target: &str,
+    ) {
+        gw.record(
+            layer,
+            client,
+            target,
+            &self.decision(policy, j),
+            self.technique(),
+        );
+    }
+
+    /// The stricter of two verdicts (a block beats a throttle beats a pass).
+    pub fn and(self, other: Verdict) -> Verdict {
+        fn rank(v: &Verdict) -> u8 {
+            match v {
+                Verdict::Pass => 0,
+                Verdict::Throttle { .. } => 1,
+                _ => 2,
+            }
+        }
+        if rank(&other) > rank(&self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// Precedence among the techniques a TCP frontend can enact.
+const ORDER: [Technique; 6] = [
+    Technique::HttpBlockpage,
+    Technique::TlsReset,
+    Technique::IpReset,
+    Technique::TlsDrop,
+    Technique::IpDrop,
+    Technique::Throttle,
+];
+
+/// The verdict for decision `d`, enacting only the techniques in `allowed`.
+fn pick(policy: &Policy, d: Decision, allowed: &[Technique]) -> Verdict {
+    let Decision::Block(b) = d else {
+        return Verdict::Pass;
+    };
+    let rule = b.rule;
+    for technique in ORDER {
+        if !b.techniques.contains(technique) || !allowed.contains(&technique) {
+            continue;
+        }
+        match technique {
+            Technique::HttpBlockpage => return Verdict::Blockpage { rule },
+            Technique::TlsReset | Technique::IpReset => return Verdict::Reset { rule, technique },
+            Technique::TlsDrop | Technique::IpDrop => return Verdict::Drop { rule, technique },
+            _ => {
+                if let Some(kbps) = policy.rule(rule).throttle_kbps {
+                    return Verdict::Throttle { kbps, rule };
+                }
+            }
+        }
+    }
+    Verdict::Pass
+}
+
+/// A TLS connection whose ClientHello (or CONNECT target) names `name`.
+pub fn for_name(policy: &Policy, j: JurisdictionId, name: &str, at: At) -> Verdict {
+    let d = policy.decide_in(j, Target::Domain(name), at);
+    pick(
+        policy,
+        d,
+        &[Technique::TlsReset, Technique::TlsDrop, Technique::Throttle],
+    )
+}
+
+/// A plain HTTP request for `host` and `path`: blockpage, or the TLS-layer techniques (a
+/// censor that resets on a blocked Host), or a throttle.
+pub fn for_http(policy: &Policy, j: JurisdictionId, host: &str, path: &str, at: At) -> Verdict {
+    let d = policy.decide_in(j, Target::Url { host, path }, at);
+    let allowed = [
+        Technique::HttpBlockpage,
+        Technique::TlsReset,
+        Technique::TlsDrop,
+        Technique::Throttle,
+    ];
+    pick(policy, d, &allowed)
+}
+
+/// A connection to `ip`: only `ip-reset`, `ip-drop` and `throttle` apply.
+pub fn for_ip(policy: &Policy, j: JurisdictionId, ip: IpAddr, at: At) -> Verdict {
+    let d = policy.decide_in(j, Target::Ip(ip), at);
+    pick(
+        policy,
+        d,
+        &[Technique::IpReset, Technique::IpDrop, Technique::Throttle],
+    )
+}
+
+/// The `ip-reset`/`ip-drop` of a rule matching the *name* (e.g. a registry entry blocked "by
+/// DNS, HTTP and IP"): connections to that name's addresses are blocked.
+pub fn for_name_ips(policy: &Policy, j: JurisdictionId, name: &str, at: At) -> Verdict {
+    let d = policy.decide_in(j, Target::Domain(name), at);
+    pick(policy, d, &[Technique::IpReset, Technique::IpDrop])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ClientNet;
+    use crate::rules::RuleSet;
+
+    fn ru() -> (Policy, JurisdictionId) {
+        let rules = RuleSet::embedded().unwrap();
+        let p = Policy::compile(
+            &rules,
+            &[ClientNet {
+                net: "127.0.0.0/8".parse().unwrap(),
+                jurisdiction: "ru".into(),
+            }],
+        )
+        .unwrap();
+        let j = p.jurisdiction_by_code("ru").unwrap();
+        (p, j)
+    }
+
+    fn day(s: &str) -> At {
+        At::Day(s.parse().unwrap())
+    }
+
+    #[test]
+    fn shipped_ru_rules() {
+        let (p, j) = ru();
+        let at = day("2022-03-10");
+        assert_eq!(for_name(&p, j, "www.facebook.com", at).name(), "tls-reset");
+        assert_eq!(
+            for_http(&p, j, "facebook.com", "/", at).name(),
+            "http-blockpage"
+        );
+        assert_eq!(
+            for_name(&p, j, "facebook.com", day("2022-01-01")),
+            Verdict::Pass
+        );
+        // ru-quic-v1 covers every address with quic-drop only: TCP passes
+        assert_eq!(
+            for_ip(&p, j, "192.0.2.1".parse().unwrap(), at),
+            Verdict::Pass
+        );
+        let t = for_name(&p, j, "microsoft.com", day("2021-04-01"));
+        assert!(matches!(t, Verdict::Throttle { kbps: 140, .. }), "{t:?}");
+        // linkedin: dns-blockpage, http-blockpage, ip-drop
+        assert_eq!(for_name(&p, j, "linkedin.com", at), Verdict::Pass);
+        assert_eq!(for_name_ips(&p, j, "linkedin.com", at).name(), "ip-drop");
+        assert_eq!(
+            for_http(&p, j, "linkedin.com", "/", at).name(),
+            "http-blockpage"
+        );
+    }
+
+    #[test]
+    fn stricter_wins() {
+        let r = RuleId(0);
+        let t = Verdict::Throttle { kbps: 1, rule: r };
+        let d = Verdict::Drop {
+            rule: r,
+            technique: Technique::IpDrop,
+        };
+        assert_eq!(Verdict::Pass.and(t), t);
+        assert_eq!(t.and(d), d);
+        assert_eq!(d.and(t), d);
+        assert!(t.passes() && !d.passes());
+    }
+}

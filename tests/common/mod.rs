@@ -1,0 +1,358 @@
+//! Test harness: the real `blocklab` binary on free loopback ports, origin servers (plain HTTP
+//! with hyper, HTTPS with rustls and a test CA from rcgen) and real `curl`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Deterministic body bytes for `/bytes/N`.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i.wrapping_mul(7) ^ (i >> 8)) as u8)
+        .collect()
+}
+
+async fn origin_service(
+    req: Request<Incoming>,
+    scheme: &'static str,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let path = req.uri().path().to_string();
+    let body = if let Some(n) = path.strip_prefix("/bytes/") {
+        pattern(n.parse().unwrap_or(0))
+    } else {
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        format!("hello from the {scheme} origin: host={host} path={path}\n").into_bytes()
+    };
+    Ok(Response::new(Full::new(Bytes::from(body))))
+}
+
+/// Plain HTTP and HTTPS origin servers on 127.0.0.1, with the test CA that signed the HTTPS
+/// certificate (for facebook.com, twitter.com, microsoft.com, example.org and a few more).
+pub struct Origin {
+    /// The plain HTTP server.
+    pub http: SocketAddr,
+    /// Connections the plain HTTP server accepted.
+    pub http_accepted: Arc<std::sync::atomic::AtomicUsize>,
+    /// The HTTPS server.
+    pub https: SocketAddr,
+    /// The CA certificate (PEM) for `curl --cacert`.
+    pub ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Names the HTTPS origin's certificate covers.
+pub const NAMES: &[&str] = &[
+    "facebook.com",
+    "twitter.com",
+    "microsoft.com",
+    "example.org",
+    "blocked.example",
+    "drop.example",
+    "reset.example",
+    "ipdrop.example",
+    "ipreset.example",
+    "throttle.example",
+];
+
+impl Origin {
+    /// Starts both servers on 127.0.0.1 on the current tokio runtime.
+    pub async fn start() -> Origin {
+        Origin::start_on("127.0.0.1".parse().unwrap()).await
+    }
+
+    /// Starts both servers on `ip` (free ports).
+    pub async fn start_on(ip: std::net::IpAddr) -> Origin {
+        let dir = tempfile::tempdir().unwrap();
+        let http_l = TcpListener::bind((ip, 0)).await.unwrap();
+        let https_l = TcpListener::bind((ip, 0)).await.unwrap();
+        let http = http_l.local_addr().unwrap();
+        let https = https_l.local_addr().unwrap();
+        let http_accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&http_accepted);
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = http_l.accept().await else {
+                    continue;
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|r| origin_service(r, "http"));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+            }
+        });
+
+        // A test CA and a leaf certificate for the lab names.
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "blocklab test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let names: Vec<String> = NAMES.iter().map(|s| s.to_string()).collect();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&leaf_key, &ca_cert, &ca_key)
+            .unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem()).unwrap();
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            )
+            .unwrap();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = https_l.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(|r| origin_service(r, "https"));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        Origin {
+            http,
+            http_accepted,
+            https,
+            ca,
+            _dir: dir,
+        }
+    }
+}
+
+/// A running `blocklab serve` with its config in a temporary directory.
+pub struct Blocklab {
+    child: Child,
+    /// Bound addresses by listener name (`http`, `tls`, ...).
+    pub listeners: HashMap<String, SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+    /// The config directory.
+    pub dir: tempfile::TempDir,
+}
+
+impl Blocklab {
+    /// Writes `config` (and `rules`: file name -> text, in `rules/`) and starts the gateway;
+    /// waits until every listener in `expect` is announced.
+    pub fn start(config: &str, rules: &[(&str, &str)], expect: &[&str]) -> Blocklab {
+        let dir = tempfile::tempdir().unwrap();
+        if !rules.is_empty() {
+            std::fs::create_dir(dir.path().join("rules")).unwrap();
+            for (name, text) in rules {
+                std::fs::write(dir.path().join("rules").join(name), text).unwrap();
+            }
+        }
+        let path = dir.path().join("blocklab.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start blocklab");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line.clone());
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let mut listeners = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while expect.iter().any(|e| !listeners.contains_key(*e)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!(
+                    "blocklab did not announce {expect:?}; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            };
+            if let Some((name, addr)) = parse_listening(&line) {
+                listeners.insert(name, addr);
+            }
+        }
+        Blocklab {
+            child,
+            listeners,
+            log,
+            dir,
+        }
+    }
+
+    /// The address of listener `name`.
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.listeners[name]
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to 5 s for a log line containing every one of `parts`.
+    pub fn wait_log(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
+                return l.clone();
+            }
+            if Instant::now() > deadline {
+                panic!("no log line with {parts:?} in:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Blocklab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `listening listener=http addr=127.0.0.1:1234` -> ("http", addr).
+fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let field = |key: &str| {
+        let i = line.find(key)? + key.len();
+        let rest = &line[i..];
+        let end = rest.find(' ').unwrap_or(rest.len());
+        Some(rest[..end].trim_matches('"').to_string())
+    };
+    Some((field("listener=")?, field("addr=")?.parse().ok()?))
+}
+
+/// What a curl run gave.
+pub struct CurlOut {
+    /// Exit code.
+    pub code: i32,
+    /// HTTP status (`%{http_code}`), 0 when none.
+    pub status: u16,
+    /// The response body.
+    pub body: Vec<u8>,
+    /// The response headers (`-D`).
+    pub headers: String,
+    /// curl's stderr.
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Debug for CurlOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.body[..self.body.len().min(300)];
+        f.debug_struct("CurlOut")
+            .field("code", &self.code)
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .field("body_start", &String::from_utf8_lossy(shown))
+            .field("headers", &self.headers)
+            .field("stderr", &self.stderr)
+            .field("elapsed", &self.elapsed)
+            .finish()
+    }
+}
+
+/// Runs real `curl` with `args` (plus `-sS`, a body file and a header dump). Panics — and so
+/// fails the test — when curl is not installed.
+pub async fn curl(args: &[&str]) -> CurlOut {
+    let dir = tempfile::tempdir().unwrap();
+    let body_path = dir.path().join("body");
+    let head_path = dir.path().join("head");
+    let start = Instant::now();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--noproxy", "", "-o"])
+        .arg(&body_path)
+        .arg("-D")
+        .arg(&head_path)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("curl is required for these tests and could not be run: {e}"));
+    let elapsed = start.elapsed();
+    CurlOut {
+        code: out.status.code().unwrap_or(-1),
+        // With several URLs curl prints one code per URL: the last one counts.
+        status: {
+            let codes = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            codes[codes.len().saturating_sub(3)..].parse().unwrap_or(0)
+        },
+        body: std::fs::read(&body_path).unwrap_or_default(),
+        headers: std::fs::read_to_string(&head_path).unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed,
+    }
+}
+
+/// The `[hosts]` table pointing every test name at 127.0.0.1.
+pub fn hosts_table() -> String {
+    let mut s = String::from("[hosts]\n");
+    for n in NAMES {
+        s.push_str(&format!("\"{n}\" = [\"127.0.0.1\"]\n"));
+    }
+    s
+}
+
+/// The OONI HTTP fingerprints file of the shared data (`../shared/data/ooni/...`).
+pub fn ooni_http_fingerprints() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ooni/fingerprints_http.csv")
+}
