@@ -51,7 +51,7 @@ proptest! {
         // Imports resolve relative to the real rules directory.
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/fuzz.toml"));
         match RuleSet::parse_str(path, &text) {
-            Ok(f) => prop_assert_eq!(f.jurisdiction.code.len() > 0, true),
+            Ok(f) => prop_assert_eq!(!f.jurisdiction.code.is_empty(), true),
             Err(e) => check_errors(&text, &e),
         }
     }
