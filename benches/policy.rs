@@ -347,13 +347,7 @@ fn queries(names: &[String], nets: &[IpNet], policy: &Policy) -> Queries {
     }
 }
 
-fn bench_names(
-    c: &mut Cpu,
-    group: &str,
-    policy: &Policy,
-    q: &Queries,
-    naive: Option<&Naive>,
-) {
+fn bench_names(c: &mut Cpu, group: &str, policy: &Policy, q: &Queries, naive: Option<&Naive>) {
     let client: IpAddr = "127.0.0.1".parse().expect("ip");
     let at = At::Day("2026-08-01".parse::<Day>().expect("date"));
     let mut g = c.benchmark_group(group);
