@@ -516,7 +516,12 @@ impl Conn {
                     }
                     _ => None,
                 };
-                match flow::splice(client, &first, up, kbps).await {
+                let observer = up.peer_addr().ok().map(|server| {
+                    crate::relay::observe::Observer::new(
+                        &self.gw, "tls", self.peer, server, j, &target,
+                    )
+                });
+                match flow::splice(client, &first, up, kbps, observer).await {
                     Ok((up, down)) => tracing::debug!(target, up, down, "tunnel closed"),
                     Err(e) => tracing::debug!(target, error = %e, "tunnel ended"),
                 }

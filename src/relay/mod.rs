@@ -19,6 +19,7 @@ use crate::detect::{self, endpoints::Endpoints, Detector};
 use crate::serve::{Gateway, StartError};
 
 pub mod inspect;
+pub mod observe;
 pub mod tcp;
 pub mod udp;
 

@@ -14,6 +14,8 @@ use tokio::net::TcpStream;
 use super::client_hello::{self, Sni};
 use super::http_head::{self, HttpHead};
 use super::throttle::Throttled;
+use crate::detect::Dir;
+use crate::relay::observe::{Observed, Observer};
 
 /// The longest the sniffer waits for a client's first bytes.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
@@ -129,17 +131,24 @@ pub async fn swallow<S: AsyncRead + Unpin>(stream: &mut S, hold: Duration) {
 }
 
 /// Sends `first` to `upstream`, then copies both ways until either side closes; the client
-/// side is limited to `kbps` in each direction when given. Returns (up, down) byte counts.
+/// side is limited to `kbps` in each direction when given. The flow's bytes are fed to
+/// `observer` (the VPN detectors, observe mode) if given. Returns (up, down) byte counts.
 pub async fn splice<C, U>(
     client: C,
     first: &[u8],
-    mut upstream: U,
+    upstream: U,
     kbps: Option<u32>,
+    observer: Option<std::sync::Arc<Observer>>,
 ) -> std::io::Result<(u64, u64)>
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Some(o) = &observer {
+        o.feed(Dir::ToServer, first);
+    }
+    let client = Observed::new(client, Dir::ToServer, observer.clone());
+    let mut upstream = Observed::new(upstream, Dir::ToClient, observer);
     let mut client = Throttled::new(client, kbps);
     upstream.write_all(first).await?;
     // 64 KiB buffers: fewer syscalls per megabyte than the default 8 KiB.

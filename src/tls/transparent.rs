@@ -244,7 +244,15 @@ async fn handle(
                 }
                 _ => None,
             };
-            match flow::splice(client, &first, up, kbps).await {
+            let observer = Some(crate::relay::observe::Observer::new(
+                &gw,
+                "tls",
+                peer,
+                dest,
+                j,
+                &dest.to_string(),
+            ));
+            match flow::splice(client, &first, up, kbps, observer).await {
                 Ok((up, down)) => tracing::debug!(dest = %dest, up, down, "flow closed"),
                 Err(e) => tracing::debug!(dest = %dest, error = %e, "flow ended"),
             }
