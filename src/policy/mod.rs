@@ -225,6 +225,8 @@ struct CompiledJurisdiction {
     domains: DomainMatcher,
     root: Vec<u32>,
     substrings: SubstringMatcher,
+    /// Local days `[from, to)` outside which no substring rule is active: the scan is skipped.
+    substring_days: (i32, i32),
     cidrs: CidrTable,
     /// Interned CIDR chains: `(prefix len, ref)`, innermost first; indexed by `chain_spans`.
     chains: Vec<(u8, u32)>,
@@ -580,7 +582,7 @@ impl Policy {
         for &r in &cj.root {
             allowed = allowed.or(self.consider(r, 0, day, best));
         }
-        if !cj.substrings.is_empty() {
+        if !cj.substrings.is_empty() && cj.substring_days.0 <= day && day < cj.substring_days.1 {
             cj.substrings.for_each_match(name, |spec, list| {
                 for &r in list {
                     allowed = allowed.or(self.consider(r, spec, day, best));
@@ -762,6 +764,13 @@ impl Builder {
         for list in &mut sub_refs {
             list.sort_by_key(|r| order(*r));
         }
+        let substring_days = sub_refs
+            .iter()
+            .flatten()
+            .fold((i32::MAX, i32::MIN), |(lo, hi), r| {
+                let c = &compiled[(*r & INDEX_MASK) as usize];
+                (lo.min(c.since), hi.max(c.until))
+            });
         let substrings = SubstringMatcher::new(pats, sub_refs);
         let mut chains: Vec<(u8, u32)> = Vec::new();
         let mut chain_spans: Vec<(u32, u32)> = Vec::new();
@@ -794,6 +803,7 @@ impl Builder {
             domains,
             root: self.root,
             substrings,
+            substring_days,
             cidrs,
             chains,
             chain_spans,
