@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::policy::{At, Target};
-use crate::rules::{normalize_domain, Day};
+use crate::policy::At;
+use crate::rules::Day;
 use crate::serve::{announce, Gateway, StartError};
 
 const MAX_HEAD: usize = 16 * 1024;
@@ -250,18 +250,12 @@ fn decide(gw: &Gateway, query: &str) -> (u16, serde_json::Value) {
     let Some(jid) = policy.jurisdiction_for(client) else {
         return err(format!("client {client} is not in any configured network"));
     };
-    let host_norm;
-    let t = match Target::parse(&target) {
-        Target::Domain(d) => match normalize_domain(d) {
-            Ok(n) => {
-                host_norm = n.into_owned();
-                Target::Domain(&host_norm)
-            }
-            Err(e) => return err(e.to_string()),
-        },
-        other => other,
+    // The same normalisation as `blocklab check` (IDN, case, URL hosts).
+    let norm = match crate::cli::check::normalise_target(&target) {
+        Ok(n) => n,
+        Err(e) => return err(e),
     };
-    let d = policy.decide_in(jid, t, At::Day(day));
+    let d = policy.decide_in(jid, norm.target(), At::Day(day));
     (
         200,
         crate::cli::check::json_line(&policy, &target, jid, day, &d),

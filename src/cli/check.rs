@@ -115,14 +115,14 @@ fn codes(rules: &RuleSet) -> String {
 }
 
 /// A target with its host normalised (IDN to punycode, lower case).
-enum Normalised {
+pub(crate) enum Normalised {
     Ip(IpAddr),
     Domain(String),
     Url { host: String, path: String },
 }
 
 impl Normalised {
-    fn target(&self) -> Target<'_> {
+    pub(crate) fn target(&self) -> Target<'_> {
         match self {
             Normalised::Ip(ip) => Target::Ip(*ip),
             Normalised::Domain(d) => Target::Domain(d),
@@ -131,7 +131,7 @@ impl Normalised {
     }
 }
 
-fn normalise_target(t: &str) -> Result<Normalised, String> {
+pub(crate) fn normalise_target(t: &str) -> Result<Normalised, String> {
     match Target::parse(t) {
         Target::Ip(ip) => Ok(Normalised::Ip(ip)),
         Target::Domain(d) => normalize_domain(d)
