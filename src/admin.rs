@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::gateway::{Gateway, StartError};
 use crate::policy::At;
 use crate::rules::Day;
-use crate::serve::{announce, Gateway, StartError};
 
 const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +35,7 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
             source,
         })?;
     let local = listener.local_addr().unwrap_or(admin.listen);
-    announce("admin", local);
+    gw.announce("admin", local);
     let gw = Arc::clone(gw);
     let slots = crate::limits::ConnLimit::new(MAX_CONNECTIONS, Arc::clone(&gw.metrics));
     Ok(vec![tokio::spawn(async move {

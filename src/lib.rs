@@ -26,6 +26,7 @@ pub mod decision_log;
 pub mod detect;
 pub mod dns;
 pub mod experiment;
+pub mod gateway;
 pub mod http;
 pub mod limits;
 pub mod metrics;

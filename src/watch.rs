@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::serve::Gateway;
+use crate::gateway::Gateway;
 
 /// How often the rules directory is looked at.
 pub const POLL: Duration = Duration::from_secs(1);

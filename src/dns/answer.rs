@@ -28,11 +28,11 @@ use tracing::{field, Instrument, Span};
 use super::cache::Cache;
 use super::template::Template;
 use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::policy::{At, Block, Decision, JurisdictionId, Policy, Target};
 use crate::resolve::Answer;
 use crate::rules::{Layer, Technique};
-use crate::serve::Gateway;
 
 /// TTL of the records of a `dns-blockpage` answer.
 pub const BLOCKPAGE_TTL: u32 = 300;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::serve::{announce, Gateway, StartError};
+use crate::gateway::{Gateway, StartError};
 pub use answer::{Frontend, Transport};
 
 /// Binds the `[dns]` listeners and spawns their tasks.
@@ -39,8 +39,8 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         let bind_err = |what: &'static str| move |source| StartError::Bind { addr, what, source };
         let (udp, udp_addr, tcp) = bind_pair(addr, sockets)?;
         let tcp_addr = tcp.local_addr().map_err(bind_err("dns/tcp"))?;
-        announce("dns/udp", udp_addr);
-        announce("dns/tcp", tcp_addr);
+        gw.announce("dns/udp", udp_addr);
+        gw.announce("dns/tcp", tcp_addr);
         for (i, sock) in udp.into_iter().enumerate() {
             let (front, rt) = (Arc::clone(&front), tokio::runtime::Handle::current());
             std::thread::Builder::new()

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::serve::{announce, Gateway, StartError};
+use crate::gateway::{Gateway, StartError};
 
 /// Binds the `[http]` listeners and spawns their tasks.
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {
@@ -37,7 +37,7 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         };
         let listener = TcpListener::bind(addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
-        announce("http", local);
+        gw.announce("http", local);
         tasks.push(tokio::spawn(accept_loop(Arc::clone(gw), listener, local)));
     }
     Ok(tasks)

@@ -27,8 +27,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::blockpage;
+use crate::gateway::Gateway;
 use crate::policy::{JurisdictionId, Policy};
-use crate::serve::Gateway;
 use crate::tls::flow::{self, Sniffed};
 use crate::tls::throttle::Throttled;
 use crate::tls::verdict::{self, Verdict};

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::RelaySection;
 use crate::detect::{self, endpoints::Endpoints, Detector};
-use crate::serve::{Gateway, StartError};
+use crate::gateway::{Gateway, StartError};
 
 pub mod inspect;
 pub mod observe;

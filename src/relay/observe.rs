@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::inspect::Inspector;
 use crate::config::RelayMode;
 use crate::detect::{Detector, Dir, Transport, MAX_PACKETS};
+use crate::gateway::Gateway;
 use crate::policy::{At, JurisdictionId, Policy};
-use crate::serve::Gateway;
 
 /// The standard detectors, built once.
 fn detectors() -> Arc<[Box<dyn Detector>]> {

@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 use super::inspect::{Fate, Inspector};
 use crate::config::RelaySection;
 use crate::detect::{Detector, Dir, Transport};
-use crate::serve::{Gateway, StartError};
+use crate::gateway::{Gateway, StartError};
 
 /// Binds the relay and spawns its accept loop.
 pub async fn start(
@@ -28,7 +28,7 @@ pub async fn start(
     };
     let listener = TcpListener::bind(r.listen).await.map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
-    crate::serve::announce("relay/tcp", local);
+    gw.announce("relay/tcp", local);
     let span = tracing::info_span!("relay", relay.listen = %local, relay.protocol = "tcp");
     let slots = crate::limits::ConnLimit::new(r.max_connections, Arc::clone(&gw.metrics));
     let idle = std::time::Duration::from_secs(r.idle_secs.max(1));

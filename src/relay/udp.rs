@@ -13,7 +13,7 @@ use tracing::Instrument as _;
 use super::inspect::{Fate, Inspector};
 use crate::config::RelaySection;
 use crate::detect::{Detector, Dir, Transport};
-use crate::serve::{Gateway, StartError};
+use crate::gateway::{Gateway, StartError};
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 
@@ -41,7 +41,7 @@ pub async fn start(
         what: "relay/udp",
         source,
     })?;
-    crate::serve::announce("relay/udp", local);
+    gw.announce("relay/udp", local);
     let sock = Arc::new(sock);
     let span = tracing::info_span!("relay", relay.listen = %local, relay.protocol = "udp");
     Ok(tokio::spawn(serve(gw, r, detectors, sock).instrument(span)))

@@ -26,9 +26,9 @@ use tokio::net::TcpStream;
 
 use super::verdict::{self, Verdict};
 use crate::config::InterceptSection;
+use crate::gateway::Gateway;
 use crate::http::proxy::Body;
 use crate::policy::{JurisdictionId, Policy};
-use crate::serve::Gateway;
 
 /// Minted certificates kept at most (the cache is emptied when full).
 const CACHE_MAX: usize = 10_000;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 
-use crate::serve::{Gateway, StartError};
+use crate::gateway::{Gateway, StartError};
 
 /// Binds the `[tls]` listeners (TCP, and UDP for `quic_listen`) and spawns their tasks.
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {

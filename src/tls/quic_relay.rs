@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::quic::{self, CryptoStream, InitialInfo};
+use crate::gateway::{Gateway, StartError};
 use crate::policy::{JurisdictionId, Policy, RuleId, Target};
 use crate::rules::Technique;
-use crate::serve::{announce, Gateway, StartError};
 
 /// A flow with no traffic this long is forgotten.
 const IDLE: Duration = Duration::from_secs(60);
@@ -44,7 +44,7 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         };
         let sock = UdpSocket::bind(addr).await.map_err(bind)?;
         let local = sock.local_addr().map_err(bind)?;
-        announce("quic", local);
+        gw.announce("quic", local);
         let span = tracing::info_span!("quic", listen = %local);
         tasks.push(tokio::spawn(
             Relay::new(Arc::clone(gw), sock).run().instrument(span),

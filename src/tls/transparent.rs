@@ -22,8 +22,8 @@ use super::flow::{self, Sniffed};
 use super::intercept::{self, Interceptor};
 use super::throttle::Throttled;
 use super::verdict::{self, Verdict};
+use crate::gateway::{Gateway, StartError};
 use crate::policy::Policy;
-use crate::serve::{announce, Gateway, StartError};
 
 /// How long connecting to the origin may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +57,7 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         };
         let listener = TcpListener::bind(addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
-        announce("tls", local);
+        gw.announce("tls", local);
         tasks.push(tokio::spawn(accept_loop(
             Arc::clone(gw),
             listener,

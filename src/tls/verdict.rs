@@ -7,9 +7,9 @@
 
 use std::net::IpAddr;
 
+use crate::gateway::Gateway;
 use crate::policy::{At, Block, Decision, JurisdictionId, Policy, RuleId, Target};
 use crate::rules::Technique;
-use crate::serve::Gateway;
 
 /// What to do with a connection (or request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
