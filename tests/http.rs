@@ -190,11 +190,15 @@ async fn ru_blockpage_matches_the_ooni_fingerprint() {
     let r = curl(&["-x", &proxy, &url]).await;
     let location = header(&r.headers, "location").expect("a Location header");
 
-    let csv = std::fs::read_to_string(common::ooni_http_fingerprints())
-        .expect("the shared OONI fingerprints");
+    let path = common::ooni_http_fingerprints();
+    let text = std::fs::read_to_string(&path).expect("the OONI fingerprints in src/probe/data");
+    let table = blocklab::rules::csv::Reader::new()
+        .header()
+        .read(&path.display().to_string(), &text)
+        .unwrap();
     let mut matched = Vec::new();
-    for line in csv.lines().skip(1) {
-        let cols: Vec<&str> = line.split(',').collect();
+    for rec in &table.records {
+        let cols: Vec<&str> = rec.fields.iter().map(String::as_str).collect();
         if cols.len() < 8 || cols[3] != "header.location" || !cols[7].contains("RU") {
             continue;
         }

@@ -451,7 +451,7 @@ async fn nxdomain_from_the_resolver_under_test_is_dns_blocking() {
 async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
     // The first URLs of the Citizen Lab RU list; the lab zone answers every name with
     // 127.0.0.1, where nothing listens on 80/443: the origins are unreachable on both sides.
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/test-lists/ru.csv");
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/citizenlab-ru-head.csv");
     let text = std::fs::read_to_string(&list).unwrap();
     let head: Vec<&str> = text.lines().take(7).collect();
     let dir = tempfile::tempdir().unwrap();

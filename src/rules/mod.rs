@@ -7,6 +7,7 @@
 //! first. Imports (`import = { path, format }`) are read and checked here, line by line; the
 //! policy compiler later streams their entries with [`Import::for_each`].
 
+pub mod csv;
 mod date;
 mod diag;
 mod import;

@@ -379,7 +379,7 @@ pub fn hosts_table() -> String {
     s
 }
 
-/// The OONI HTTP fingerprints file of the shared data (`../shared/data/ooni/...`).
+/// OONI's HTTP blockpage fingerprints (the copy `blocklab probe` embeds, `src/probe/data/`).
 pub fn ooni_http_fingerprints() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ooni/fingerprints_http.csv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/probe/data/fingerprints_http.csv")
 }
