@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use blocklab::policy::{At, ClientNet, Policy};
 use blocklab::rules::RuleSet;
-use blocklab::tls::verdict;
+use blocklab::enforce::verdict;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rules = RuleSet::embedded()?;

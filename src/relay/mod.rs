@@ -4,7 +4,7 @@
 //! Each relay binds `listen`, logs its `listening listener=relay/udp|relay/tcp addr=...`
 //! line, and forwards every flow to `forward`. Clients outside the configured `[[clients]]`
 //! networks are refused (UDP datagrams dropped, TCP connections closed): a relay is never
-//! open. Each flow gets an [`inspect::Inspector`], which logs the detectors' verdict and, in
+//! open. Each flow gets an `enforce::inspect::Inspector`, which logs the detectors' verdict and, in
 //! `enforce` mode, applies the client jurisdiction's `[[vpn]]` rules (the protocol blocking
 //! Russia deployed against WireGuard from 2021 and OpenVPN/WireGuard from 2023-08-07, per
 //! net4people/bbs#76 and #274).
@@ -18,8 +18,6 @@ use crate::config::RelaySection;
 use crate::detect::{self, endpoints::Endpoints, Detector};
 use crate::gateway::{Gateway, StartError};
 
-pub mod inspect;
-pub mod observe;
 pub mod tcp;
 pub mod udp;
 

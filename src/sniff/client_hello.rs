@@ -339,7 +339,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_real_rustls_client_hello() {
-        let bytes = crate::tls::testdata::rustls_client_hello("facebook.com");
+        let bytes = crate::sniff::testdata::rustls_client_hello("facebook.com");
         every_prefix(&bytes, Some("facebook.com"));
     }
 

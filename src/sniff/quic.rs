@@ -380,8 +380,11 @@ mod tests {
 
     #[test]
     fn sealed_hello_split_over_two_initials() {
-        let hs = crate::tls::client_hello::tests::hello(&[
-            (0, crate::tls::client_hello::tests::sni_ext("facebook.com")),
+        let hs = crate::sniff::client_hello::tests::hello(&[
+            (
+                0,
+                crate::sniff::client_hello::tests::sni_ext("facebook.com"),
+            ),
             (0x0015, vec![0; 1500]),
         ]);
         let dcid = [1, 2, 3, 4, 5, 6, 7, 8];
