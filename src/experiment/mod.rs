@@ -93,7 +93,16 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
         None => None,
     };
     let endpoints = match &args.endpoints {
-        Some(p) => Endpoints::load(p)?,
+        Some(p) => {
+            let shown = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                crate::rules::RulesError::single(crate::rules::Diagnostic::file(
+                    &shown,
+                    format!("cannot read: {e}"),
+                ))
+            })?;
+            Endpoints::parse(&shown, &text)?
+        }
         None => Endpoints::default(),
     };
     let detectors = if args.detectors.is_empty() {

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::config::RelaySection;
 use crate::detect::{self, endpoints::Endpoints, Detector};
 use crate::gateway::{Gateway, StartError};
+use crate::rules::Diagnostic;
 
 pub mod tcp;
 pub mod udp;
@@ -38,8 +39,14 @@ pub fn detectors_for(
                 .and_then(std::path::Path::parent)
                 .map(PathBuf::from)
                 .unwrap_or_default();
-            Endpoints::load(&base.join(p))
-                .map_err(|e| StartError::Other(format!("[[relay]] {}: endpoints: {e}", r.listen)))?
+            let path = base.join(p);
+            let shown = path.display().to_string();
+            let bad =
+                |e: String| StartError::Other(format!("[[relay]] {}: endpoints: {e}", r.listen));
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                bad(Diagnostic::file(&shown, format!("cannot read: {e}")).to_string())
+            })?;
+            Endpoints::parse(&shown, &text).map_err(|e| bad(e.to_string()))?
         }
         None => Endpoints::default(),
     };
