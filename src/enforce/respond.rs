@@ -3,13 +3,18 @@
 //! [`Body`] is the response body of both hyper services; [`full`] builds a small complete
 //! response; [`blockpage`] renders the `http-blockpage` page as a response; [`ProxyError`]
 //! ends a request without a response (reset or swallowed on purpose); [`strip_hop_by_hop`]
-//! removes the headers a proxy never forwards, in either direction.
+//! removes the headers a proxy never forwards, in either direction; [`origin`] opens the
+//! HTTP/1.1 client side towards an origin.
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::blockpage;
 use crate::policy::{JurisdictionId, Policy, RuleId};
@@ -86,6 +91,23 @@ pub fn bad_gateway(what: impl std::fmt::Display) -> Response<Body> {
         StatusCode::BAD_GATEWAY,
         format!("502 Bad Gateway: {what}\n"),
     )
+}
+
+/// An HTTP/1.1 client connection over `stream` (already connected to the origin), driven by
+/// its own task until the origin or the sender closes it.
+pub async fn origin<S>(stream: S) -> Result<SendRequest<Incoming>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "origin connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]

@@ -302,16 +302,7 @@ impl Conn {
                 Err(_) => return Err("connect timed out".into()),
             };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Throttled::new(stream, kbps));
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "origin connection ended");
-            }
-        });
-        Ok(sender)
+        respond::origin(Throttled::new(stream, kbps)).await
     }
 
     async fn connect(

@@ -23,6 +23,16 @@ struct Session {
     inspector: Mutex<Inspector>,
 }
 
+impl Session {
+    /// The inspector's fate for one datagram travelling in `dir`.
+    fn fate(&self, gw: &Gateway, dir: Dir, data: &[u8]) -> Fate {
+        match self.inspector.lock() {
+            Ok(mut i) => i.on_packet(dir, data, &gw.policy(), gw.at(), Instant::now()),
+            Err(_) => Fate::Discard,
+        }
+    }
+}
+
 /// Binds the relay and spawns its receive loop.
 pub async fn start(
     gw: Arc<Gateway>,
@@ -72,16 +82,7 @@ async fn serve(
                 None => continue,
             },
         };
-        let fate = match session.inspector.lock() {
-            Ok(mut i) => i.on_packet(
-                Dir::ToServer,
-                &buf[..n],
-                &gw.policy(),
-                gw.at(),
-                Instant::now(),
-            ),
-            Err(_) => Fate::Discard,
-        };
+        let fate = session.fate(&gw, Dir::ToServer, &buf[..n]);
         let s = Arc::clone(&session);
         send(fate, &buf[..n], move |d| async move {
             s.upstream.send(&d).await
@@ -171,16 +172,7 @@ async fn open(
             loop {
                 match tokio::time::timeout(super::UDP_IDLE, s.upstream.recv(&mut buf)).await {
                     Ok(Ok(n)) => {
-                        let fate = match s.inspector.lock() {
-                            Ok(mut i) => i.on_packet(
-                                Dir::ToClient,
-                                &buf[..n],
-                                &gw.policy(),
-                                gw.at(),
-                                Instant::now(),
-                            ),
-                            Err(_) => Fate::Discard,
-                        };
+                        let fate = s.fate(&gw, Dir::ToClient, &buf[..n]);
                         let sock = Arc::clone(&sock);
                         send(fate, &buf[..n], move |d| async move {
                             sock.send_to(&d, client).await

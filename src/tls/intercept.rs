@@ -266,14 +266,6 @@ impl Session {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("origin TLS: {e}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "origin connection ended");
-            }
-        });
-        Ok(sender)
+        respond::origin(tls).await
     }
 }
