@@ -57,7 +57,7 @@ fn classify(buf: &[u8]) -> Option<Sniffed> {
         return None;
     }
     if client_hello::looks_like_tls(buf) {
-        return client_hello::parse(buf).ok().map(Sniffed::Tls);
+        return client_hello::sni(buf).ok().map(Sniffed::Tls);
     }
     if http_head::looks_like_http(&buf[..buf.len().min(11)]) {
         return http_head::parse(buf).ok().map(Sniffed::Http);
