@@ -250,16 +250,11 @@ fn decide(gw: &Gateway, query: &str) -> (u16, serde_json::Value) {
     let Some(jid) = policy.jurisdiction_for(client) else {
         return err(format!("client {client} is not in any configured network"));
     };
-    // The same normalisation as `blocklab check` (IDN, case, URL hosts).
-    let norm = match crate::cli::check::normalise_target(&target) {
-        Ok(n) => n,
-        Err(e) => return err(e),
-    };
-    let d = policy.decide_in(jid, norm.target(), At::Day(day));
-    (
-        200,
-        crate::cli::check::json_line(&policy, &target, jid, day, &d),
-    )
+    // The same normalisation and JSON as `blocklab check --json`.
+    match crate::policy::explain::explain(&policy, jid, &target, day) {
+        Ok(e) => (200, e.json()),
+        Err(e) => err(e),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
