@@ -42,15 +42,18 @@ const MIN_BACKOFF: Duration = Duration::from_millis(5);
 pub enum Admit {
     /// Every client; the handler decides (and records refusals itself).
     Everyone,
-    /// Only clients in a configured `[[clients]]` network; others are refused and counted.
-    MappedClients,
+    /// Only clients in a configured `[[clients]]` network; others are refused and counted
+    /// under `layer` (the decision log's `layer`, e.g. `relay`).
+    MappedClients {
+        /// The layer refusals are recorded under.
+        layer: &'static str,
+    },
 }
 
 /// How a listener accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct Listen {
-    /// The listener's name, as announced (`http`, `relay/tcp`, ...); also the layer refusals
-    /// are recorded under.
+    /// The listener's name, as announced (`http`, `relay/tcp`, ...).
     pub name: &'static str,
     /// Connections served at once (0: practically unbounded).
     pub max_connections: usize,
@@ -103,7 +106,10 @@ where
         return;
     };
     let slots = ConnLimit::new(opts.max_connections, Arc::clone(&gw.metrics));
-    let refusals = Refusals::new(opts.name);
+    let refusals = match opts.admit {
+        Admit::MappedClients { layer } => Some(Refusals::new(opts.name, layer)),
+        Admit::Everyone => None,
+    };
     let mut backoff = Backoff::default();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -114,9 +120,9 @@ where
             }
         };
         backoff.succeeded();
-        let jurisdiction = match opts.admit {
-            Admit::Everyone => None,
-            Admit::MappedClients => match gw.policy().jurisdiction_for(peer.ip()) {
+        let jurisdiction = match &refusals {
+            None => None,
+            Some(refusals) => match gw.policy().jurisdiction_for(peer.ip()) {
                 Some(j) => Some(j),
                 None => {
                     refusals.refuse(&gw, peer, "");
@@ -179,6 +185,7 @@ impl Backoff {
 /// refused since the last one, so a flood of datagrams does not flood the log.
 #[derive(Debug)]
 pub struct Refusals {
+    listener: &'static str,
     layer: &'static str,
     epoch: Instant,
     /// Milliseconds after `epoch` of the last warning, plus one (0: never warned).
@@ -190,9 +197,11 @@ impl Refusals {
     /// At most one warning this often.
     pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
-    /// Accounting for refusals on `layer` (the listener's name).
-    pub fn new(layer: &'static str) -> Refusals {
+    /// Accounting for refusals on `listener`, recorded under `layer` (e.g. `relay/udp`,
+    /// `relay`).
+    pub fn new(listener: &'static str, layer: &'static str) -> Refusals {
         Refusals {
+            listener,
             layer,
             epoch: Instant::now(),
             last_warn: AtomicU64::new(0),
@@ -215,7 +224,7 @@ impl Refusals {
         {
             let refused_since_last_warning = self.since_warn.swap(0, Ordering::Relaxed);
             tracing::warn!(
-                listener = self.layer,
+                listener = self.listener,
                 client.addr = %client,
                 refused_since_last_warning,
                 "client not in any [[clients]] network: refused"

@@ -1099,7 +1099,7 @@ fn relays_count_refused_clients_and_warn_once() {
         .unwrap();
     // Only 127.0.0.2 is a client: the test's 127.0.0.1 is refused by both relays.
     let cfg = format!(
-        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd}\"\nprotocol = \"tcp\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd}\"\nprotocol = \"tcp\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\npath = \"decisions.jsonl\"\n",
         target.local_addr().unwrap()
     );
     let gw = Blocklab::start(

@@ -29,12 +29,12 @@ pub async fn start(
     let opts = Listen {
         name: "relay/tcp",
         max_connections: r.max_connections,
-        admit: Admit::MappedClients,
+        admit: Admit::MappedClients { layer: "relay" },
     };
     let idle = std::time::Duration::from_secs(r.idle_secs.max(1));
     let g = Arc::clone(&gw);
     let handler = move |c: Accepted| {
-        // Admission looked the jurisdiction up (`Admit::MappedClients`).
+        // Admission looked the jurisdiction up (`Admit::MappedClients`): always `Some`.
         let inspector = c.jurisdiction.map(|j| {
             Inspector::new(
                 Arc::clone(&detectors),

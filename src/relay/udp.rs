@@ -56,7 +56,7 @@ async fn serve(
     sock: Arc<UdpSocket>,
 ) {
     let sessions: Sessions = Arc::default();
-    let refusals = Refusals::new("relay/udp");
+    let refusals = Refusals::new("relay/udp", "relay");
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, client) = match sock.recv_from(&mut buf).await {
