@@ -645,24 +645,7 @@ pub(crate) mod tests {
 
     /// A ClientHello handshake message (without record framing) with the given extensions.
     pub(crate) fn hello(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut body = vec![3, 3];
-        body.extend([7u8; 32]);
-        body.push(32);
-        body.extend([9u8; 32]);
-        body.extend([0, 6, 0x0a, 0x0a, 0x13, 0x01, 0x13, 0x02]); // GREASE suite first
-        body.extend([1, 0]);
-        let mut e = Vec::new();
-        for (ty, data) in exts {
-            e.extend(ty.to_be_bytes());
-            e.extend((data.len() as u16).to_be_bytes());
-            e.extend(data);
-        }
-        body.extend((e.len() as u16).to_be_bytes());
-        body.extend(e);
-        let mut hs = vec![1];
-        hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
-        hs.extend(body);
-        hs
+        hello_with(&[0x0a0a, 0x1301, 0x1302], exts, false) // GREASE suite first
     }
 
     /// A `server_name` extension payload naming `name`.
@@ -797,7 +780,8 @@ pub(crate) mod tests {
     fn hello_with(ciphers: &[u16], exts: &[(u16, Vec<u8>)], dtls: bool) -> Vec<u8> {
         let mut body = if dtls { vec![0xfe, 0xfd] } else { vec![3, 3] };
         body.extend([7u8; 32]);
-        body.push(0);
+        body.push(32);
+        body.extend([9u8; 32]);
         if dtls {
             body.push(0);
         }
