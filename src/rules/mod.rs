@@ -35,6 +35,11 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../rules/ru/registry.lst"),
     ),
     ("ru/ipsum.lst", include_str!("../../rules/ru/ipsum.lst")),
+    (
+        "ru/foreign-hosting.lst",
+        include_str!("../../rules/ru/foreign-hosting.lst"),
+    ),
+    ("ru/ovh.lst", include_str!("../../rules/ru/ovh.lst")),
 ];
 
 /// All the rules files of one rules directory, parsed and checked.
