@@ -480,9 +480,92 @@ fn synthetic_1m(c: &mut Cpu) {
     g.finish();
 }
 
+/// The cost of rule conditions: the same 100k names decided (a) by rules without conditions
+/// (`decide` and `decide_conn`), and (b) by rules carrying `ports` and `isp` conditions that
+/// `decide_conn` evaluates (and that hold, so every hit pays for them).
+fn conditions(c: &mut Cpu) {
+    use blocklab::policy::{ClientGroup, Conn};
+    use blocklab::rules::{IspProfile, Port, PortRange, Proto};
+    let s = synthetic(100_000, 0);
+    let mut plain = synthetic_rules(&s, true, false);
+    let mut cond = plain.clone();
+    let isp = IspProfile {
+        id: "mobile".into(),
+        name: "mobile".into(),
+        dns_blockpage: Vec::new(),
+        http_blockpage: None,
+        overrides: Vec::new(),
+        source: None,
+    };
+    for set in [&mut plain, &mut cond] {
+        set.files[0].jurisdiction.isps.push(isp.clone());
+    }
+    for r in &mut cond.files[0].rules {
+        r.ports = vec![PortRange {
+            proto: Proto::Tcp,
+            low: 443,
+            high: 443,
+        }];
+        r.isp = vec!["mobile".into()];
+    }
+    let groups = [ClientGroup {
+        nets: vec!["127.0.0.0/8".parse().expect("net")],
+        jurisdiction: "xx".into(),
+        isp: Some("mobile".into()),
+        ..ClientGroup::default()
+    }];
+    let pp = Policy::compile_groups(&plain, &groups).expect("compile");
+    let pc = Policy::compile_groups(&cond, &groups).expect("compile");
+    let client: IpAddr = "127.0.0.1".parse().expect("ip");
+    let at = At::Day("2024-01-01".parse::<Day>().expect("day"));
+    let conn = Conn {
+        port: Some(Port {
+            proto: Proto::Tcp,
+            port: 443,
+        }),
+        ..Conn::default()
+    };
+    let hits: Vec<String> = s
+        .names
+        .iter()
+        .step_by(997)
+        .take(64)
+        .map(|n| format!("www.{n}"))
+        .collect();
+    assert!(hits.iter().all(|h| pc
+        .decide_conn(client, Target::Domain(h), &conn, at)
+        .expect("mapped")
+        .is_block()));
+    let mut g = c.benchmark_group("conditions");
+    g.throughput(Throughput::Elements(hits.len() as u64));
+    let cases: [(&str, &Policy, bool); 3] = [
+        ("no-conditions/decide", &pp, false),
+        ("no-conditions/decide_conn", &pp, true),
+        ("ports+isp/decide_conn", &pc, true),
+    ];
+    for (name, p, with_conn) in cases {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                for h in &hits {
+                    let t = Target::Domain(h);
+                    let d = if with_conn {
+                        p.decide_conn(client, t, &conn, at)
+                    } else {
+                        p.decide(client, t, at)
+                    };
+                    n += usize::from(d.expect("mapped").is_block());
+                }
+                black_box(n)
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = cpu_criterion();
-    targets = real_ru, synthetic_1m
+    targets = real_ru, synthetic_1m, conditions
 }
 criterion_main!(benches);
