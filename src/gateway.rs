@@ -238,12 +238,26 @@ impl Gateway {
         };
         match clients {
             Some(name) => {
-                let Some(g) = self.dates.names.iter().position(|n| n.as_deref() == Some(name))
+                let Some(g) = self
+                    .dates
+                    .names
+                    .iter()
+                    .position(|n| n.as_deref() == Some(name))
                 else {
-                    let have: Vec<&str> = self.dates.names.iter().flatten().map(String::as_str).collect();
+                    let have: Vec<&str> = self
+                        .dates
+                        .names
+                        .iter()
+                        .flatten()
+                        .map(String::as_str)
+                        .collect();
                     return Err(format!(
                         "no client group is named `{name}` (named groups: {})",
-                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
                     ));
                 };
                 let from = self.dates.at(Some(g));
@@ -305,6 +319,21 @@ pub struct Client {
     pub isp: Option<IspId>,
     /// The simulated moment its group decides at.
     pub at: At,
+}
+
+/// The clock's local minute of the day in a zone `utc_offset` seconds east of UTC, when `at`
+/// is a simulated day: a simulated date keeps the real time of day, for `hours` conditions
+/// (an instant carries its own time of day: `None`).
+pub fn clock_minute(at: At, utc_offset: i32) -> Option<u16> {
+    match at {
+        At::Instant(_) => None,
+        At::Day(_) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            Some(((now + i64::from(utc_offset)).rem_euclid(86_400) / 60) as u16)
+        }
+    }
 }
 
 /// No date set: a group follows the gateway, the gateway follows the clock.
