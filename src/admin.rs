@@ -1,4 +1,4 @@
-//! The admin listener: `/metrics`, `/healthz`, `POST /reload`, `/decide`.
+//! The admin listener: `/metrics`, `/healthz`, `POST /reload`, `POST /date`, `/decide`.
 //!
 //! Served by `hyper` (HTTP/1.1, one request per connection, the head read within
 //! [`READ_TIMEOUT`], a connection closed after [`CONNECTION_TIMEOUT`]) behind the shared accept
@@ -6,7 +6,10 @@
 //! descriptors). It binds to loopback by default; the config refuses a non-loopback address
 //! without a `token`, and with a token every request needs `Authorization: Bearer <token>`
 //! (compared in constant time). `/decide` answers with the JSON of `blocklab check --json`
-//! (`policy::explain`).
+//! (`policy::explain`) at the client's simulated date. `POST /date?at=YYYY-MM-DD[&clients=NAME]`
+//! moves the simulated date of the whole gateway or of one named `[[clients]]` group
+//! (`crate::gateway::Dates`); the move is logged, shown in `blocklab_simulated_date`, and kept
+//! across reloads.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -126,7 +129,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
         (&Method::GET, "/metrics") => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            gw.metrics.render(),
+            gw.render_metrics(),
         ),
         (&Method::POST, "/reload") => {
             let g = Arc::clone(gw);
@@ -139,6 +142,10 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
                 Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed\n"),
             }
         }
+        (&Method::POST, "/date") => {
+            let (status, body) = set_date(gw, req.uri().query().unwrap_or(""));
+            json(status, &body)
+        }
         (&Method::GET, "/decide") => {
             let (status, body) = decide(gw, req.uri().query().unwrap_or(""));
             let status = if status == 200 {
@@ -148,13 +155,47 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes
             };
             json(status, &body)
         }
-        (_, "/healthz" | "/metrics" | "/reload" | "/decide") => {
+        (_, "/healthz" | "/metrics" | "/reload" | "/date" | "/decide") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, POST /reload, /decide?client=IP&target=NAME\n",
+            "not found: try /metrics, /healthz, POST /reload, POST /date?at=YYYY-MM-DD, /decide?client=IP&target=NAME\n",
         ),
+    }
+}
+
+/// `POST /date?at=YYYY-MM-DD[&clients=NAME]`: 200 with the new date, 400 on a missing or bad
+/// date, an unknown group or an unknown parameter.
+fn set_date(gw: &Gateway, query: &str) -> (StatusCode, serde_json::Value) {
+    let err = |m: String| (StatusCode::BAD_REQUEST, serde_json::json!({ "error": m }));
+    let mut at = None;
+    let mut clients = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "at" => at = Some(percent_decode(v)),
+            "clients" => clients = Some(percent_decode(v)),
+            other => {
+                return err(format!(
+                    "unknown parameter `{other}` (give at=YYYY-MM-DD and optionally clients=NAME)"
+                ))
+            }
+        }
+    }
+    let Some(at) = at else {
+        return err("give at=YYYY-MM-DD".into());
+    };
+    let day = match at.parse::<Day>() {
+        Ok(d) => d,
+        Err(e) => return err(e.to_string()),
+    };
+    match gw.set_date(day, clients.as_deref()) {
+        Ok(()) => (
+            StatusCode::OK,
+            serde_json::json!({"status": "ok", "date": day.to_string(), "clients": clients.as_deref().unwrap_or("*")}),
+        ),
+        Err(e) => err(e),
     }
 }
 
@@ -179,22 +220,27 @@ fn decide(gw: &Gateway, query: &str) -> (u16, serde_json::Value) {
     let Some(target) = target else {
         return err("give target=NAME, IP or URL".into());
     };
+    let policy = gw.policy();
+    let Some(c) = gw.client(&policy, client) else {
+        return err(format!("client {client} is not in any configured network"));
+    };
+    let jid = c.jurisdiction;
     let day = match at {
         Some(s) => match s.parse::<Day>() {
             Ok(d) => d,
             Err(e) => return err(e.to_string()),
         },
-        None => match gw.at() {
+        None => match c.at {
             At::Day(d) => d,
-            At::Instant(_) => Day::today_utc(),
+            At::Instant(t) => Day::at_instant(t, policy.jurisdiction(jid).utc_offset),
         },
     };
-    let policy = gw.policy();
-    let Some(jid) = policy.jurisdiction_for(client) else {
-        return err(format!("client {client} is not in any configured network"));
-    };
     // The same normalisation and JSON as `blocklab check --json`.
-    match crate::policy::explain::explain(&policy, jid, &target, day) {
+    let conn = crate::policy::Conn {
+        isp: c.isp,
+        ..crate::policy::Conn::NONE
+    };
+    match crate::policy::explain::explain_conn(&policy, jid, &target, day, &conn) {
         Ok(e) => (200, e.json()),
         Err(e) => err(e),
     }

@@ -7,8 +7,15 @@
 //! they started with, and report what they did through [`Gateway::record`] and friends. Every
 //! bound listener is announced here ([`Gateway::announce`]), which is how `serve` hands the
 //! bound addresses to its caller. Frontends import this module, never `serve`.
+//!
+//! The gateway also holds the simulated dates ([`Dates`]): the gateway-wide `date` and each
+//! `[[clients]]` group's own, movable at run time (admin `POST /date`) and kept across
+//! reloads, since they live here and not in the compiled policy. A frontend asks
+//! [`Gateway::client`] once per flow or query for everything the policy needs of its client:
+//! jurisdiction, ISP profile and simulated moment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
@@ -16,8 +23,8 @@ use arc_swap::{ArcSwap, Guard};
 use crate::config::Config;
 use crate::decision_log::{now_rfc3339, DecisionLog, Event};
 use crate::metrics::{DecisionKey, Metrics};
-use crate::policy::{At, Decision, Policy};
-use crate::rules::Technique;
+use crate::policy::{At, Decision, IspId, JurisdictionId, Policy};
+use crate::rules::{Day, Technique};
 
 /// State shared by every frontend.
 #[derive(Debug)]
@@ -31,6 +38,8 @@ pub struct Gateway {
     /// The decision log, if `[log]` is configured.
     pub log: Option<DecisionLog>,
     policy: ArcSwap<Policy>,
+    /// The simulated dates, gateway-wide and per client group.
+    pub dates: Dates,
     /// Every listener bound so far, in bind order (startup only; never on a request path).
     bound: Mutex<Vec<(&'static str, SocketAddr)>>,
 }
@@ -61,10 +70,11 @@ impl Gateway {
             None => None,
         };
         Ok(Arc::new(Gateway {
-            config,
             upstream,
             metrics,
             log,
+            dates: Dates::new(&config),
+            config,
             policy: ArcSwap::from_pointee(policy),
             bound: Mutex::new(Vec::new()),
         }))
@@ -192,9 +202,85 @@ impl Gateway {
         self.policy.load()
     }
 
-    /// The simulated moment for decisions made now.
+    /// The gateway-wide simulated moment for decisions made now (a client group with its own
+    /// date decides at that one: see [`Gateway::client`]).
     pub fn at(&self) -> At {
-        self.config.at()
+        self.dates.at(None)
+    }
+
+    /// Everything the policy needs of `client` under `policy`: its group, jurisdiction, ISP
+    /// profile and simulated moment; `None` for a client in no configured network. No lock,
+    /// no allocation.
+    #[inline]
+    pub fn client(&self, policy: &Policy, client: IpAddr) -> Option<Client> {
+        let group = policy.group_index_for(client)?;
+        let info = &policy.groups()[group];
+        Some(Client {
+            group,
+            jurisdiction: info.jurisdiction,
+            isp: info.isp,
+            at: self.dates.at(Some(group)),
+        })
+    }
+
+    /// The simulated moment for `client`'s group (the gateway's for an unmapped client).
+    #[inline]
+    pub fn at_for(&self, client: IpAddr) -> At {
+        self.dates.at(self.policy().group_index_for(client))
+    }
+
+    /// Moves the simulated date to `day`: of the group named `clients`, or of the whole
+    /// gateway (every group) when `None`. Logged; the error names an unknown group.
+    pub fn set_date(&self, day: Day, clients: Option<&str>) -> Result<(), String> {
+        let shown = |a: At| match a {
+            At::Day(d) => d.to_string(),
+            At::Instant(_) => "clock".to_string(),
+        };
+        match clients {
+            Some(name) => {
+                let Some(g) = self
+                    .dates
+                    .names
+                    .iter()
+                    .position(|n| n.as_deref() == Some(name))
+                else {
+                    let have: Vec<&str> = self
+                        .dates
+                        .names
+                        .iter()
+                        .flatten()
+                        .map(String::as_str)
+                        .collect();
+                    return Err(format!(
+                        "no client group is named `{name}` (named groups: {})",
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    ));
+                };
+                let from = self.dates.at(Some(g));
+                self.dates.groups[g].store(i64::from(day.0), Ordering::Relaxed);
+                tracing::info!(clients = name, from = %shown(from), to = %day, "simulated date moved");
+            }
+            None => {
+                let from = self.dates.at(None);
+                self.dates.global.store(i64::from(day.0), Ordering::Relaxed);
+                for g in &self.dates.groups {
+                    g.store(UNSET, Ordering::Relaxed);
+                }
+                tracing::info!(clients = "*", from = %shown(from), to = %day, "simulated date moved");
+            }
+        }
+        Ok(())
+    }
+
+    /// The Prometheus text of `/metrics`: the counters plus the simulated-date gauges.
+    pub fn render_metrics(&self) -> String {
+        let mut out = self.metrics.render();
+        out.push_str(&self.dates.render());
+        out
     }
 
     /// Recompiles the rules and swaps the new policy in; on error the old one keeps serving
@@ -219,6 +305,119 @@ impl Gateway {
                 Err(e)
             }
         }
+    }
+}
+
+/// What the policy needs of one client, looked up once per flow or query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The index of its `[[clients]]` group (config order).
+    pub group: usize,
+    /// Its jurisdiction.
+    pub jurisdiction: JurisdictionId,
+    /// Its group's ISP profile.
+    pub isp: Option<IspId>,
+    /// The simulated moment its group decides at.
+    pub at: At,
+}
+
+/// The clock's local minute of the day in a zone `utc_offset` seconds east of UTC, when `at`
+/// is a simulated day: a simulated date keeps the real time of day, for `hours` conditions
+/// (an instant carries its own time of day: `None`).
+pub fn clock_minute(at: At, utc_offset: i32) -> Option<u16> {
+    match at {
+        At::Instant(_) => None,
+        At::Day(_) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            Some(((now + i64::from(utc_offset)).rem_euclid(86_400) / 60) as u16)
+        }
+    }
+}
+
+/// No date set: a group follows the gateway, the gateway follows the clock.
+const UNSET: i64 = i64::MIN;
+
+/// The simulated dates as day numbers in atomics: read on every decision without a lock,
+/// moved by `POST /date`, untouched by reloads.
+#[derive(Debug)]
+pub struct Dates {
+    /// The gateway-wide day, or [`UNSET`] (the clock).
+    global: AtomicI64,
+    /// Per `[[clients]]` group, in config order: its own day, or [`UNSET`] (the gateway's).
+    groups: Vec<AtomicI64>,
+    /// The groups' names (`None` for unnamed groups).
+    names: Vec<Option<String>>,
+    /// The groups' metric labels: the name, else the first network.
+    labels: Vec<String>,
+}
+
+impl Dates {
+    /// The dates of `config`: its `date` and each group's own `date`.
+    pub fn new(config: &Config) -> Dates {
+        let groups = config.client_groups();
+        let day = |d: Option<Day>| d.map_or(UNSET, |d| i64::from(d.0));
+        Dates {
+            global: AtomicI64::new(day(config.date())),
+            groups: groups.iter().map(|g| AtomicI64::new(day(g.date))).collect(),
+            labels: groups
+                .iter()
+                .map(|g| {
+                    g.name.clone().unwrap_or_else(|| {
+                        g.nets.first().map_or_else(String::new, ToString::to_string)
+                    })
+                })
+                .collect(),
+            names: groups.into_iter().map(|g| g.name).collect(),
+        }
+    }
+
+    /// The moment of group `group` (its own date, else the gateway's), or of the gateway.
+    #[inline]
+    pub fn at(&self, group: Option<usize>) -> At {
+        let own = group
+            .and_then(|g| self.groups.get(g))
+            .map_or(UNSET, |d| d.load(Ordering::Relaxed));
+        let d = if own != UNSET {
+            own
+        } else {
+            self.global.load(Ordering::Relaxed)
+        };
+        if d == UNSET {
+            crate::config::at_now(None)
+        } else {
+            At::Day(Day(d as i32))
+        }
+    }
+
+    /// `blocklab_simulated_date{clients="*"}` (the gateway's) and one line per client group
+    /// (labelled by name, else first network): the date as a `YYYYMMDD` number (today's UTC
+    /// date when following the clock).
+    fn render(&self) -> String {
+        let ymd = |a: At| {
+            let d = match a {
+                At::Day(d) => d,
+                At::Instant(t) => Day::at_instant(t, 0),
+            };
+            let (y, m, dd) = d.ymd();
+            i64::from(y) * 10_000 + i64::from(m) * 100 + i64::from(dd)
+        };
+        let mut out = String::from(
+            "# HELP blocklab_simulated_date The simulated date decisions are made at, as YYYYMMDD (clients=\"*\": the gateway's; else a client group's).\n# TYPE blocklab_simulated_date gauge\n",
+        );
+        out.push_str(&format!(
+            "blocklab_simulated_date{{clients=\"*\"}} {}\n",
+            ymd(self.at(None))
+        ));
+        for (i, label) in self.labels.iter().enumerate() {
+            let label = label.replace('\\', "\\\\").replace('"', "\\\"");
+            out.push_str(&format!(
+                "blocklab_simulated_date{{clients=\"{label}\"}} {}\n",
+                ymd(self.at(Some(i)))
+            ));
+        }
+        out
     }
 }
 

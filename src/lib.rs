@@ -19,7 +19,7 @@
 //! - [`dns`], [`http`], [`tls`], [`relay`]: the frontends, translating between the wire and
 //!   `policy::Request`/`policy::Decision`.
 //! - [`metrics`], [`decision_log`], [`admin`]: operating the gateway: Prometheus metrics, the
-//!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/decide`).
+//!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/date`, `/decide`).
 //! - [`watch`]: opt-in polling of the rules directory, reloading on change.
 //! - [`limits`]: the per-client DNS rate limit and per-listener connection caps.
 //! - [`listen`]: the one TCP accept loop (bind, announce, cap, backoff, span, refusals).

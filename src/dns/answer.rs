@@ -3,7 +3,8 @@
 //! [`Frontend::answer_now`] does everything that needs no I/O, synchronously, so the
 //! listeners can answer blocked and cached names without spawning a task: parse the packet,
 //! map the client to its jurisdiction (none: REFUSED, counted — never an open resolver), ask
-//! the policy about the question name, and either enact the rule's DNS technique or look in
+//! the policy about the question name (as a query to port 53 over its transport, from the
+//! client group's ISP profile, at the group's simulated date), and either enact the rule's DNS technique or look in
 //! the cache. A name blocked only at other layers (e.g. `tls-reset`) resolves normally, as it
 //! did for the real censor. What the cache lacks becomes a [`Pending`] query that
 //! [`Frontend::answer_later`] sends upstream (at most [`MAX_PENDING`] at once; beyond that,
@@ -30,9 +31,9 @@ use super::template::Template;
 use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
-use crate::policy::{At, Block, Decision, JurisdictionId, Policy, Target};
+use crate::policy::{At, Block, Conn, Decision, JurisdictionId, Policy, Target};
 use crate::resolve::Answer;
-use crate::rules::{Layer, Technique};
+use crate::rules::{Layer, Port, Proto, Technique};
 
 /// TTL of the records of a `dns-blockpage` answer.
 pub const BLOCKPAGE_TTL: u32 = 300;
@@ -80,6 +81,7 @@ pub struct Pending {
     policy: Arc<Policy>,
     jurisdiction: JurisdictionId,
     at: At,
+    conn: Conn<'static>,
     limit: usize,
     span: Span,
     _permit: OwnedSemaphorePermit,
@@ -179,22 +181,35 @@ impl Frontend {
         span.record("dns.qtype", field::display(req.qtype));
 
         let policy = self.gw.policy();
-        let Some(jid) = policy.jurisdiction_for(client.ip()) else {
+        let Some(c) = self.gw.client(&policy, client.ip()) else {
             self.gw.record_refused("dns", client, &key);
             tracing::debug!(decision = "refused", "client in no configured network");
             let refused = ResponseCode::Refused;
             return Step::Reply(wire::encode(&req.head, refused, &[], &[], limit));
         };
-        span.record(
-            "client.jurisdiction",
-            policy.jurisdiction(jid).code.as_str(),
-        );
-        let at = self.gw.at();
-        let decision = policy.decide_in(jid, Target::Domain(&key), at);
+        let (jid, at) = (c.jurisdiction, c.at);
+        let jur = policy.jurisdiction(jid);
+        span.record("client.jurisdiction", jur.code.as_str());
+        // The query as the censor sees it: to port 53 over its transport, from the client
+        // group's ISP, at its simulated moment.
+        let conn = Conn {
+            port: Some(Port {
+                proto: match transport {
+                    DnsTransport::Udp => Proto::Udp,
+                    DnsTransport::Tcp => Proto::Tcp,
+                },
+                port: 53,
+            }),
+            isp: c.isp,
+            local_minute: crate::gateway::clock_minute(at, jur.utc_offset),
+            ..Conn::NONE
+        };
+        let decision = policy.decide_conn_in(jid, Target::Domain(&key), &conn, at);
         let ctx = Ctx {
             policy: &policy,
             jid,
             at,
+            conn,
             client,
             key: &key,
             decision: &decision,
@@ -255,6 +270,7 @@ impl Frontend {
             policy: Guard::into_inner(policy),
             jurisdiction: jid,
             at,
+            conn,
             limit,
             span,
             _permit: permit,
@@ -272,6 +288,7 @@ impl Frontend {
                 policy: &p.policy,
                 jid: p.jurisdiction,
                 at: p.at,
+                conn: p.conn,
                 client: p.client,
                 key: &p.key,
                 decision: &p.decision,
@@ -349,7 +366,7 @@ impl Frontend {
             Technique::DnsRefused => ResponseCode::Refused,
             Technique::DnsDrop => return Step::Silent,
             Technique::DnsBlockpage => {
-                let addrs = &ctx.policy.jurisdiction(block.jurisdiction).dns_blockpage;
+                let addrs = ctx.policy.dns_blockpage(block.jurisdiction, ctx.conn.isp);
                 let records = blockpage_records(req, addrs);
                 let ok = ResponseCode::NoError;
                 return Step::Reply(wire::encode(&req.head, ok, &records, &[], limit));
@@ -366,6 +383,8 @@ struct Ctx<'a> {
     policy: &'a Policy,
     jid: JurisdictionId,
     at: At,
+    /// The query's port, ISP and time of day.
+    conn: Conn<'static>,
     client: SocketAddr,
     /// The question name, lower-case.
     key: &'a str,
@@ -382,7 +401,7 @@ fn limit_for(transport: DnsTransport, udp_limit: usize) -> usize {
 
 /// The first CNAME target or address of `records` blocked with a DNS technique.
 fn screen(ctx: &Ctx<'_>, records: &[Record]) -> Option<(Block, Technique, &'static str)> {
-    let decide = |t: Target<'_>| ctx.policy.decide_in(ctx.jid, t, ctx.at);
+    let decide = |t: Target<'_>| ctx.policy.decide_conn_in(ctx.jid, t, &ctx.conn, ctx.at);
     records.iter().find_map(|r| {
         let (decision, via) = match r.data() {
             RData::CNAME(c) => (decide(Target::Domain(&c.0.to_ascii())), "cname"),

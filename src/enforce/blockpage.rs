@@ -5,7 +5,7 @@
 //! Without it the gateway answers itself with HTTP 451 (RFC 7725): a `Link: <gateway>;
 //! rel="blocked-by"` header and a page naming the rule, its basis and its source.
 
-use crate::policy::{JurisdictionId, Policy, RuleId};
+use crate::policy::{IspId, JurisdictionId, Policy, RuleId};
 
 /// A complete blockpage response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +33,23 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// The blockpage for a request to `url` blocked by `rule` in jurisdiction `j`; `gateway` is
-/// the gateway's own URL for the 451 `Link` header.
-pub fn page(policy: &Policy, j: JurisdictionId, rule: RuleId, url: &str, gateway: &str) -> Page {
+/// The blockpage for a request to `url` blocked by `rule` in jurisdiction `j` for a client of
+/// ISP profile `isp` (its `http_blockpage`, else the jurisdiction's); `gateway` is the
+/// gateway's own URL for the 451 `Link` header.
+pub fn page(
+    policy: &Policy,
+    j: JurisdictionId,
+    isp: Option<IspId>,
+    rule: RuleId,
+    url: &str,
+    gateway: &str,
+) -> Page {
     let jur = policy.jurisdiction(j);
-    if let Some(target) = &jur.http_blockpage {
+    if let Some(target) = policy.http_blockpage(j, isp) {
+        let target = target.to_string();
         let body = format!(
             "<html><head><title>302 Found</title></head><body><a href=\"{0}\">{0}</a></body></html>\n",
-            escape(target)
+            escape(&target)
         );
         return Page {
             status: 302,
@@ -129,6 +138,7 @@ mod tests {
         let pg = page(
             &p,
             j,
+            None,
             b.rule,
             "http://facebook.com/",
             "http://127.0.0.1:8080/",
@@ -138,6 +148,13 @@ mod tests {
             pg.headers[0],
             ("Location", "http://warning.rt.ru/".to_string())
         );
+        // A client of the MTS profile is sent to MTS's page.
+        let mts = p.isp_by_id(j, "mts");
+        let pg = page(&p, j, mts, b.rule, "http://facebook.com/", "http://x/");
+        assert_eq!(
+            pg.headers[0],
+            ("Location", "http://blocked.mts.ru/".to_string())
+        );
 
         for f in &mut rules.files {
             f.jurisdiction.http_blockpage = None;
@@ -146,6 +163,7 @@ mod tests {
         let pg = page(
             &p,
             j,
+            None,
             b.rule,
             "http://facebook.com/<x>",
             "http://127.0.0.1:8080/",

@@ -4,9 +4,14 @@
 //! Shared by the CONNECT tunnels of the forward proxy and the transparent listener. A reset is
 //! a real TCP RST (`SO_LINGER` 0, then close); a swallowed connection is read and discarded
 //! until the client gives up or the hold time ends, so the gateway keeps nothing forever; a
-//! splice copies both ways, throttled when the verdict says so.
+//! splice copies both ways, throttled or frozen when the verdict says so.
+//!
+//! The [`FlowCtx`] carries what the policy needs of the connection: the client's group
+//! (jurisdiction, ISP profile, simulated moment, from [`Gateway::client`]) and what the
+//! frontend learnt of the connection ([`Known`]: server port, the ClientHello's ECH and JA4,
+//! the destination address), so rules with conditions decide on it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,13 +19,15 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::freeze::Frozen;
 use super::observe::{Observed, Observer};
 use super::throttle::Throttled;
 use super::verdict::Verdict;
 use crate::detect::Dir;
 use crate::gateway::Gateway;
-use crate::policy::{JurisdictionId, Policy};
-use crate::sniff::client_hello::{self, Sni};
+use crate::policy::{At, Conn, IspId, JurisdictionId, Policy};
+use crate::rules::{Port, Proto};
+use crate::sniff::client_hello::{self, Ja4, Sni};
 use crate::sniff::http_head::{self, HttpHead};
 
 /// The longest the sniffer waits for a client's first bytes.
@@ -29,11 +36,33 @@ pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// Buffer size of each direction of a splice.
 const SPLICE_BUF: usize = 64 * 1024;
 
+/// What a censor reads from a TLS ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The server name, if it names a valid host.
+    pub sni: Option<Sni>,
+    /// Whether it carries an Encrypted Client Hello extension.
+    pub ech: bool,
+    /// Its JA4 fingerprint.
+    pub ja4: Ja4,
+}
+
+impl Hello {
+    /// What `h` shows.
+    pub fn of(h: &client_hello::ClientHello<'_>) -> Hello {
+        Hello {
+            sni: h.server_name(),
+            ech: h.ech(),
+            ja4: h.ja4(),
+        }
+    }
+}
+
 /// What the first bytes of a connection say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniffed {
-    /// A TLS ClientHello, with the SNI if the censor could read it.
-    Tls(Option<Sni>),
+    /// A TLS ClientHello, if the censor could read it.
+    Tls(Option<Hello>),
     /// A plain HTTP request, with its head if the censor could read it.
     Http(Option<HttpHead>),
     /// Something else (or nothing before the timeout).
@@ -44,7 +73,7 @@ impl Sniffed {
     /// The host name the censor saw, if any.
     pub fn name(&self) -> Option<&str> {
         match self {
-            Sniffed::Tls(Some(s)) => Some(s.as_str()),
+            Sniffed::Tls(Some(h)) => h.sni.as_ref().map(Sni::as_str),
             Sniffed::Http(Some(h)) => Some(&h.host),
             _ => None,
         }
@@ -57,7 +86,9 @@ fn classify(buf: &[u8]) -> Option<Sniffed> {
         return None;
     }
     if client_hello::looks_like_tls(buf) {
-        return client_hello::sni(buf).ok().map(Sniffed::Tls);
+        return client_hello::parse(buf)
+            .ok()
+            .map(|h| Sniffed::Tls(h.as_ref().map(Hello::of)));
     }
     if http_head::looks_like_http(&buf[..buf.len().min(11)]) {
         return http_head::parse(buf).ok().map(Sniffed::Http);
@@ -136,14 +167,17 @@ pub async fn swallow<S: AsyncRead + Unpin>(stream: &mut S, hold: Duration) {
     let _ = tokio::time::timeout(hold, work).await;
 }
 
-/// Sends `first` to `upstream`, then copies both ways until either side closes; the client
-/// side is limited to `kbps` in each direction when given. The flow's bytes are fed to
-/// `observer` (the VPN detectors, observe mode) if given. Returns (up, down) byte counts.
+/// Sends `first` to `upstream`, then copies both ways until either side closes. A throttle
+/// verdict limits the client side to its rate in each direction; a freeze verdict stops the
+/// flow after its server->client bytes and holds it silently for at most `hold`. The flow's
+/// bytes are fed to `observer` (the VPN detectors, observe mode) if given. Returns (up, down)
+/// byte counts.
 pub async fn splice<C, U>(
     client: C,
     first: &[u8],
     upstream: U,
-    kbps: Option<u32>,
+    v: Verdict,
+    hold: Duration,
     observer: Option<std::sync::Arc<Observer>>,
 ) -> std::io::Result<(u64, u64)>
 where
@@ -154,8 +188,9 @@ where
         o.feed(Dir::ToServer, first);
     }
     let client = Observed::new(client, Dir::ToServer, observer.clone());
+    let upstream = Frozen::new(upstream, v.freeze_after(), hold);
     let mut upstream = Observed::new(upstream, Dir::ToClient, observer);
-    let mut client = Throttled::new(client, kbps);
+    let mut client = Throttled::new(client, v.kbps());
     upstream.write_all(first).await?;
     // 64 KiB buffers: fewer syscalls per megabyte than the default 8 KiB.
     let (up, down) = tokio::io::copy_bidirectional_with_sizes(
@@ -168,8 +203,21 @@ where
     Ok((up + first.len() as u64, down))
 }
 
+/// What a frontend learnt of a connection, for rules with conditions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    /// The server port (CONNECT's, the original destination's, the Host's).
+    pub port: Option<Port>,
+    /// The ClientHello carries ECH.
+    pub ech: bool,
+    /// The ClientHello's JA4.
+    pub ja4: Option<Ja4>,
+    /// The destination address, when known before resolving (`SO_ORIGINAL_DST`).
+    pub dst: Option<IpAddr>,
+}
+
 /// One flow's (or one request's) context: the gateway, the policy snapshot it is decided
-/// under, the client's jurisdiction and both ends of the client connection.
+/// under, the client's group and both ends of the client connection.
 #[derive(Debug, Clone)]
 pub struct FlowCtx {
     /// The shared gateway context.
@@ -178,6 +226,14 @@ pub struct FlowCtx {
     pub policy: Arc<Policy>,
     /// The client's jurisdiction.
     pub j: JurisdictionId,
+    /// The client group's ISP profile.
+    pub isp: Option<IspId>,
+    /// The simulated moment of the client's group, read when the flow started.
+    pub at: At,
+    /// The local time of day (minutes) when the moment is a simulated day: the clock's.
+    pub minute: Option<u16>,
+    /// What is known of the connection so far.
+    pub known: Known,
     /// The client.
     pub peer: SocketAddr,
     /// The listener the client connected to.
@@ -189,14 +245,48 @@ impl FlowCtx {
     /// network (the caller refuses it in its own way).
     pub fn new(gw: &Arc<Gateway>, peer: SocketAddr, local: SocketAddr) -> Option<FlowCtx> {
         let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
-        let j = policy.jurisdiction_for(peer.ip())?;
+        let c = gw.client(&policy, peer.ip())?;
+        let minute =
+            crate::gateway::clock_minute(c.at, policy.jurisdiction(c.jurisdiction).utc_offset);
         Some(FlowCtx {
             gw: Arc::clone(gw),
+            j: c.jurisdiction,
+            isp: c.isp,
+            at: c.at,
+            minute,
+            known: Known::default(),
             policy,
-            j,
             peer,
             local,
         })
+    }
+
+    /// Notes the server's TCP port.
+    pub fn tcp_port(&mut self, port: u16) {
+        self.known.port = Some(Port {
+            proto: Proto::Tcp,
+            port,
+        });
+    }
+
+    /// Notes what the ClientHello in `sniffed` showed (ECH, JA4).
+    pub fn saw(&mut self, sniffed: &Sniffed) {
+        if let Sniffed::Tls(Some(h)) = sniffed {
+            self.known.ech = h.ech;
+            self.known.ja4 = Some(h.ja4);
+        }
+    }
+
+    /// The connection as the policy takes it.
+    pub fn conn(&self) -> Conn<'_> {
+        Conn {
+            port: self.known.port,
+            ech: self.known.ech,
+            ja4: self.known.ja4.as_ref().map(Ja4::as_str),
+            local_minute: self.minute,
+            isp: self.isp,
+            dst: self.known.dst,
+        }
     }
 
     /// Whether the client's jurisdiction reassembles messages split across segments.
@@ -206,20 +296,28 @@ impl FlowCtx {
 
     /// The verdict for a TLS ClientHello (or CONNECT target) naming `name`.
     pub fn for_name(&self, name: &str) -> Verdict {
-        super::verdict::for_name(&self.policy, self.j, name, self.gw.at())
+        super::verdict::for_name(&self.policy, self.j, name, &self.conn(), self.at)
     }
 
     /// The verdict for a plain HTTP request for `host` and `path`.
     pub fn for_http(&self, host: &str, path: &str) -> Verdict {
-        super::verdict::for_http(&self.policy, self.j, host, path, self.gw.at())
+        super::verdict::for_http(&self.policy, self.j, host, path, &self.conn(), self.at)
+    }
+
+    /// The verdict for the destination `ip` of a connection for `name` (empty: none seen):
+    /// an allow on the name or the address spares it, else the address's own verdict.
+    pub fn for_dest(&self, name: &str, ip: IpAddr) -> Verdict {
+        super::verdict::for_dest(&self.policy, self.j, name, ip, &self.conn(), self.at)
     }
 
     /// The verdict for what the first bytes said (`Pass` when they named nothing).
     pub fn for_sniffed(&self, sniffed: &Sniffed) -> Verdict {
         match sniffed {
-            Sniffed::Tls(Some(sni)) => self.for_name(sni.as_str()),
             Sniffed::Http(Some(h)) => self.for_http(&h.host, &h.path),
-            _ => Verdict::Pass,
+            _ => match sniffed.name() {
+                Some(name) => self.for_name(name),
+                None => Verdict::Pass,
+            },
         }
     }
 
@@ -237,7 +335,7 @@ impl FlowCtx {
 
     /// An observer feeding this flow to `server` to the VPN detectors (observe mode).
     pub fn observer(&self, layer: &'static str, server: SocketAddr, target: &str) -> Arc<Observer> {
-        Observer::new(&self.gw, layer, self.peer, server, self.j, target)
+        Observer::new(&self.gw, layer, self.peer, server, self.j, self.at, target)
     }
 }
 

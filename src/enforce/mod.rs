@@ -7,6 +7,7 @@
 //!   addresses -> resolve -> address verdict, written once.
 //! - [`flow`]: the per-flow context ([`flow::FlowCtx`]), sniffing first bytes, reset, swallow,
 //!   splice, the `active_flows` gauge.
+//! - [`freeze`]: the `freeze` technique on the server side of a stream.
 //! - [`throttle`]: the one token bucket behind every `throttle` (and the DNS rate limit).
 //! - [`inspect`]: live VPN detection and `[[vpn]]` enforcement on the one
 //!   `detect::Classifier`; [`observe`]: the same in observe mode on spliced streams.
@@ -15,6 +16,7 @@
 
 pub mod blockpage;
 pub mod flow;
+pub mod freeze;
 pub mod inspect;
 pub mod observe;
 pub mod pipeline;

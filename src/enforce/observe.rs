@@ -53,13 +53,15 @@ impl std::fmt::Debug for Observer {
 }
 
 impl Observer {
-    /// An observer for the flow `client` -> `server` (jurisdiction `j`), logged under `layer`.
+    /// An observer for the flow `client` -> `server` (jurisdiction `j`, deciding at `at`),
+    /// logged under `layer`.
     pub fn new(
         gw: &Arc<Gateway>,
         layer: &'static str,
         client: SocketAddr,
         server: SocketAddr,
         j: JurisdictionId,
+        at: At,
         target: &str,
     ) -> Arc<Observer> {
         let inspector = Inspector::new(
@@ -74,7 +76,7 @@ impl Observer {
             state: Mutex::new(Some(State {
                 inspector,
                 policy: Arc::clone(&*gw.policy()),
-                at: gw.at(),
+                at,
                 reads: 0,
             })),
             gw: Arc::clone(gw),

@@ -1,8 +1,11 @@
 //! The resolve-and-check pipeline, written once for every TCP frontend: the name's verdict,
 //! then the `ip-*` techniques of a rule matching the name, then the name's address (resolved
 //! with the gateway's resolver unless the frontend already knows it, e.g. from
-//! `SO_ORIGINAL_DST`), then that address's verdict, combined with [`Verdict::and`]. The
-//! frontend records the result ([`FlowCtx::record`]) and enacts it.
+//! `SO_ORIGINAL_DST`), then that address's verdict, combined with [`Verdict::and`]. An allow
+//! rule matching the name or the address spares the address's blocks (the 2025 allowlists).
+//! Every decision is made on the flow's connection ([`FlowCtx::conn`]: port, ECH, JA4, the
+//! client group's ISP) at the group's simulated moment. The frontend records the result
+//! ([`FlowCtx::record`]) and enacts it.
 //!
 //! A name already blocked by its own verdict, or whose addresses are blocked by name, is not
 //! resolved: the censor needs no DNS answer to block it.
@@ -35,12 +38,12 @@ impl FlowCtx {
         if !first.passes() {
             return route;
         }
-        let at = self.gw.at();
+        let (at, conn) = (self.at, self.conn());
         if !name.is_empty() {
             route.verdict =
                 route
                     .verdict
-                    .and(verdict::for_name_ips(&self.policy, self.j, name, at));
+                    .and(verdict::for_name_ips(&self.policy, self.j, name, &conn, at));
             if !route.verdict.passes() {
                 return route;
             }
@@ -61,9 +64,10 @@ impl FlowCtx {
             }
         }
         if let Some(ip) = route.addr {
-            route.verdict = route
-                .verdict
-                .and(verdict::for_ip(&self.policy, self.j, ip, at));
+            route.verdict =
+                route
+                    .verdict
+                    .and(verdict::for_dest(&self.policy, self.j, name, ip, &conn, at));
         }
         route
     }

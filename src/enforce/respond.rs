@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::blockpage;
-use crate::policy::{JurisdictionId, Policy, RuleId};
+use crate::policy::{IspId, JurisdictionId, Policy, RuleId};
 
 /// The response body type of the proxy and the interceptor.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -68,11 +68,12 @@ pub fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 pub fn blockpage(
     policy: &Policy,
     j: JurisdictionId,
+    isp: Option<IspId>,
     rule: RuleId,
     url: &str,
     gateway: &str,
 ) -> Response<Body> {
-    let pg = blockpage::page(policy, j, rule, url, gateway);
+    let pg = blockpage::page(policy, j, isp, rule, url, gateway);
     let mut r = full(
         StatusCode::from_u16(pg.status).unwrap_or(StatusCode::FORBIDDEN),
         pg.body,

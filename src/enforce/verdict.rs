@@ -4,11 +4,14 @@
 //! A frontend enacts only the techniques of its layers: a name blocked only with
 //! `dns-nxdomain` passes the proxy, and an address matched only by a `quic-drop` rule (the
 //! shipped `ru-quic-v1` covers every address) passes TCP untouched. [`Verdict`] is the
-//! action; [`for_name`], [`for_http`] and [`for_ip`] compute it from one decision each.
+//! action; [`for_name`], [`for_http`] and [`for_ip`] compute it from one decision each, on
+//! what the frontend knows of the connection ([`Conn`]: port, ECH, JA4, ISP, destination), so
+//! rules with conditions apply only where they hold. `freeze` is a verdict that passes: the
+//! flow starts and stops after `freeze_after_bytes` server->client bytes.
 
 use std::net::IpAddr;
 
-use crate::policy::{At, Block, Decision, JurisdictionId, Policy, RuleId, Target};
+use crate::policy::{At, Block, Conn, Decision, JurisdictionId, Policy, RuleId, Target};
 use crate::rules::Technique;
 
 /// What to do with a connection (or request).
@@ -20,6 +23,13 @@ pub enum Verdict {
     Throttle {
         /// Rate limit in kbit/s.
         kbps: u32,
+        /// The rule.
+        rule: RuleId,
+    },
+    /// Let it through until the server has sent `after_bytes`, then hold it silently.
+    Freeze {
+        /// Server->client bytes before the flow stops.
+        after_bytes: u32,
         /// The rule.
         rule: RuleId,
     },
@@ -45,16 +55,37 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Whether the connection goes on (possibly throttled).
+    /// Whether the connection goes on (possibly throttled, or until it freezes).
     pub fn passes(&self) -> bool {
-        matches!(self, Verdict::Pass | Verdict::Throttle { .. })
+        matches!(
+            self,
+            Verdict::Pass | Verdict::Throttle { .. } | Verdict::Freeze { .. }
+        )
+    }
+
+    /// The throttle rate, if throttled.
+    pub fn kbps(&self) -> Option<u32> {
+        match *self {
+            Verdict::Throttle { kbps, .. } => Some(kbps),
+            _ => None,
+        }
+    }
+
+    /// The server->client bytes before the flow freezes, if it does.
+    pub fn freeze_after(&self) -> Option<u32> {
+        match *self {
+            Verdict::Freeze { after_bytes, .. } => Some(after_bytes),
+            _ => None,
+        }
     }
 
     /// The rule behind a non-pass verdict.
     pub fn rule(&self) -> Option<RuleId> {
         match *self {
             Verdict::Pass => None,
-            Verdict::Throttle { rule, .. } | Verdict::Blockpage { rule } => Some(rule),
+            Verdict::Throttle { rule, .. }
+            | Verdict::Freeze { rule, .. }
+            | Verdict::Blockpage { rule } => Some(rule),
             Verdict::Reset { rule, .. } | Verdict::Drop { rule, .. } => Some(rule),
         }
     }
@@ -64,6 +95,7 @@ impl Verdict {
         match self {
             Verdict::Pass => "pass",
             Verdict::Throttle { .. } => "throttle",
+            Verdict::Freeze { .. } => "freeze",
             Verdict::Blockpage { .. } => "http-blockpage",
             Verdict::Reset { technique, .. } | Verdict::Drop { technique, .. } => {
                 technique.as_str()
@@ -76,6 +108,7 @@ impl Verdict {
         match *self {
             Verdict::Pass => None,
             Verdict::Throttle { .. } => Some(Technique::Throttle),
+            Verdict::Freeze { .. } => Some(Technique::Freeze),
             Verdict::Blockpage { .. } => Some(Technique::HttpBlockpage),
             Verdict::Reset { technique, .. } | Verdict::Drop { technique, .. } => Some(technique),
         }
@@ -96,13 +129,14 @@ impl Verdict {
         }
     }
 
-    /// The stricter of two verdicts (a block beats a throttle beats a pass).
+    /// The stricter of two verdicts (a block beats a freeze beats a throttle beats a pass).
     pub fn and(self, other: Verdict) -> Verdict {
         fn rank(v: &Verdict) -> u8 {
             match v {
                 Verdict::Pass => 0,
                 Verdict::Throttle { .. } => 1,
-                _ => 2,
+                Verdict::Freeze { .. } => 2,
+                _ => 3,
             }
         }
         if rank(&other) > rank(&self) {
@@ -114,12 +148,13 @@ impl Verdict {
 }
 
 /// Precedence among the techniques a TCP frontend can enact.
-const ORDER: [Technique; 6] = [
+const ORDER: [Technique; 7] = [
     Technique::HttpBlockpage,
     Technique::TlsReset,
     Technique::IpReset,
     Technique::TlsDrop,
     Technique::IpDrop,
+    Technique::Freeze,
     Technique::Throttle,
 ];
 
@@ -137,6 +172,11 @@ fn pick(policy: &Policy, d: Decision, allowed: &[Technique]) -> Verdict {
             Technique::HttpBlockpage => return Verdict::Blockpage { rule },
             Technique::TlsReset | Technique::IpReset => return Verdict::Reset { rule, technique },
             Technique::TlsDrop | Technique::IpDrop => return Verdict::Drop { rule, technique },
+            Technique::Freeze => {
+                if let Some(after_bytes) = policy.rule(rule).freeze_after_bytes {
+                    return Verdict::Freeze { after_bytes, rule };
+                }
+            }
             _ => {
                 if let Some(kbps) = policy.rule(rule).throttle_kbps {
                     return Verdict::Throttle { kbps, rule };
@@ -148,42 +188,96 @@ fn pick(policy: &Policy, d: Decision, allowed: &[Technique]) -> Verdict {
 }
 
 /// A TLS connection whose ClientHello (or CONNECT target) names `name`.
-pub fn for_name(policy: &Policy, j: JurisdictionId, name: &str, at: At) -> Verdict {
-    let d = policy.decide_in(j, Target::Domain(name), at);
+pub fn for_name(
+    policy: &Policy,
+    j: JurisdictionId,
+    name: &str,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    let d = policy.decide_conn_in(j, Target::Domain(name), conn, at);
     pick(
         policy,
         d,
-        &[Technique::TlsReset, Technique::TlsDrop, Technique::Throttle],
+        &[
+            Technique::TlsReset,
+            Technique::TlsDrop,
+            Technique::Freeze,
+            Technique::Throttle,
+        ],
     )
 }
 
 /// A plain HTTP request for `host` and `path`: blockpage, or the TLS-layer techniques (a
-/// censor that resets on a blocked Host), or a throttle.
-pub fn for_http(policy: &Policy, j: JurisdictionId, host: &str, path: &str, at: At) -> Verdict {
-    let d = policy.decide_in(j, Target::Url { host, path }, at);
+/// censor that resets on a blocked Host), or a freeze or throttle.
+pub fn for_http(
+    policy: &Policy,
+    j: JurisdictionId,
+    host: &str,
+    path: &str,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    let d = policy.decide_conn_in(j, Target::Url { host, path }, conn, at);
     let allowed = [
         Technique::HttpBlockpage,
         Technique::TlsReset,
         Technique::TlsDrop,
+        Technique::Freeze,
         Technique::Throttle,
     ];
     pick(policy, d, &allowed)
 }
 
-/// A connection to `ip`: only `ip-reset`, `ip-drop` and `throttle` apply.
-pub fn for_ip(policy: &Policy, j: JurisdictionId, ip: IpAddr, at: At) -> Verdict {
-    let d = policy.decide_in(j, Target::Ip(ip), at);
+/// A connection to `ip`: only `ip-reset`, `ip-drop`, `freeze` and `throttle` apply.
+pub fn for_ip(policy: &Policy, j: JurisdictionId, ip: IpAddr, conn: &Conn<'_>, at: At) -> Verdict {
+    let d = policy.decide_conn_in(j, Target::Ip(ip), conn, at);
     pick(
         policy,
         d,
-        &[Technique::IpReset, Technique::IpDrop, Technique::Throttle],
+        &[
+            Technique::IpReset,
+            Technique::IpDrop,
+            Technique::Freeze,
+            Technique::Throttle,
+        ],
     )
+}
+
+/// A connection to `ip` for the name `name` (empty: none seen): an allow rule matching the
+/// name or the address lets it through (the 2025 allowlists), else as [`for_ip`].
+pub fn for_dest(
+    policy: &Policy,
+    j: JurisdictionId,
+    name: &str,
+    ip: IpAddr,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    if !name.is_empty() {
+        let with_dst = Conn {
+            dst: Some(ip),
+            ..*conn
+        };
+        if let Decision::Allow { rule: Some(_), .. } =
+            policy.decide_conn_in(j, Target::Domain(name), &with_dst, at)
+        {
+            return Verdict::Pass;
+        }
+    }
+    for_ip(policy, j, ip, conn, at)
 }
 
 /// The `ip-reset`/`ip-drop` of a rule matching the *name* (e.g. a registry entry blocked "by
 /// DNS, HTTP and IP"): connections to that name's addresses are blocked.
-pub fn for_name_ips(policy: &Policy, j: JurisdictionId, name: &str, at: At) -> Verdict {
-    let d = policy.decide_in(j, Target::Domain(name), at);
+pub fn for_name_ips(
+    policy: &Policy,
+    j: JurisdictionId,
+    name: &str,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    let d = policy.decide_conn_in(j, Target::Domain(name), conn, at);
     pick(policy, d, &[Technique::IpReset, Technique::IpDrop])
 }
 
@@ -207,6 +301,8 @@ mod tests {
         (p, j)
     }
 
+    const N: Conn<'static> = Conn::NONE;
+
     fn day(s: &str) -> At {
         At::Day(s.parse().unwrap())
     }
@@ -215,27 +311,33 @@ mod tests {
     fn shipped_ru_rules() {
         let (p, j) = ru();
         let at = day("2022-03-10");
-        assert_eq!(for_name(&p, j, "www.facebook.com", at).name(), "tls-reset");
         assert_eq!(
-            for_http(&p, j, "facebook.com", "/", at).name(),
+            for_name(&p, j, "www.facebook.com", &N, at).name(),
+            "tls-reset"
+        );
+        assert_eq!(
+            for_http(&p, j, "facebook.com", "/", &N, at).name(),
             "http-blockpage"
         );
         assert_eq!(
-            for_name(&p, j, "facebook.com", day("2022-01-01")),
+            for_name(&p, j, "facebook.com", &N, day("2022-01-01")),
             Verdict::Pass
         );
         // ru-quic-v1 covers every address with quic-drop only: TCP passes
         assert_eq!(
-            for_ip(&p, j, "192.0.2.1".parse().unwrap(), at),
+            for_ip(&p, j, "192.0.2.1".parse().unwrap(), &N, at),
             Verdict::Pass
         );
-        let t = for_name(&p, j, "microsoft.com", day("2021-04-01"));
+        let t = for_name(&p, j, "microsoft.com", &N, day("2021-04-01"));
         assert!(matches!(t, Verdict::Throttle { kbps: 140, .. }), "{t:?}");
         // linkedin: dns-blockpage, http-blockpage, ip-drop
-        assert_eq!(for_name(&p, j, "linkedin.com", at), Verdict::Pass);
-        assert_eq!(for_name_ips(&p, j, "linkedin.com", at).name(), "ip-drop");
+        assert_eq!(for_name(&p, j, "linkedin.com", &N, at), Verdict::Pass);
         assert_eq!(
-            for_http(&p, j, "linkedin.com", "/", at).name(),
+            for_name_ips(&p, j, "linkedin.com", &N, at).name(),
+            "ip-drop"
+        );
+        assert_eq!(
+            for_http(&p, j, "linkedin.com", "/", &N, at).name(),
             "http-blockpage"
         );
     }

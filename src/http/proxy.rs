@@ -127,10 +127,13 @@ impl Conn {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-        let Some(ctx) = FlowCtx::new(&self.gw, self.peer, self.local) else {
+        let Some(mut ctx) = FlowCtx::new(&self.gw, self.peer, self.local) else {
             return Ok(refuse(&self.gw, self.peer, &req.uri().to_string()));
         };
         if req.method() == Method::CONNECT {
+            if let Some(port) = req.uri().port_u16() {
+                ctx.tcp_port(port);
+            }
             return self.connect(ctx, req).await;
         }
         if req.uri().scheme_str() != Some("http") || req.uri().host().is_none() {
@@ -139,6 +142,7 @@ impl Conn {
                 "400 Bad Request: send absolute-form http:// requests or CONNECT to this proxy\n",
             ));
         }
+        ctx.tcp_port(req.uri().port_u16().unwrap_or(80));
         self.forward(ctx, req).await
     }
 
@@ -155,7 +159,14 @@ impl Conn {
         match v {
             Verdict::Blockpage { rule } => {
                 let gateway = format!("http://{}/", self.local);
-                Ok(respond::blockpage(&ctx.policy, ctx.j, rule, url, &gateway))
+                Ok(respond::blockpage(
+                    &ctx.policy,
+                    ctx.j,
+                    ctx.isp,
+                    rule,
+                    url,
+                    &gateway,
+                ))
             }
             Verdict::Reset { .. } => {
                 self.arm_reset();
@@ -225,6 +236,11 @@ impl Conn {
             }
             _ => None,
         };
+        // A frozen request gets an origin connection of its own, never pooled.
+        let freeze = v.freeze_after();
+        if let Some(after_bytes) = freeze {
+            tracing::info!(client.addr = %self.peer, url, decision = "freeze", rule = ctx.rule_id(v), after_bytes, "freezing");
+        }
         drop(ctx);
 
         // Origin-form request without hop-by-hop headers.
@@ -243,19 +259,19 @@ impl Conn {
         let mut pool = self.pool.lock().await;
         let mut reused = None;
         if let Some(mut p) = pool.take() {
-            if p.key == key && p.sender.ready().await.is_ok() {
+            if freeze.is_none() && p.key == key && p.sender.ready().await.is_ok() {
                 reused = Some(p.sender);
             } else if p.key.3.is_none() {
                 let (h, i, po, _) = p.key;
                 super::pool::Pool::global().put((h, i, po), p.sender);
             }
         }
-        if reused.is_none() && kbps.is_none() {
+        if reused.is_none() && kbps.is_none() && freeze.is_none() {
             reused = super::pool::Pool::global().take(&(host.clone(), ip, port));
         }
         let mut sender = match reused {
             Some(s) => s,
-            None => match self.open(ip, port, kbps).await {
+            None => match self.open(ip, port, kbps, freeze).await {
                 Ok(s) => s,
                 Err(msg) => return Ok(bad_gateway(format_args!("{host}:{port}: {msg}"))),
             },
@@ -266,7 +282,7 @@ impl Conn {
                 // A kept connection the origin closed meanwhile: if the request was not sent,
                 // send it on a new connection.
                 let retried = match e.take_message() {
-                    Some(req) => match self.open(ip, port, kbps).await {
+                    Some(req) => match self.open(ip, port, kbps, freeze).await {
                         Ok(fresh) => {
                             sender = fresh;
                             sender.send_request(req).await.map_err(|e| e.to_string())
@@ -281,19 +297,23 @@ impl Conn {
                 }
             }
         };
-        *pool = Some(Pooled { key, sender });
+        if freeze.is_none() {
+            *pool = Some(Pooled { key, sender });
+        }
         drop(pool);
         let (mut parts, body) = resp.into_parts();
         respond::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.boxed()))
     }
 
-    /// Opens an HTTP/1.1 client connection to the origin.
+    /// Opens an HTTP/1.1 client connection to the origin, throttled to `kbps` and frozen
+    /// after `freeze` bytes from the origin when given.
     async fn open(
         &self,
         ip: IpAddr,
         port: u16,
         kbps: Option<u32>,
+        freeze: Option<u32>,
     ) -> Result<SendRequest<Incoming>, String> {
         let stream =
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port))).await {
@@ -302,6 +322,7 @@ impl Conn {
                 Err(_) => return Err("connect timed out".into()),
             };
         let _ = stream.set_nodelay(true);
+        let stream = crate::enforce::freeze::Frozen::new(stream, freeze, self.hold());
         respond::origin(Throttled::new(stream, kbps)).await
     }
 
@@ -372,18 +393,30 @@ impl Conn {
         Ok(full(StatusCode::OK, Bytes::new()))
     }
 
-    async fn tunnel(&self, ctx: FlowCtx, mut client: TcpStream, mut first: Vec<u8>, t: Tunnel) {
+    async fn tunnel(&self, mut ctx: FlowCtx, mut client: TcpStream, mut first: Vec<u8>, t: Tunnel) {
         let _active = flow::ActiveFlow::new(&self.gw.metrics);
         let sniffed = flow::sniff(&mut client, &mut first, ctx.reassemble()).await;
-        let seen = match sniffed.name() {
-            Some(name) => ctx.for_name(name),
-            None => Verdict::Pass,
-        };
+        ctx.saw(&sniffed);
         let Tunnel {
             target,
             verdict,
             upstream,
         } = t;
+        let mut seen = match sniffed.name() {
+            Some(name) => ctx.for_name(name),
+            None => Verdict::Pass,
+        };
+        // The address again, now that the ClientHello's ECH and JA4 are known.
+        if let Some(ip) = upstream
+            .as_ref()
+            .and_then(|u| u.peer_addr().ok())
+            .map(|a| a.ip())
+        {
+            let name = sniffed
+                .name()
+                .unwrap_or(target.rsplit_once(':').map_or("", |x| x.0));
+            seen = seen.and(ctx.for_dest(name, ip));
+        }
         let v = verdict.and(seen);
         ctx.record(v, "tls", &target);
         let rule = ctx.rule_id(v).to_string();
@@ -404,19 +437,21 @@ impl Conn {
             }
             (_, None) => tracing::warn!(target, "tunnel without an upstream connection"),
             (_, Some(up)) => {
-                let kbps = match v {
+                match v {
                     Verdict::Throttle { kbps, .. } => {
                         tracing::info!(client.addr = %self.peer, target, tls.sni = sni, decision = "throttle", rule, kbps, "throttled");
-                        Some(kbps)
                     }
-                    _ => None,
-                };
+                    Verdict::Freeze { after_bytes, .. } => {
+                        tracing::info!(client.addr = %self.peer, target, tls.sni = sni, decision = "freeze", rule, after_bytes, "freezing");
+                    }
+                    _ => {}
+                }
                 let observer = up
                     .peer_addr()
                     .ok()
                     .map(|server| ctx.observer("tls", server, &target));
                 drop(ctx);
-                match flow::splice(client, &first, up, kbps, observer).await {
+                match flow::splice(client, &first, up, v, self.hold(), observer).await {
                     Ok((up, down)) => tracing::debug!(target, up, down, "tunnel closed"),
                     Err(e) => tracing::debug!(target, error = %e, "tunnel ended"),
                 }

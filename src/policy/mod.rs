@@ -590,6 +590,15 @@ impl Policy {
             .and_then(|g| self.groups.get(g as usize))
     }
 
+    /// The index (config order) of the client group of `client`.
+    #[inline]
+    pub fn group_index_for(&self, client: IpAddr) -> Option<usize> {
+        self.clients
+            .get(client)
+            .map(|g| g as usize)
+            .filter(|g| *g < self.groups.len())
+    }
+
     /// The client group named `name`.
     pub fn group_by_name(&self, name: &str) -> Option<&GroupInfo> {
         self.groups.iter().find(|g| g.name.as_deref() == Some(name))

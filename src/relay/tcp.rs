@@ -45,10 +45,11 @@ pub async fn start(
                 r.mode,
             )
         });
+        let group = g.policy().group_index_for(c.peer.ip());
         let g = Arc::clone(&g);
         async move {
             if let Some(inspector) = inspector {
-                splice(g, c.stream, r.forward, inspector, idle).await;
+                splice(g, c.stream, r.forward, inspector, group, idle).await;
             }
         }
     };
@@ -62,6 +63,7 @@ async fn splice(
     mut client: TcpStream,
     forward: std::net::SocketAddr,
     mut inspector: Inspector,
+    group: Option<usize>,
     idle: std::time::Duration,
 ) {
     let mut server = match tokio::time::timeout(
@@ -115,7 +117,9 @@ async fn splice(
             Dir::ToServer => &cbuf[..n],
             Dir::ToClient => &sbuf[..n],
         };
-        let fate = inspector.on_packet(dir, data, &gw.policy(), gw.at(), Instant::now());
+        // `[[vpn]]` rules are read at the client group's simulated date.
+        let at = gw.dates.at(group);
+        let fate = inspector.on_packet(dir, data, &gw.policy(), at, Instant::now());
         let out = match dir {
             Dir::ToServer => &mut server,
             Dir::ToClient => &mut client,

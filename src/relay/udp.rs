@@ -23,13 +23,21 @@ type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 struct Session {
     upstream: UdpSocket,
     inspector: Mutex<Inspector>,
+    /// The client's `[[clients]]` group, whose simulated date `[[vpn]]` rules are read at.
+    group: Option<usize>,
 }
 
 impl Session {
     /// The inspector's fate for one datagram travelling in `dir`.
     fn fate(&self, gw: &Gateway, dir: Dir, data: &[u8]) -> Fate {
         match self.inspector.lock() {
-            Ok(mut i) => i.on_packet(dir, data, &gw.policy(), gw.at(), Instant::now()),
+            Ok(mut i) => i.on_packet(
+                dir,
+                data,
+                &gw.policy(),
+                gw.dates.at(self.group),
+                Instant::now(),
+            ),
             Err(_) => Fate::Discard,
         }
     }
@@ -127,7 +135,8 @@ async fn open(
     refusals: &Refusals,
     client: SocketAddr,
 ) -> Option<Arc<Session>> {
-    let Some(j) = gw.policy().jurisdiction_for(client.ip()) else {
+    let policy = gw.policy();
+    let Some(c) = gw.client(&policy, client.ip()) else {
         // Counted per datagram; the warning is rate-limited.
         refusals.refuse(gw, client, "");
         return None;
@@ -153,12 +162,13 @@ async fn open(
         Transport::Udp,
         client,
         r.forward,
-        j,
+        c.jurisdiction,
         r.mode,
     );
     let session = Arc::new(Session {
         upstream,
         inspector: Mutex::new(inspector),
+        group: Some(c.group),
     });
     if let Ok(mut s) = sessions.lock() {
         s.insert(client, Arc::clone(&session));

@@ -218,7 +218,14 @@ impl Session {
         match v {
             Verdict::Blockpage { rule } => {
                 let gateway = format!("http://{}/", ctx.local);
-                return Ok(respond::blockpage(&ctx.policy, ctx.j, rule, &url, &gateway));
+                return Ok(respond::blockpage(
+                    &ctx.policy,
+                    ctx.j,
+                    ctx.isp,
+                    rule,
+                    &url,
+                    &gateway,
+                ));
             }
             Verdict::Reset { .. } => return Err(ProxyError::Reset),
             Verdict::Drop { .. } => {
@@ -228,18 +235,20 @@ impl Session {
                 .await;
                 return Err(ProxyError::Dropped);
             }
-            Verdict::Pass | Verdict::Throttle { .. } => {}
+            Verdict::Pass | Verdict::Throttle { .. } | Verdict::Freeze { .. } => {}
         }
+        // A frozen request gets an origin connection of its own, frozen after its bytes.
+        let freeze = v.freeze_after();
         let mut up = self.upstream.lock().await;
         let mut reused = None;
-        if let Some(mut s) = up.take() {
+        if let (Some(mut s), None) = (up.take(), freeze) {
             if s.ready().await.is_ok() {
                 reused = Some(s);
             }
         }
         let mut sender = match reused {
             Some(s) => s,
-            None => match self.open().await {
+            None => match self.open(freeze).await {
                 Ok(s) => s,
                 Err(msg) => return Ok(bad_gateway(format_args!("{}: {msg}", self.sni))),
             },
@@ -250,17 +259,24 @@ impl Session {
             Ok(r) => r,
             Err(e) => return Ok(bad_gateway(format_args!("{}: {e}", self.sni))),
         };
-        *up = Some(sender);
+        if freeze.is_none() {
+            *up = Some(sender);
+        }
         let (mut parts, body) = resp.into_parts();
         respond::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.boxed()))
     }
-    async fn open(&self) -> Result<SendRequest<Incoming>, String> {
+    /// Opens a TLS connection to the origin; with `freeze`, one that freezes after that many
+    /// bytes from the origin.
+    async fn open(&self, freeze: Option<u32>) -> Result<SendRequest<Incoming>, String> {
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(self.dest))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
+        let hold =
+            Duration::from_secs(self.ctx.gw.config.tls.as_ref().map_or(120, |t| t.hold_secs));
+        let tcp = crate::enforce::freeze::Frozen::new(tcp, freeze, hold);
         let name = ServerName::try_from(self.sni.clone()).map_err(|e| e.to_string())?;
         let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.icp.client))
             .connect(name, tcp)

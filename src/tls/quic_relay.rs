@@ -5,7 +5,9 @@
 //! (`crate::sniff::quic`) to read the SNI, and decides: QUIC v1 Initials of at least 1001 bytes are
 //! dropped when the name or the destination address is blocked with `quic-drop` (the shipped
 //! `ru-quic-v1` rule does this for every address from 2022-03-04, as the Russian censor did);
-//! everything else is relayed both ways. With the jurisdiction's `reassemble = false` only the
+//! everything else is relayed both ways. Rules decide on the flow as a UDP/443 connection
+//! with the ClientHello's ECH and JA4 (`q` fingerprints), for the client group's ISP, at the
+//! group's simulated date. With the jurisdiction's `reassemble = false` only the
 //! first Initial is read. Idle flows are forgotten after a minute.
 
 use std::collections::HashMap;
@@ -19,9 +21,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::gateway::{Gateway, StartError};
-use crate::policy::{JurisdictionId, Policy, RuleId, Target};
-use crate::rules::Technique;
+use crate::enforce::flow::Hello;
+use crate::gateway::{Client, Gateway, StartError};
+use crate::policy::{Conn, Policy, RuleId, Target};
+use crate::rules::{Port, Proto, Technique};
 use crate::sniff::quic::{self, CryptoStream, InitialInfo};
 
 /// A flow with no traffic this long is forgotten.
@@ -122,7 +125,7 @@ impl Relay {
         expired: &mpsc::UnboundedSender<SocketAddr>,
     ) {
         let policy: Arc<Policy> = arc_swap::Guard::into_inner(self.gw.policy());
-        let Some(j) = policy.jurisdiction_for(client.ip()) else {
+        let Some(c) = self.gw.client(&policy, client.ip()) else {
             self.gw.record_refused("quic", client, "");
             tracing::debug!(client.addr = %client, decision = "refused", "client is in no configured network");
             return;
@@ -139,7 +142,8 @@ impl Relay {
             _active: crate::enforce::flow::ActiveFlow::new(&self.gw.metrics),
         });
         flow.last.store(now, Ordering::Relaxed);
-        let sni = match &mut flow.state {
+        let j = c.jurisdiction;
+        let hello: Option<Hello> = match &mut flow.state {
             State::Decided { drop_initials } => {
                 let drop_it = *drop_initials && quic::is_big_v1_initial(&d);
                 if !drop_it {
@@ -161,8 +165,8 @@ impl Relay {
                     Ok(info) => {
                         *initials += 1;
                         crypto.add(info.crypto);
-                        match crypto.sni() {
-                            Ok(sni) => sni.map(|s| s.0),
+                        match crypto.client_hello() {
+                            Ok(h) => h.as_ref().map(Hello::of),
                             Err(_) if reassemble && *initials < MAX_INITIALS => return,
                             Err(_) => None,
                         }
@@ -179,6 +183,7 @@ impl Relay {
         ) else {
             return;
         };
+        let sni = hello.as_ref().and_then(|h| h.sni.clone()).map(|s| s.0);
         let dest = self.destination(sni.as_deref()).await;
         let Some(flow) = self.flows.get_mut(&client) else {
             return;
@@ -190,7 +195,7 @@ impl Relay {
             };
             return;
         };
-        let rule = quic_drop_rule(&policy, j, sni.as_deref(), dest.ip(), self.gw.at());
+        let rule = quic_drop_rule(&policy, &c, sni.as_deref(), hello.as_ref(), dest.ip());
         let drop_initials = rule.is_some();
         let decision = match &rule {
             Some((r, _)) => crate::policy::Decision::Block(crate::policy::Block {
@@ -261,16 +266,29 @@ impl Relay {
     }
 }
 
-/// The rule (id and name) that drops this flow's big v1 Initials, by name or by address.
+/// The rule (id and name) that drops this flow's big v1 Initials, by name or by address, for
+/// `client` on a UDP/443 connection with the ClientHello `hello` (its ECH and JA4).
 fn quic_drop_rule(
     policy: &Policy,
-    j: JurisdictionId,
+    client: &Client,
     sni: Option<&str>,
+    hello: Option<&Hello>,
     ip: IpAddr,
-    at: crate::policy::At,
 ) -> Option<(RuleId, String)> {
-    let by_name = sni.map(|n| policy.decide_in(j, Target::Domain(n), at));
-    let by_ip = policy.decide_in(j, Target::Ip(ip), at);
+    let (j, at) = (client.jurisdiction, client.at);
+    let conn = Conn {
+        port: Some(Port {
+            proto: Proto::Udp,
+            port: 443,
+        }),
+        ech: hello.is_some_and(|h| h.ech),
+        ja4: hello.map(|h| h.ja4.as_str()),
+        local_minute: crate::gateway::clock_minute(at, policy.jurisdiction(j).utc_offset),
+        isp: client.isp,
+        dst: Some(ip),
+    };
+    let by_name = sni.map(|n| policy.decide_conn_in(j, Target::Domain(n), &conn, at));
+    let by_ip = policy.decide_conn_in(j, Target::Ip(ip), &conn, at);
     [by_name, Some(by_ip)]
         .into_iter()
         .flatten()

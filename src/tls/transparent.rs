@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::intercept::{self, Interceptor};
 use crate::enforce::blockpage;
-use crate::enforce::flow::{self, FlowCtx, Sniffed};
+use crate::enforce::flow::{self, FlowCtx, Hello, Sniffed};
 use crate::enforce::throttle::Throttled;
 use crate::enforce::verdict::Verdict;
 use crate::gateway::{Gateway, StartError};
@@ -90,7 +90,7 @@ async fn handle(
     icp: Option<Arc<Interceptor>>,
 ) {
     let _active = flow::ActiveFlow::new(&gw.metrics);
-    let Some(ctx) = FlowCtx::new(&gw, peer, local) else {
+    let Some(mut ctx) = FlowCtx::new(&gw, peer, local) else {
         gw.record_refused("tls", peer, "");
         tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
         flow::reset(client);
@@ -103,6 +103,14 @@ async fn handle(
     let mut first = Vec::new();
     let sniffed = flow::sniff(&mut client, &mut first, ctx.reassemble()).await;
     let name = sniffed.name().unwrap_or("").to_string();
+    // The connection as the censor sees it: server port, ClientHello (ECH, JA4), address.
+    ctx.saw(&sniffed);
+    ctx.known.dst = orig.map(|d| d.ip());
+    ctx.tcp_port(match (&orig, &sniffed) {
+        (Some(d), _) => d.port(),
+        (None, Sniffed::Http(Some(h))) => h.port.unwrap_or(80),
+        (None, _) => direct_port,
+    });
     let route = ctx
         .route(ctx.for_sniffed(&sniffed), &name, orig.map(|d| d.ip()))
         .await;
@@ -134,24 +142,27 @@ async fn handle(
                 Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
                 _ => format!("http://{name}/"),
             };
-            let pg = blockpage::page(&ctx.policy, ctx.j, rule, &url, &format!("http://{local}/"));
+            let pg = blockpage::page(
+                &ctx.policy,
+                ctx.j,
+                ctx.isp,
+                rule,
+                &url,
+                &format!("http://{local}/"),
+            );
             drop(ctx);
             let _ = client.write_all(&pg.to_bytes()).await;
             let _ = client.shutdown().await;
         }
         Verdict::Reset { .. } => flow::reset(client),
         Verdict::Drop { .. } => flow::swallow(&mut client, hold).await,
-        Verdict::Pass | Verdict::Throttle { .. } => {
+        Verdict::Pass | Verdict::Throttle { .. } | Verdict::Freeze { .. } => {
             let Some(dest) = dest.filter(|d| *d != local) else {
                 tracing::info!(client.addr = %peer, tls.sni = name, "no destination: not redirected and no name");
                 return;
             };
-            if let (Some(icp), Sniffed::Tls(Some(_))) = (icp, &sniffed) {
-                let kbps = match v {
-                    Verdict::Throttle { kbps, .. } => Some(kbps),
-                    _ => None,
-                };
-                let client = Throttled::new(flow::Prefixed::new(first, client), kbps);
+            if let (Some(icp), Sniffed::Tls(Some(Hello { sni: Some(_), .. }))) = (icp, &sniffed) {
+                let client = Throttled::new(flow::Prefixed::new(first, client), v.kbps());
                 intercept::serve(icp, ctx, client, name, dest).await;
                 return;
             }
@@ -170,14 +181,16 @@ async fn handle(
             let _ = up.set_nodelay(true);
             let observer = Some(ctx.observer("tls", dest, &dest.to_string()));
             drop(ctx);
-            let kbps = match v {
+            match v {
                 Verdict::Throttle { kbps, .. } => {
                     tracing::info!(client.addr = %peer, dest = %dest, tls.sni = name, decision = "throttle", rule, kbps, "throttled");
-                    Some(kbps)
                 }
-                _ => None,
-            };
-            match flow::splice(client, &first, up, kbps, observer).await {
+                Verdict::Freeze { after_bytes, .. } => {
+                    tracing::info!(client.addr = %peer, dest = %dest, tls.sni = name, decision = "freeze", rule, after_bytes, "freezing");
+                }
+                _ => {}
+            }
+            match flow::splice(client, &first, up, v, hold, observer).await {
                 Ok((up, down)) => tracing::debug!(dest = %dest, up, down, "flow closed"),
                 Err(e) => tracing::debug!(dest = %dest, error = %e, "flow ended"),
             }
