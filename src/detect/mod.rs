@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 pub mod endpoints;
 pub mod fully_encrypted;
 pub mod ike;
+pub mod known;
 pub mod openvpn;
 pub mod pptp;
 pub mod wireguard;
@@ -218,6 +219,26 @@ impl<'d> Classifier<'d> {
     /// The first detector (in order) that found its protocol.
     pub fn verdict(&self) -> Option<Verdict> {
         self.state.iter().find_map(|s| s.ok().flatten())
+    }
+}
+
+/// A VPN detector's answer, unless the flow opens with a known plaintext protocol
+/// ([`known::flow_is_plaintext`]), which is never a VPN. A positive verdict is checked on the
+/// packets it was decided on only, so a decision never changes with later packets.
+pub(crate) fn unless_plaintext(flow: &Flow<'_>, out: Outcome) -> Outcome {
+    let upto = match out {
+        Ok(None) => return Ok(None),
+        Ok(Some(v)) => v.after.min(flow.packets.len()),
+        Err(Incomplete) => flow.packets.len(),
+    };
+    let prefix = Flow {
+        packets: &flow.packets[..upto],
+        ..*flow
+    };
+    if known::flow_is_plaintext(&prefix) {
+        Ok(None)
+    } else {
+        out
     }
 }
 
