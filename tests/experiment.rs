@@ -202,8 +202,8 @@ fn bad_inputs_fail_with_a_located_message() {
 
     let o = run(&[
         "--detectors".as_ref(),
-        "openvpn,tor".as_ref(),
+        "openvpn,v2ray".as_ref(),
         cap.as_os_str(),
     ]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown detector `tor`"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown detector `v2ray`"));
 }

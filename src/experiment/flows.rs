@@ -29,6 +29,8 @@ pub struct FlowRecord {
     pub first_ns: u64,
     /// Each detector's verdict, in detector order (`None`: not its protocol).
     pub outcomes: Vec<(&'static str, Option<Verdict>)>,
+    /// JA4 fingerprint of the flow's TLS or DTLS ClientHello.
+    pub ja4: Option<String>,
 }
 
 impl FlowRecord {
@@ -112,6 +114,9 @@ struct Active<'d> {
     tcp: [TcpDir; 2],
     closing: bool,
     sampled: bool,
+    /// JA4 so far; `ja4_open` while the ClientHello may still complete.
+    ja4: Option<String>,
+    ja4_open: bool,
 }
 
 /// The flow table.
@@ -182,6 +187,8 @@ impl<'d> FlowTable<'d> {
                 tcp: [TcpDir::default(), TcpDir::default()],
                 closing: false,
                 sampled: *opened % 8 == 1,
+                ja4: None,
+                ja4_open: true,
             }
         };
         // One hash lookup per packet.
@@ -203,7 +210,7 @@ impl<'d> FlowTable<'d> {
         } else {
             Dir::ToClient
         };
-        if !a.pending || a.payloads.len() >= MAX_PACKETS {
+        if !(a.pending || a.ja4_open) || a.payloads.len() >= MAX_PACKETS {
             return;
         }
         let before_len = a.payloads.len();
@@ -242,15 +249,35 @@ impl<'d> FlowTable<'d> {
                 server: a.server,
                 packets: &packets,
             };
+            if a.ja4_open {
+                match a.transport {
+                    Transport::Tcp => match crate::detect::ja4::tls_client_hello(&flow) {
+                        Err(_) => {}
+                        Ok(h) => {
+                            a.ja4 = h.map(|(h, _)| h.ja4());
+                            a.ja4_open = false;
+                        }
+                    },
+                    Transport::Udp => {
+                        if let Some(p) = packets.iter().find(|p| p.dir == Dir::ToServer) {
+                            a.ja4 =
+                                crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4());
+                            a.ja4_open = false;
+                        }
+                    }
+                }
+            }
             // Detector cost is sampled on one flow in eight: reading the clock around every
             // call would cost more than most detectors.
-            a.pending = if a.sampled {
-                a.classifier
-                    .update_timed(&flow, &mut self.cost_ns, &mut self.calls)
-            } else {
-                a.classifier.update(&flow)
-            };
-            if !a.pending {
+            if a.pending {
+                a.pending = if a.sampled {
+                    a.classifier
+                        .update_timed(&flow, &mut self.cost_ns, &mut self.calls)
+                } else {
+                    a.classifier.update(&flow)
+                };
+            }
+            if !a.pending && !a.ja4_open {
                 a.payloads = Vec::new();
             }
         }
@@ -309,6 +336,7 @@ fn finish(mut a: Active<'_>) -> FlowRecord {
             .outcomes()
             .map(|(n, o)| (n, o.ok().flatten()))
             .collect(),
+        ja4: a.ja4,
     }
 }
 
