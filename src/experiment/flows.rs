@@ -134,6 +134,7 @@ pub struct FlowTable<'d> {
     /// Detector calls timed (one flow in eight is timed), in detector order.
     pub calls: Vec<u64>,
     opened: u64,
+    pushed: u64,
 }
 
 impl<'d> FlowTable<'d> {
@@ -148,6 +149,7 @@ impl<'d> FlowTable<'d> {
             cost_ns: vec![0; detectors.len()],
             calls: vec![0; detectors.len()],
             opened: 0,
+            pushed: 0,
         }
     }
 
@@ -156,8 +158,32 @@ impl<'d> FlowTable<'d> {
         self.active.len() + self.done.len()
     }
 
+    /// Finishes every flow idle for longer than its timeout at `now_ns` (keeps the table as
+    /// small as the live flows, whatever the capture's length).
+    fn expire(&mut self, now_ns: u64) {
+        let (udp, tcp) = (self.udp_timeout_ns, self.tcp_timeout_ns);
+        let done = &mut self.done;
+        self.active.retain(|_, a| {
+            let timeout = match a.transport {
+                Transport::Udp => udp,
+                Transport::Tcp => tcp,
+            };
+            if now_ns.saturating_sub(a.last_ns) > timeout {
+                a.payloads = Vec::new();
+                done.push(finish_ref(a));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     /// Adds one decoded packet captured at `ts_ns`.
     pub fn push(&mut self, ts_ns: u64, p: &Decoded<'_>) {
+        self.pushed += 1;
+        if self.pushed % 65_536 == 0 {
+            self.expire(ts_ns);
+        }
         let key = Key::new(p.transport, p.src, p.dst);
         let timeout = match p.transport {
             Transport::Udp => self.udp_timeout_ns,
@@ -324,6 +350,10 @@ fn tcp_segment(d: &mut TcpDir, seq: u32, payload: &[u8], dir: Dir, out: &mut Vec
 }
 
 fn finish(mut a: Active<'_>) -> FlowRecord {
+    finish_ref(&mut a)
+}
+
+fn finish_ref(a: &mut Active<'_>) -> FlowRecord {
     a.classifier.finish();
     FlowRecord {
         transport: a.transport,
@@ -336,7 +366,7 @@ fn finish(mut a: Active<'_>) -> FlowRecord {
             .outcomes()
             .map(|(n, o)| (n, o.ok().flatten()))
             .collect(),
-        ja4: a.ja4,
+        ja4: a.ja4.take(),
     }
 }
 
