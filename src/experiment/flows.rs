@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::pcap::Decoded;
-use crate::detect::{Classifier, Detector, Dir, Flow, Packet, Transport, Verdict, MAX_PACKETS};
+use crate::detect::{Classifier, Detector, Dir, Transport, Verdict, MAX_PACKETS};
 
 /// A finished flow and what each detector said about it.
 #[derive(Debug, Clone)]
@@ -109,7 +109,7 @@ struct Active<'d> {
     first_ns: u64,
     last_ns: u64,
     payloads: Vec<(Dir, Vec<u8>)>,
-    classifier: Classifier<'d>,
+    classifier: Classifier<&'d [Box<dyn Detector>]>,
     pending: bool,
     tcp: [TcpDir; 2],
     closing: bool,
@@ -261,47 +261,27 @@ impl<'d> FlowTable<'d> {
             }
         }
         if a.payloads.len() > before_len {
-            let packets: Vec<Packet<'_>> = a
-                .payloads
-                .iter()
-                .map(|(dir, p)| Packet {
-                    dir: *dir,
-                    payload: p,
-                })
-                .collect();
-            let flow = Flow {
-                transport: a.transport,
-                client: a.client,
-                server: a.server,
-                packets: &packets,
-            };
-            if a.ja4_open {
-                match a.transport {
-                    Transport::Tcp => match crate::detect::ja4::tls_client_hello(&flow) {
-                        Err(_) => {}
-                        Ok(h) => {
-                            a.ja4 = h.map(|(h, _)| h.ja4());
-                            a.ja4_open = false;
-                        }
-                    },
-                    Transport::Udp => {
-                        if let Some(p) = packets.iter().find(|p| p.dir == Dir::ToServer) {
-                            a.ja4 =
-                                crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4());
-                            a.ja4_open = false;
-                        }
-                    }
-                }
-            }
+            let (classifier, cost_ns, calls) =
+                (&mut a.classifier, &mut self.cost_ns, &mut self.calls);
             // Detector cost is sampled on one flow in eight: reading the clock around every
             // call would cost more than most detectors.
-            if a.pending {
-                a.pending = if a.sampled {
-                    a.classifier
-                        .update_timed(&flow, &mut self.cost_ns, &mut self.calls)
-                } else {
-                    a.classifier.update(&flow)
-                };
+            let (sampled, pending, ja4_open) = (a.sampled, a.pending, a.ja4_open);
+            let (pending, ja4) =
+                crate::detect::with_flow(a.transport, a.client, a.server, &a.payloads, |flow| {
+                    let ja4 = ja4_open.then(|| flow_ja4(flow)).flatten();
+                    let pending = if !pending {
+                        false
+                    } else if sampled {
+                        classifier.update_each(flow, |i, d, f| timed(i, d, f, cost_ns, calls))
+                    } else {
+                        classifier.update(flow)
+                    };
+                    (pending, ja4)
+                });
+            a.pending = pending;
+            if let Some(j) = ja4 {
+                a.ja4 = j;
+                a.ja4_open = false;
             }
             if !a.pending && !a.ja4_open {
                 a.payloads = Vec::new();
@@ -316,6 +296,38 @@ impl<'d> FlowTable<'d> {
         out.sort_by_key(|f| f.first_ns);
         out
     }
+}
+
+/// Asks detector `d` (index `i`) about `flow`, adding its time (ns) and one call to
+/// `cost_ns[i]`/`calls[i]`.
+/// The JA4 of a flow once its ClientHello is complete: `Some(None)` when the flow has none.
+fn flow_ja4(flow: &crate::detect::Flow<'_>) -> Option<Option<String>> {
+    match flow.transport {
+        Transport::Tcp => crate::detect::ja4::tls_client_hello(flow)
+            .ok()
+            .map(|h| h.map(|(h, _)| h.ja4())),
+        Transport::Udp => flow
+            .packets
+            .iter()
+            .find(|p| p.dir == Dir::ToServer)
+            .map(|p| crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4())),
+    }
+}
+
+fn timed(
+    i: usize,
+    d: &dyn Detector,
+    flow: &crate::detect::Flow<'_>,
+    cost_ns: &mut [u64],
+    calls: &mut [u64],
+) -> crate::detect::Outcome {
+    let t = std::time::Instant::now();
+    let r = d.detect(flow);
+    if let (Some(c), Some(n)) = (cost_ns.get_mut(i), calls.get_mut(i)) {
+        *c += t.elapsed().as_nanos() as u64;
+        *n += 1;
+    }
+    r
 }
 
 /// Delivers a TCP segment's new bytes in order, buffering what arrives early.
