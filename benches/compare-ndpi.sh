@@ -5,6 +5,8 @@
 # Usage: benches/compare-ndpi.sh [PCAP_DIR] [REPEAT]
 #   PCAP_DIR  directory with the shared OpenVPN captures (default: ../shared/data/pcaps/openvpn)
 #   REPEAT    how many times each capture is fed, to time more than start-up (default: 50)
+# Env: CORPUS=directory of the labelled corpus (benches/corpus/make-corpus.sh; default
+#      target/corpus): its captures join the throughput mix (mixed protocols, not only OpenVPN).
 # Env: BLOCKLAB=path to the binary (default: target/release/blocklab, built if missing);
 #      RUNS=timed runs of each tool, interleaved, best kept (default 5).
 # Ground truth: flows on port 1194 are OpenVPN, everything else and all of non-vpn.pcap not.
@@ -19,6 +21,9 @@ done
 BLOCKLAB=${BLOCKLAB:-target/release/blocklab}
 [ -x "$BLOCKLAB" ] || cargo build --release --quiet --bin blocklab
 FILES=(non-vpn.pcap tcp-tls.pcap tcp.pcap udp-tls.pcap udp.pcap)
+CORPUS=${CORPUS:-target/corpus}
+MIX=("${FILES[@]/#/$DIR/}")
+[ -d "$CORPUS" ] && for f in "$CORPUS"/*.pcap; do MIX+=("$f"); done
 OUT=$(mktemp -d)
 {
   echo "file,server,label"
@@ -33,24 +38,25 @@ echo "blocklab: $("$BLOCKLAB" --version 2>/dev/null || echo "$BLOCKLAB"); ndpiRe
 # --- throughput: every capture REPEAT times, one process each --------------------------
 args=(); : >"$OUT/playlist"
 for _ in $(seq "$REPEAT"); do
-  for f in "${FILES[@]}"; do args+=("$DIR/$f"); echo "$DIR/$f" >>"$OUT/playlist"; done
+  for f in "${MIX[@]}"; do args+=("$f"); echo "$f" >>"$OUT/playlist"; done
 done
 # Interleaved runs, best of RUNS each: the machine may be shared.
 RUNS=${RUNS:-5}
 bl_best=999999; nd_best=999999
 for _ in $(seq "$RUNS"); do
-  t0=$(now); "$BLOCKLAB" experiment --quiet --out "$OUT/bl-timing" "${args[@]}" >"$OUT/bl-timing.txt"; t1=$(now)
-  t2=$(now); ndpiReader -i "$OUT/playlist" >"$OUT/ndpi-timing.txt" 2>&1; t3=$(now)
+  t0=$(now); /usr/bin/time -f %M -o "$OUT/bl-rss" "$BLOCKLAB" experiment --quiet --out "$OUT/bl-timing" "${args[@]}" >"$OUT/bl-timing.txt"; t1=$(now)
+  t2=$(now); /usr/bin/time -f %M -o "$OUT/nd-rss" ndpiReader -i "$OUT/playlist" >"$OUT/ndpi-timing.txt" 2>&1; t3=$(now)
   bl_best=$(awk -v a="$t0" -v b="$t1" -v c="$bl_best" 'BEGIN { d = b - a; print (d < c ? d : c) }')
   nd_best=$(awk -v a="$t2" -v b="$t3" -v c="$nd_best" 'BEGIN { d = b - a; print (d < c ? d : c) }')
 done
-bl_total=$(awk '/packets,.*packets\/s/{print $1; exit}' "$OUT/bl-timing.txt")
+bl_total=$(jq .packets "$OUT/bl-timing/report.json")
 awk -v p="$bl_total" -v bl="$bl_best" -v nd="$nd_best" -v r="$REPEAT" -v runs="$RUNS" 'BEGIN {
-  printf "\nthroughput over %d packets (%d x the 5 captures), best of %d runs, wall time of the whole process:\n", p, r, runs
+  printf "\nthroughput over %d packets (%d x the mixed captures), best of %d runs, wall time of the whole process:\n", p, r, runs
   printf "  %-36s %8.3f s  %10.0f packets/s\n", "blocklab experiment (all detectors)", bl, p / bl
   printf "  %-36s %8.3f s  %10.0f packets/s\n", "ndpiReader (all protocols)", nd, p / nd
   printf "  ratio blocklab/ndpiReader: %.2fx\n", nd / bl
 }'
+echo "  max RSS (last run): blocklab $(cat "$OUT/bl-rss") KiB, ndpiReader $(cat "$OUT/nd-rss") KiB"
 echo "  (last run, own figures: blocklab $(awk '/packets\/s/{print $(NF-1), $NF; exit}' "$OUT/bl-timing.txt"); ndpiReader: $(awk -F': *' '/nDPI throughput/{print $2; exit}' "$OUT/ndpi-timing.txt"), setup $(awk -F': *' '/Setup Time/{print $2; exit}' "$OUT/ndpi-timing.txt"))"
 
 # --- which flows each labels as VPN -------------------------------------------------------

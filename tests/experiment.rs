@@ -196,7 +196,11 @@ fn bad_inputs_fail_with_a_located_message() {
         tmp.path().join("o").as_os_str(),
         notpcap.as_os_str(),
     ]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "reported, skipped, non-zero at the end"
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a pcap or pcapng file"));
 
     let bad = tmp.path().join("labels.csv");
@@ -212,8 +216,58 @@ fn bad_inputs_fail_with_a_located_message() {
 
     let o = run(&[
         "--detectors".as_ref(),
-        "openvpn,tor".as_ref(),
+        "openvpn,v2ray".as_ref(),
         cap.as_os_str(),
     ]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown detector `tor`"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown detector `v2ray`"));
+}
+
+#[test]
+fn a_bad_or_truncated_capture_is_skipped_and_the_rest_processed_in_any_thread_count() {
+    let dir = captures();
+    let tmp = tempfile::tempdir().unwrap();
+    let notpcap = tmp.path().join("junk.pcap");
+    std::fs::write(&notpcap, b"GIF89a not a capture").unwrap();
+    let whole = std::fs::read(dir.join("tcp-tls.pcap")).unwrap();
+    let cut = tmp.path().join("cut.pcap");
+    std::fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
+    let mut outputs = Vec::new();
+    for threads in ["1", "2", "9"] {
+        let out = tmp.path().join(format!("out{threads}"));
+        let udp = dir.join("udp-tls.pcap");
+        let missing = tmp.path().join("missing.pcap");
+        let o = run(&[
+            "--quiet".as_ref(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            notpcap.as_os_str(),
+            udp.as_os_str(),
+            missing.as_os_str(),
+            cut.as_os_str(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("junk.pcap: not a pcap or pcapng file"),
+            "{err}"
+        );
+        assert!(err.contains("missing.pcap: cannot open"), "{err}");
+        assert!(err.contains("cut.pcap: truncated record at byte"), "{err}");
+        let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
+        assert!(
+            flows.contains("\"file\":\"udp-tls.pcap\"") && flows.contains("\"file\":\"cut.pcap\""),
+            "the good and the truncated file are both processed"
+        );
+        outputs.push(flows);
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "same flows.jsonl with 1 and 2 threads"
+    );
+    assert_eq!(
+        outputs[0], outputs[2],
+        "same flows.jsonl with 1 thread and 9 (flow shards)"
+    );
 }

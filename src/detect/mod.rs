@@ -15,9 +15,12 @@
 
 use std::net::SocketAddr;
 
+pub mod bypass;
 pub mod endpoints;
 pub mod fully_encrypted;
 pub mod ike;
+pub mod ja4;
+pub mod known;
 pub mod openvpn;
 pub mod pptp;
 pub mod wireguard;
@@ -110,6 +113,10 @@ pub fn standard(endpoints: endpoints::Endpoints) -> Vec<Box<dyn Detector>> {
         Box::new(openvpn::OpenVpn::default()),
         Box::new(ike::Ike::default()),
         Box::new(pptp::Pptp),
+        Box::new(bypass::SoftEther),
+        Box::new(bypass::Ssh),
+        Box::new(bypass::Tor::default()),
+        Box::new(bypass::TlsInTls::default()),
         Box::new(endpoints),
         Box::new(fully_encrypted::FullyEncrypted::default()),
     ]
@@ -118,7 +125,7 @@ pub fn standard(endpoints: endpoints::Endpoints) -> Vec<Box<dyn Detector>> {
 /// An unknown detector name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown detector `{0}` (known: wireguard, openvpn, ike, pptp, fully-encrypted, endpoints)"
+    "unknown detector `{0}` (known: wireguard, openvpn, ike, pptp, softether, ssh, tor, tls-in-tls, fully-encrypted, endpoints)"
 )]
 pub struct UnknownDetector(pub String);
 
@@ -237,6 +244,26 @@ pub fn with_flow<R>(
         server,
         packets: &packets,
     })
+}
+
+/// A VPN detector's answer, unless the flow opens with a known plaintext protocol
+/// ([`known::flow_is_plaintext`]), which is never a VPN. A positive verdict is checked on the
+/// packets it was decided on only, so a decision never changes with later packets.
+pub(crate) fn unless_plaintext(flow: &Flow<'_>, out: Outcome) -> Outcome {
+    let upto = match out {
+        Ok(None) => return Ok(None),
+        Ok(Some(v)) => v.after.min(flow.packets.len()),
+        Err(Incomplete) => flow.packets.len(),
+    };
+    let prefix = Flow {
+        packets: &flow.packets[..upto],
+        ..*flow
+    };
+    if known::flow_is_plaintext(&prefix) {
+        Ok(None)
+    } else {
+        out
+    }
 }
 
 /// Whether `b` is printable ASCII (0x20..=0x7e), as Wu et al. define it.
@@ -414,8 +441,8 @@ mod tests {
     #[test]
     fn select_rejects_unknown_names_and_keeps_order() {
         let e = endpoints::Endpoints::default();
-        let err = select(&["openvpn".into(), "tor".into()], e.clone()).unwrap_err();
-        assert_eq!(err.0, "tor");
+        let err = select(&["openvpn".into(), "v2ray".into()], e.clone()).unwrap_err();
+        assert_eq!(err.0, "v2ray");
         let ds = select(&["fully-encrypted".into(), "wireguard".into()], e).unwrap();
         let names: Vec<_> = ds.iter().map(|d| d.name()).collect();
         assert_eq!(names, ["wireguard", "fully-encrypted"]);

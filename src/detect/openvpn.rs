@@ -62,6 +62,8 @@ pub struct OpenVpn {
     pub static_window: usize,
     /// Entropy thresholds for `static-key` (Wu et al.'s Ex1–Ex4).
     pub wu: WuParams,
+    /// Packets of the opening side the `xor-session` rule looks at.
+    pub xor_window: usize,
 }
 
 impl Default for OpenVpn {
@@ -72,6 +74,7 @@ impl Default for OpenVpn {
             xue_min_distinct: 3,
             static_window: 8,
             wu: WuParams::default(),
+            xor_window: 12,
         }
     }
 }
@@ -130,29 +133,35 @@ impl Detector for OpenVpn {
     }
 
     fn detect(&self, flow: &Flow<'_>) -> Outcome {
-        let want = self.xue_window.max(self.static_window).max(2);
+        let want = self
+            .xue_window
+            .max(self.static_window)
+            .max(self.xor_window)
+            .max(2);
         let Some((frames, _)) = frames(flow, want) else {
             return Ok(None);
         };
         let rules = [
             handshake(&frames),
+            reset_session(&frames),
             self.xue(&frames),
+            self.xor_session(&frames),
             self.static_key(&frames),
         ];
         // Each rule is stable, and a pending rule can only fire on a packet not seen yet, so
         // the earliest verdict found so far is final.
-        if let Some(v) = rules
+        let out = if let Some(v) = rules
             .iter()
             .filter_map(|r| r.ok().flatten())
             .min_by_key(|v| v.after)
         {
-            return Ok(Some(v));
-        }
-        if rules.iter().any(|r| r.is_err()) {
+            Ok(Some(v))
+        } else if rules.iter().any(|r| r.is_err()) {
             Err(Incomplete)
         } else {
             Ok(None)
-        }
+        };
+        super::unless_plaintext(flow, out)
     }
 }
 
@@ -215,7 +224,117 @@ fn handshake(frames: &[Frame<'_>]) -> Outcome {
     Err(Incomplete)
 }
 
+/// One direction alone (asymmetric routing, NAT'd captures): a hard reset (client or server,
+/// key id 0) and then a control or ack packet from the same side carrying the same session
+/// id. tls-crypt and tls-crypt-v2 (`P_CONTROL_HARD_RESET_CLIENT_V3`, `P_CONTROL_WKC_V1`)
+/// leave the opcode and session id in the clear, so this holds for them too.
+fn reset_session(frames: &[Frame<'_>]) -> Outcome {
+    let Some(first) = frames.first() else {
+        return Err(Incomplete);
+    };
+    let Some((op, key)) = opcode(&first.bytes) else {
+        return Ok(None);
+    };
+    let reset = matches!(
+        op,
+        HARD_RESET_CLIENT_V1
+            | HARD_RESET_CLIENT_V2
+            | HARD_RESET_CLIENT_V3
+            | HARD_RESET_SERVER_V1
+            | HARD_RESET_SERVER_V2
+    );
+    let Some(sid) = session_id(&first.bytes) else {
+        return Ok(None);
+    };
+    if !reset || key != 0 || first.bytes.len() < 14 {
+        return Ok(None);
+    }
+    for f in frames[1..].iter().filter(|f| f.dir == first.dir) {
+        let Some((o, k)) = opcode(&f.bytes) else {
+            return Ok(None);
+        };
+        if session_id(&f.bytes) != Some(sid) || k != 0 {
+            return Ok(None);
+        }
+        match o {
+            _ if o == op => {} // a retransmitted reset
+            SOFT_RESET_V1 | CONTROL_V1 | ACK_V1 | CONTROL_WKC_V1 => {
+                return Ok(Some(Verdict {
+                    protocol: "openvpn",
+                    rule: "reset-session",
+                    after: f.after,
+                }))
+            }
+            _ => return Ok(None),
+        }
+    }
+    Err(Incomplete)
+}
+
 impl OpenVpn {
+    /// Obfuscated first bytes (the "XOR patch" masks every byte with a fixed key, by
+    /// position): in the opening side's first `xor_window` packets the first byte is an
+    /// opaque symbol, the opening symbol (the reset) only recurs before any other, at most
+    /// four symbols occur (reset, control, ack, data), and at least three later packets
+    /// carry the same (masked) 8-byte session id as the first.
+    fn xor_session(&self, frames: &[Frame<'_>]) -> Outcome {
+        let Some(first) = frames.first() else {
+            return Err(Incomplete);
+        };
+        let (Some(&a), Some(sid)) = (first.bytes.first(), session_id(&first.bytes)) else {
+            return Ok(None);
+        };
+        let mut distinct_sid = [false; 256];
+        let spread = sid
+            .iter()
+            .filter(|&&b| !std::mem::replace(&mut distinct_sid[usize::from(b)], true))
+            .count();
+        if first.bytes.len() < 14 || spread < 4 {
+            return Ok(None);
+        }
+        let mut symbols = [a, 0, 0, 0];
+        let mut n_symbols = 1;
+        let mut moved_on = false;
+        let mut matched = 0;
+        for (n, f) in frames[1..]
+            .iter()
+            .filter(|f| f.dir == first.dir)
+            .enumerate()
+        {
+            if n + 1 >= self.xor_window {
+                return Ok(None);
+            }
+            let Some(&b) = f.bytes.first() else {
+                return Ok(None);
+            };
+            if b == a {
+                if moved_on || session_id(&f.bytes) != Some(sid) {
+                    return Ok(None);
+                }
+                continue;
+            }
+            moved_on = true;
+            if !symbols[..n_symbols].contains(&b) {
+                if n_symbols == symbols.len() {
+                    return Ok(None);
+                }
+                symbols[n_symbols] = b;
+                n_symbols += 1;
+            }
+            if session_id(&f.bytes) == Some(sid) {
+                matched += 1;
+                if matched >= 3 {
+                    return Ok(Some(Verdict {
+                        protocol: "openvpn",
+                        rule: "xor-session",
+                        after: f.after,
+                    }));
+                }
+            }
+        }
+        Err(Incomplete)
+    }
+
     /// First bytes as opaque symbols: client reset and server reset, each repeated only at
     /// the start of its direction, and few distinct symbols in the window.
     fn xue(&self, frames: &[Frame<'_>]) -> Outcome {
@@ -412,7 +531,16 @@ mod tests {
             Ok(None),
             "the plain handshake rule is blind to XOR"
         );
-        let v = every_prefix(&d, Transport::Udp, 1194, &pk, 16, Some("openvpn")).unwrap();
+        let v = every_prefix(&d, Transport::Udp, 1194, &pk, 8, Some("openvpn")).unwrap();
+        assert_eq!(
+            v.rule, "xor-session",
+            "the masked session id gives it away first"
+        );
+        let xue_only = OpenVpn {
+            xor_window: 0,
+            ..OpenVpn::default()
+        };
+        let v = every_prefix(&xue_only, Transport::Udp, 1194, &pk, 16, Some("openvpn")).unwrap();
         assert_eq!(v.rule, "xue-opcodes");
     }
 
@@ -523,5 +651,226 @@ mod tests {
             Ok(None),
             "TLS record framing"
         );
+    }
+
+    fn only(raw: &[(Dir, Vec<u8>)], keep: Dir) -> Vec<(Dir, Vec<u8>)> {
+        raw.iter()
+            .filter(|(d, _)| *d == keep)
+            .map(|(_, p)| (Dir::ToServer, p.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn one_direction_decides_on_the_reset_and_the_first_control_packet() {
+        // Asymmetric routing: only the client's packets are seen (UDP and TCP).
+        for (name, t) in [
+            ("openvpn-udp-tls", Transport::Udp),
+            ("openvpn-tcp-tls", Transport::Tcp),
+        ] {
+            let raw = only(&load(name), Dir::ToServer);
+            let v = every_prefix(
+                &OpenVpn::default(),
+                t,
+                1194,
+                &packets(&raw),
+                2,
+                Some("openvpn"),
+            )
+            .unwrap();
+            assert_eq!(v.rule, "reset-session", "{name}");
+        }
+        // A NAT'd capture where the server's direction is its own flow (its sender opens it).
+        let raw = only(&load("openvpn-udp-tls"), Dir::ToClient);
+        let v = every_prefix(
+            &OpenVpn::default(),
+            Transport::Udp,
+            40000,
+            &packets(&raw),
+            2,
+            Some("openvpn"),
+        )
+        .unwrap();
+        assert_eq!(v.rule, "reset-session");
+    }
+
+    /// A tls-crypt(-v2) packet: opcode, session id, packet id, time, 32-byte tag, then the
+    /// encrypted rest (acks included), here pseudo-random.
+    fn tls_crypt(op: u8, sid: [u8; 8], pid: u32, extra: usize, seed: u64) -> Vec<u8> {
+        let mut p = vec![op << 3];
+        p.extend_from_slice(&sid);
+        p.extend_from_slice(&pid.to_be_bytes());
+        p.extend_from_slice(&0x6600_43a7u32.to_be_bytes());
+        p.extend(crate::detect::fully_encrypted::tests::random_bytes(
+            32 + extra,
+            seed,
+        ));
+        p
+    }
+
+    fn tls_crypt_flow(v3: bool) -> Vec<(Dir, Vec<u8>)> {
+        let (c, s) = (
+            [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88],
+            [9, 8, 7, 6, 5, 4, 3, 2],
+        );
+        let first = if v3 {
+            HARD_RESET_CLIENT_V3
+        } else {
+            HARD_RESET_CLIENT_V2
+        };
+        // tls-crypt-v2 appends the wrapped client key (WKc, ~290 bytes) to the reset.
+        let wkc = if v3 { 290 } else { 0 };
+        let ctl = if v3 { CONTROL_WKC_V1 } else { CONTROL_V1 };
+        vec![
+            (Dir::ToServer, tls_crypt(first, c, 0, 5 + wkc, 1)),
+            (Dir::ToClient, tls_crypt(HARD_RESET_SERVER_V2, s, 0, 17, 2)),
+            (Dir::ToServer, tls_crypt(ctl, c, 1, 300 + wkc, 3)),
+            (Dir::ToClient, tls_crypt(CONTROL_V1, s, 1, 1100, 4)),
+            (Dir::ToServer, tls_crypt(ACK_V1, c, 2, 20, 5)),
+        ]
+    }
+
+    #[test]
+    fn tls_crypt_and_tls_crypt_v2_over_udp_and_tcp_on_443() {
+        for v3 in [false, true] {
+            let raw = tls_crypt_flow(v3);
+            let v = every_prefix(
+                &OpenVpn::default(),
+                Transport::Udp,
+                443,
+                &packets(&raw),
+                3,
+                Some("openvpn"),
+            )
+            .unwrap();
+            assert_eq!(v.rule, "reset-session", "v3={v3}: acks are encrypted");
+            // Over TCP: 2-byte length framing, the client's packets split across segments.
+            let mut tcp = Vec::new();
+            for (d, p) in &raw {
+                let mut framed = (p.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(p);
+                let (a, b) = framed.split_at(framed.len() / 2);
+                tcp.push((*d, a.to_vec()));
+                tcp.push((*d, b.to_vec()));
+            }
+            let v = every_prefix(
+                &OpenVpn::default(),
+                Transport::Tcp,
+                443,
+                &packets(&tcp),
+                6,
+                Some("openvpn"),
+            )
+            .unwrap();
+            assert_eq!(v.rule, "reset-session");
+        }
+    }
+
+    #[test]
+    fn position_xor_masked_one_direction_is_caught_by_the_session_rule() {
+        let key = b"obfuscation-key!";
+        let raw: Vec<(Dir, Vec<u8>)> = only(&load("openvpn-udp-tls"), Dir::ToServer)
+            .into_iter()
+            .map(|(d, p)| {
+                let x = p
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ key[i % key.len()])
+                    .collect();
+                (d, x)
+            })
+            .collect();
+        let pk = packets(&raw);
+        let d = OpenVpn::default();
+        let v = every_prefix(&d, Transport::Udp, 1194, &pk, 4, Some("openvpn")).unwrap();
+        assert_eq!(v.rule, "xor-session");
+    }
+
+    #[test]
+    fn quic_dtls_stun_rtp_and_dns_flows_are_never_openvpn() {
+        use crate::detect::known::build;
+        let d = OpenVpn::default();
+        let mut flows: Vec<Vec<(Dir, Vec<u8>)>> = Vec::new();
+        // Google QUIC Q043: few distinct public flags, a constant connection id at 1..9.
+        flows.push(
+            (0..20)
+                .map(|i| {
+                    let mut p = build::gquic_q043(1350 - i * 7);
+                    if i > 0 {
+                        p[0] = if i % 2 == 0 { 0x08 } else { 0x18 };
+                    }
+                    (
+                        if i % 3 == 1 {
+                            Dir::ToClient
+                        } else {
+                            Dir::ToServer
+                        },
+                        p,
+                    )
+                })
+                .collect(),
+        );
+        // IETF QUIC v1, v2 and a draft: Initial then short headers with a constant DCID.
+        for v in [1u32, 0x6b33_43cf, 0xff00_001d] {
+            flows.push(
+                (0..20)
+                    .map(|i| {
+                        let mut p = build::quic_initial(v, 1200);
+                        if i > 0 {
+                            p[0] = 0x40 | (i as u8 & 3);
+                        }
+                        (
+                            if i % 3 == 1 {
+                                Dir::ToClient
+                            } else {
+                                Dir::ToServer
+                            },
+                            p,
+                        )
+                    })
+                    .collect(),
+            );
+        }
+        flows.push(
+            (0..20)
+                .map(|i| {
+                    let ct = if i < 4 { 22 } else { 23 };
+                    (
+                        if i % 2 == 0 {
+                            Dir::ToServer
+                        } else {
+                            Dir::ToClient
+                        },
+                        build::dtls_record(ct, u16::from(i >= 4), i as u64, 100 + i),
+                    )
+                })
+                .collect(),
+        );
+        flows.push(
+            (0..20)
+                .map(|i| {
+                    let dir = if i % 2 == 0 {
+                        Dir::ToServer
+                    } else {
+                        Dir::ToClient
+                    };
+                    (dir, build::rtp(100 + (i / 2) as u16, 172))
+                })
+                .collect(),
+        );
+        flows.push(vec![
+            (Dir::ToServer, build::stun_binding(1)),
+            (Dir::ToClient, build::stun_binding(1)),
+        ]);
+        flows.push(vec![(
+            Dir::ToServer,
+            build::dns_query(0x3800, "example.org"),
+        )]);
+        for (i, f) in flows.iter().enumerate() {
+            let pk = packets(f);
+            for port in [443, 1194, 4001] {
+                let got = d.detect(&flow(Transport::Udp, port, &pk));
+                assert!(!matches!(got, Ok(Some(_))), "flow {i} port {port}: {got:?}");
+            }
+        }
     }
 }

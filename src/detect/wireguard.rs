@@ -11,7 +11,14 @@
 //! carries the peer's index. The rule `handshake` fires on an initiation from the client
 //! answered by a response acknowledging its sender index (2 packets); the rule `transport`
 //! fires on a flow caught mid-session whose first two packets in each direction are all
-//! transport messages with a constant receiver index per direction.
+//! transport messages with a constant receiver index per direction. Real deployments vary,
+//! so three more rules hold without the fixed headers: `initiation-transport` (one
+//! direction: an initiation, then the client's transport with counter 0), `counters`
+//! (transport-shaped packets with any 4-byte header whose little-endian counters rise, for
+//! one-direction and mid-session flows) and `handshake-variant` (AmneziaWG's junk packets,
+//! S1/S2 junk prefixes and H1–H4 headers, vendor builds with extra bytes or a client id in
+//! the reserved bytes: the response names the initiation's sender index at the offsets its
+//! length implies, confirmed by the first transport to one of the two indices). Any port.
 
 use super::{Detector, Dir, Flow, Incomplete, Outcome, Transport, Verdict};
 
@@ -101,19 +108,35 @@ impl Detector for WireGuard {
         if flow.transport != Transport::Udp {
             return Ok(None);
         }
-        let Some(first) = flow.packets.first() else {
+        if flow.packets.is_empty() {
             return Err(Incomplete);
-        };
-        match (first.dir, parse(first.payload)) {
-            (Dir::ToServer, Some(Message::Initiation { .. })) => handshake(flow),
-            (_, Some(Message::Transport { .. })) => transport(flow, self.require_padding),
-            _ => Ok(None),
         }
+        let rules = [
+            handshake(flow),
+            transport(flow, self.require_padding),
+            counters(flow, self.require_padding),
+            variant(flow),
+        ];
+        // Every rule is stable and fires on the packet that completes it: the earliest
+        // verdict so far is final.
+        let out = if let Some(v) = rules
+            .iter()
+            .filter_map(|r| r.ok().flatten())
+            .min_by_key(|v| v.after)
+        {
+            Ok(Some(v))
+        } else if rules.iter().any(|r| r.is_err()) {
+            Err(Incomplete)
+        } else {
+            Ok(None)
+        };
+        super::unless_plaintext(flow, out)
     }
 }
 
 /// Initiation(s) from the client, optionally a cookie reply, then a response naming one of
-/// the initiations' sender indices.
+/// the initiations' sender indices (`handshake`), or, seen from the client's side only, the
+/// client's first transport message (counter 0) after its initiation (`initiation-transport`).
 fn handshake(flow: &Flow<'_>) -> Outcome {
     let mut senders = [0u32; 8];
     let mut n = 0;
@@ -134,6 +157,13 @@ fn handshake(flow: &Flow<'_>) -> Outcome {
                 return Ok(Some(Verdict {
                     protocol: "wireguard",
                     rule: "handshake",
+                    after: i + 1,
+                }));
+            }
+            (Dir::ToServer, Some(Message::Transport { counter: 0, .. })) if n > 0 => {
+                return Ok(Some(Verdict {
+                    protocol: "wireguard",
+                    rule: "initiation-transport",
                     after: i + 1,
                 }));
             }
@@ -169,6 +199,127 @@ fn transport(flow: &Flow<'_>, require_padding: bool) -> Outcome {
                 rule: "transport",
                 after: i + 1,
             }));
+        }
+    }
+    Err(Incomplete)
+}
+
+/// Packets of one direction the variant rules look at.
+const VARIANT_WINDOW: usize = 16;
+
+/// The 8-byte prefix (type header, receiver index) and counter of a transport-shaped packet.
+fn transport_shape(p: &[u8], require_padding: bool) -> Option<([u8; 8], u64)> {
+    if p.len() < 32 || (require_padding && p.len() % 16 != 0) {
+        return None;
+    }
+    let prefix: [u8; 8] = p[..8].try_into().ok()?;
+    if prefix[4..] == [0, 0, 0, 0] {
+        return None;
+    }
+    Some((prefix, u64::from_le_bytes(p[8..16].try_into().ok()?)))
+}
+
+/// Transport messages with any type header (AmneziaWG's H4, vendor builds that use the
+/// reserved bytes, such as a client id): per direction, packets sharing the 8-byte
+/// header + receiver index whose little-endian counters rise by 1..=16. Three such packets in
+/// one direction (one-direction captures, flows caught mid-session) or two in each direction
+/// with the same type header decide (`counters`).
+fn counters(flow: &Flow<'_>, require_padding: bool) -> Outcome {
+    // Per packet: its chain length within its direction.
+    let mut chain = [0u8; crate::detect::MAX_PACKETS];
+    let mut best: [Option<([u8; 8], u8)>; 2] = [None, None];
+    let mut seen = [0usize; 2];
+    for (i, p) in flow.packets.iter().enumerate().take(chain.len()) {
+        let d = usize::from(p.dir == Dir::ToClient);
+        seen[d] += 1;
+        if seen[d] > VARIANT_WINDOW {
+            return Ok(None);
+        }
+        let Some((prefix, ctr)) = transport_shape(p.payload, require_padding) else {
+            continue;
+        };
+        let mut len = 1u8;
+        for (j, q) in flow.packets[..i].iter().enumerate() {
+            if q.dir != p.dir {
+                continue;
+            }
+            if let Some((qp, qc)) = transport_shape(q.payload, require_padding) {
+                let step = ctr.wrapping_sub(qc);
+                if qp == prefix && (1..=16).contains(&step) {
+                    len = len.max(chain[j] + 1);
+                }
+            }
+        }
+        chain[i] = len;
+        if best[d].is_none_or(|(_, l)| len > l) {
+            best[d] = Some((prefix, len));
+        }
+        let both = match (best[0], best[1]) {
+            (Some((a, la)), Some((b, lb))) => la >= 2 && lb >= 2 && a[..4] == b[..4],
+            _ => false,
+        };
+        if len >= 3 || both {
+            return Ok(Some(Verdict {
+                protocol: "wireguard",
+                rule: "counters",
+                after: i + 1,
+            }));
+        }
+    }
+    Err(Incomplete)
+}
+
+/// Whether a 4-byte index looks like a random session index (at least two non-zero bytes).
+fn index_like(b: &[u8]) -> bool {
+    b.len() == 4 && b.iter().filter(|&&x| x != 0).count() >= 2
+}
+
+/// A handshake with changed type headers and junk (AmneziaWG: junk packets first, S1/S2
+/// bytes before the initiation/response, H1–H4 headers; vendor builds: extra bytes after
+/// the messages): a client packet of 148 + k bytes and a server packet of 92 + m bytes whose
+/// receiver index (at m + 8 or 8) is the client's sender index (at k + 4 or 4), then the first
+/// transport-shaped packet addressed to one of the two sender indices (`handshake-variant`).
+fn variant(flow: &Flow<'_>) -> Outcome {
+    let mut senders: Option<([u8; 4], [u8; 4])> = None;
+    let mut seen = [0usize; 2];
+    for (i, r) in flow.packets.iter().enumerate() {
+        let d = usize::from(r.dir == Dir::ToClient);
+        seen[d] += 1;
+        if let Some((cs, ss)) = senders {
+            let to = if r.dir == Dir::ToServer { ss } else { cs };
+            if r.payload.len() >= 32 && r.payload[4..8] == to {
+                return Ok(Some(Verdict {
+                    protocol: "wireguard",
+                    rule: "handshake-variant",
+                    after: i + 1,
+                }));
+            }
+            continue;
+        }
+        if seen[d] > VARIANT_WINDOW {
+            return Ok(None);
+        }
+        let rb = r.payload;
+        if r.dir != Dir::ToClient || rb.len() < 92 {
+            continue;
+        }
+        'init: for q in flow.packets[..i].iter().filter(|q| q.dir == Dir::ToServer) {
+            let qb = q.payload;
+            if qb.len() < 148 {
+                continue;
+            }
+            for (oq, or) in [(qb.len() - 148, rb.len() - 92), (0, 0)] {
+                let (sender, header_q) = (&qb[oq + 4..oq + 8], &qb[oq..oq + 4]);
+                let (receiver, header_r) = (&rb[or + 8..or + 12], &rb[or..or + 4]);
+                if sender == receiver && index_like(sender) && header_q != header_r {
+                    let mut cs = [0u8; 4];
+                    let mut ss = [0u8; 4];
+                    cs.copy_from_slice(sender);
+                    ss.copy_from_slice(&rb[or + 4..or + 8]);
+                    senders = Some((cs, ss));
+                    break 'init;
+                }
+            }
         }
     }
     Err(Incomplete)
@@ -329,23 +480,25 @@ mod tests {
     fn index_mismatch_and_bad_sizes_are_not_wireguard() {
         let (i, r) = (build::initiation(1, 0), build::response(5, 2, 0));
         let pkts = [to_s(&i), to_c(&r)];
-        assert_eq!(
-            WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
-            Ok(None),
+        assert!(
+            !matches!(
+                WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
+                Ok(Some(_))
+            ),
             "response to another index"
         );
         let mut short = build::initiation(1, 0);
         short.pop();
-        assert_eq!(
+        assert!(!matches!(
             WireGuard::default().detect(&flow(Transport::Udp, 1, &[to_s(&short)])),
-            Ok(None)
-        );
+            Ok(Some(_))
+        ));
         let mut reserved = build::initiation(1, 0);
         reserved[2] = 1;
-        assert_eq!(
+        assert!(!matches!(
             WireGuard::default().detect(&flow(Transport::Udp, 1, &[to_s(&reserved)])),
-            Ok(None)
-        );
+            Ok(Some(_))
+        ));
         assert_eq!(
             WireGuard::default().detect(&flow(Transport::Tcp, 1, &[to_s(&i)])),
             Ok(None),
@@ -370,9 +523,8 @@ mod tests {
         let strict = WireGuard {
             require_padding: true,
         };
-        assert_eq!(
-            strict.detect(&flow(Transport::Udp, 1, &pk)),
-            Ok(None),
+        assert!(
+            !matches!(strict.detect(&flow(Transport::Udp, 1, &pk)), Ok(Some(_))),
             "unpadded transport rejected when padding is required"
         );
     }
@@ -403,10 +555,251 @@ mod tests {
         assert_eq!(v.rule, "transport");
         let c = build::transport(21, 9, 30, 0x22);
         let pkts = [to_s(&a), to_c(&b), to_c(&c)];
-        assert_eq!(
-            WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
-            Ok(None),
+        assert!(
+            !matches!(
+                WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
+                Ok(Some(_))
+            ),
             "receiver index changed"
         );
+    }
+
+    fn rnd(n: usize, seed: u64) -> Vec<u8> {
+        crate::detect::fully_encrypted::tests::random_bytes(n, seed)
+    }
+
+    /// An AmneziaWG exchange: `jc` junk packets, an initiation behind `s1` junk bytes with
+    /// header H1, a response behind `s2` bytes with H2, then transport messages with H4.
+    fn amnezia(jc: usize, s1: usize, s2: usize) -> Vec<(Dir, Vec<u8>)> {
+        let (h1, h2, h4) = (0x5f3a_11c2u32, 0x0b9e_4410u32, 0x7d21_9a05u32);
+        let (ci, si) = (0xdead_beefu32, 0x1357_9bdfu32);
+        let mut out = Vec::new();
+        for j in 0..jc {
+            out.push((Dir::ToServer, rnd(50 + 97 * j, j as u64)));
+        }
+        let mut init = rnd(s1, 100);
+        let mut m = build::initiation(ci, 0x42);
+        m[..4].copy_from_slice(&h1.to_le_bytes());
+        init.extend(m);
+        out.push((Dir::ToServer, init));
+        let mut resp = rnd(s2, 101);
+        let mut m = build::response(si, ci, 0x43);
+        m[..4].copy_from_slice(&h2.to_le_bytes());
+        resp.extend(m);
+        out.push((Dir::ToClient, resp));
+        for (n, (dir, to)) in [
+            (Dir::ToServer, si),
+            (Dir::ToClient, ci),
+            (Dir::ToServer, si),
+            (Dir::ToServer, si),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut t = build::transport(to, n as u64 / 2, 80, 0x50 + n as u8);
+            t[..4].copy_from_slice(&h4.to_le_bytes());
+            out.push((dir, t));
+        }
+        out
+    }
+
+    fn pk(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
+        v.iter()
+            .map(|(d, p)| Packet {
+                dir: *d,
+                payload: p,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn amneziawg_junk_and_changed_headers_are_found_at_the_first_transport() {
+        for (jc, s1, s2) in [(4, 40, 30), (0, 0, 0), (10, 100, 64)] {
+            let raw = amnezia(jc, s1, s2);
+            let v = every_prefix(
+                &WireGuard::default(),
+                Transport::Udp,
+                443,
+                &pk(&raw),
+                jc + 3,
+                Some("wireguard"),
+            )
+            .unwrap();
+            assert_eq!(v.rule, "handshake-variant", "jc={jc} s1={s1} s2={s2}");
+        }
+    }
+
+    #[test]
+    fn amneziawg_seen_from_the_client_only_is_found_by_its_counters() {
+        let mut raw: Vec<(Dir, Vec<u8>)> = amnezia(4, 40, 30)
+            .into_iter()
+            .filter(|(d, _)| *d == Dir::ToServer)
+            .collect();
+        let mut t = raw.last().unwrap().1.clone();
+        t[8..16].copy_from_slice(&2u64.to_le_bytes());
+        raw.push((Dir::ToServer, t));
+        // 4 junk, the initiation, transports with counters 0, 1, 1, 2: the third rise decides.
+        let v = every_prefix(
+            &WireGuard::default(),
+            Transport::Udp,
+            51820,
+            &pk(&raw),
+            9,
+            Some("wireguard"),
+        )
+        .unwrap();
+        assert_eq!(v.rule, "counters");
+    }
+
+    #[test]
+    fn vendor_builds_with_non_zero_reserved_bytes_and_extra_bytes() {
+        // A client id in the reserved bytes (as Cloudflare WARP does) and 4 extra bytes.
+        let id = [0x12, 0x34, 0x56];
+        let mut i = build::initiation(0xaabb_ccdd, 1);
+        i[1..4].copy_from_slice(&id);
+        i.extend_from_slice(&[9, 9, 9, 9]);
+        let mut r = build::response(0x1122_3344, 0xaabb_ccdd, 2);
+        r[1..4].copy_from_slice(&id);
+        let mut t = build::transport(0x1122_3344, 0, 40, 3);
+        t[1..4].copy_from_slice(&id);
+        let raw = vec![(Dir::ToServer, i), (Dir::ToClient, r), (Dir::ToServer, t)];
+        let v = every_prefix(
+            &WireGuard::default(),
+            Transport::Udp,
+            2408,
+            &pk(&raw),
+            3,
+            Some("wireguard"),
+        )
+        .unwrap();
+        assert_eq!(v.rule, "handshake-variant");
+    }
+
+    #[test]
+    fn one_direction_initiation_then_transport_and_mid_session_counters() {
+        let i = build::initiation(0x0102_0304, 7);
+        let t0 = build::transport(0x0a0b_0c0d, 0, 100, 8);
+        let raw = vec![
+            (Dir::ToServer, i.clone()),
+            (Dir::ToServer, i),
+            (Dir::ToServer, t0),
+        ];
+        let v = every_prefix(
+            &WireGuard::default(),
+            Transport::Udp,
+            51820,
+            &pk(&raw),
+            3,
+            Some("wireguard"),
+        )
+        .unwrap();
+        assert_eq!(v.rule, "initiation-transport");
+        let mid: Vec<(Dir, Vec<u8>)> = (0..3)
+            .map(|n| {
+                (
+                    Dir::ToServer,
+                    build::transport(0x0a0b_0c0d, 90_000 + n, 200, 9),
+                )
+            })
+            .collect();
+        let v = every_prefix(
+            &WireGuard::default(),
+            Transport::Udp,
+            3478,
+            &pk(&mid),
+            3,
+            Some("wireguard"),
+        )
+        .unwrap();
+        assert_eq!(
+            v.rule, "counters",
+            "a session caught mid-way, one direction"
+        );
+    }
+
+    #[test]
+    fn quic_dtls_stun_rtp_dns_and_random_udp_are_never_wireguard() {
+        use crate::detect::known::build as k;
+        let mut flows: Vec<Vec<(Dir, Vec<u8>)>> = vec![
+            (0..20)
+                .map(|n| {
+                    (
+                        if n % 2 == 0 {
+                            Dir::ToServer
+                        } else {
+                            Dir::ToClient
+                        },
+                        k::quic_initial(1, 1200),
+                    )
+                })
+                .collect(),
+            (0..20)
+                .map(|n| {
+                    (
+                        if n % 2 == 0 {
+                            Dir::ToServer
+                        } else {
+                            Dir::ToClient
+                        },
+                        k::gquic_q043(1350),
+                    )
+                })
+                .collect(),
+            (0..20)
+                .map(|n| {
+                    (
+                        if n % 2 == 0 {
+                            Dir::ToServer
+                        } else {
+                            Dir::ToClient
+                        },
+                        k::dtls_record(23, 1, n, 148),
+                    )
+                })
+                .collect(),
+            (0..20)
+                .map(|n| {
+                    (
+                        if n % 2 == 0 {
+                            Dir::ToServer
+                        } else {
+                            Dir::ToClient
+                        },
+                        k::rtp(n as u16 / 2, 172),
+                    )
+                })
+                .collect(),
+            (0..4)
+                .map(|n| {
+                    (
+                        if n % 2 == 0 {
+                            Dir::ToServer
+                        } else {
+                            Dir::ToClient
+                        },
+                        k::stun_binding(n),
+                    )
+                })
+                .collect(),
+            vec![(Dir::ToServer, k::dns_query(4, "wireguard.com"))],
+        ];
+        flows.push(
+            (0..32)
+                .map(|n| {
+                    (
+                        if n % 3 == 0 {
+                            Dir::ToClient
+                        } else {
+                            Dir::ToServer
+                        },
+                        rnd(60 + n * 13, n as u64),
+                    )
+                })
+                .collect(),
+        );
+        for (i, f) in flows.iter().enumerate() {
+            let got = WireGuard::default().detect(&flow(Transport::Udp, 51820, &pk(f)));
+            assert!(!matches!(got, Ok(Some(_))), "flow {i}: {got:?}");
+        }
     }
 }

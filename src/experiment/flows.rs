@@ -29,6 +29,8 @@ pub struct FlowRecord {
     pub first_ns: u64,
     /// Each detector's verdict, in detector order (`None`: not its protocol).
     pub outcomes: Vec<(&'static str, Option<Verdict>)>,
+    /// JA4 fingerprint of the flow's TLS or DTLS ClientHello.
+    pub ja4: Option<String>,
 }
 
 impl FlowRecord {
@@ -112,6 +114,9 @@ struct Active<'d> {
     tcp: [TcpDir; 2],
     closing: bool,
     sampled: bool,
+    /// JA4 so far; `ja4_open` while the ClientHello may still complete.
+    ja4: Option<String>,
+    ja4_open: bool,
 }
 
 /// The flow table.
@@ -129,6 +134,7 @@ pub struct FlowTable<'d> {
     /// Detector calls timed (one flow in eight is timed), in detector order.
     pub calls: Vec<u64>,
     opened: u64,
+    pushed: u64,
 }
 
 impl<'d> FlowTable<'d> {
@@ -143,6 +149,7 @@ impl<'d> FlowTable<'d> {
             cost_ns: vec![0; detectors.len()],
             calls: vec![0; detectors.len()],
             opened: 0,
+            pushed: 0,
         }
     }
 
@@ -151,8 +158,32 @@ impl<'d> FlowTable<'d> {
         self.active.len() + self.done.len()
     }
 
+    /// Finishes every flow idle for longer than its timeout at `now_ns` (keeps the table as
+    /// small as the live flows, whatever the capture's length).
+    fn expire(&mut self, now_ns: u64) {
+        let (udp, tcp) = (self.udp_timeout_ns, self.tcp_timeout_ns);
+        let done = &mut self.done;
+        self.active.retain(|_, a| {
+            let timeout = match a.transport {
+                Transport::Udp => udp,
+                Transport::Tcp => tcp,
+            };
+            if now_ns.saturating_sub(a.last_ns) > timeout {
+                a.payloads = Vec::new();
+                done.push(finish_ref(a));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
     /// Adds one decoded packet captured at `ts_ns`.
     pub fn push(&mut self, ts_ns: u64, p: &Decoded<'_>) {
+        self.pushed += 1;
+        if self.pushed % 65_536 == 0 {
+            self.expire(ts_ns);
+        }
         let key = Key::new(p.transport, p.src, p.dst);
         let timeout = match p.transport {
             Transport::Udp => self.udp_timeout_ns,
@@ -182,6 +213,8 @@ impl<'d> FlowTable<'d> {
                 tcp: [TcpDir::default(), TcpDir::default()],
                 closing: false,
                 sampled: *opened % 8 == 1,
+                ja4: None,
+                ja4_open: true,
             }
         };
         // One hash lookup per packet.
@@ -203,7 +236,7 @@ impl<'d> FlowTable<'d> {
         } else {
             Dir::ToClient
         };
-        if !a.pending || a.payloads.len() >= MAX_PACKETS {
+        if !(a.pending || a.ja4_open) || a.payloads.len() >= MAX_PACKETS {
             return;
         }
         let before_len = a.payloads.len();
@@ -232,16 +265,25 @@ impl<'d> FlowTable<'d> {
                 (&mut a.classifier, &mut self.cost_ns, &mut self.calls);
             // Detector cost is sampled on one flow in eight: reading the clock around every
             // call would cost more than most detectors.
-            let sampled = a.sampled;
-            a.pending =
+            let (sampled, pending, ja4_open) = (a.sampled, a.pending, a.ja4_open);
+            let (pending, ja4) =
                 crate::detect::with_flow(a.transport, a.client, a.server, &a.payloads, |flow| {
-                    if sampled {
+                    let ja4 = ja4_open.then(|| flow_ja4(flow)).flatten();
+                    let pending = if !pending {
+                        false
+                    } else if sampled {
                         classifier.update_each(flow, |i, d, f| timed(i, d, f, cost_ns, calls))
                     } else {
                         classifier.update(flow)
-                    }
+                    };
+                    (pending, ja4)
                 });
-            if !a.pending {
+            a.pending = pending;
+            if let Some(j) = ja4 {
+                a.ja4 = j;
+                a.ja4_open = false;
+            }
+            if !a.pending && !a.ja4_open {
                 a.payloads = Vec::new();
             }
         }
@@ -258,6 +300,20 @@ impl<'d> FlowTable<'d> {
 
 /// Asks detector `d` (index `i`) about `flow`, adding its time (ns) and one call to
 /// `cost_ns[i]`/`calls[i]`.
+/// The JA4 of a flow once its ClientHello is complete: `Some(None)` when the flow has none.
+fn flow_ja4(flow: &crate::detect::Flow<'_>) -> Option<Option<String>> {
+    match flow.transport {
+        Transport::Tcp => crate::detect::ja4::tls_client_hello(flow)
+            .ok()
+            .map(|h| h.map(|(h, _)| h.ja4())),
+        Transport::Udp => flow
+            .packets
+            .iter()
+            .find(|p| p.dir == Dir::ToServer)
+            .map(|p| crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4())),
+    }
+}
+
 fn timed(
     i: usize,
     d: &dyn Detector,
@@ -306,6 +362,10 @@ fn tcp_segment(d: &mut TcpDir, seq: u32, payload: &[u8], dir: Dir, out: &mut Vec
 }
 
 fn finish(mut a: Active<'_>) -> FlowRecord {
+    finish_ref(&mut a)
+}
+
+fn finish_ref(a: &mut Active<'_>) -> FlowRecord {
     a.classifier.finish();
     FlowRecord {
         transport: a.transport,
@@ -318,6 +378,7 @@ fn finish(mut a: Active<'_>) -> FlowRecord {
             .outcomes()
             .map(|(n, o)| (n, o.ok().flatten()))
             .collect(),
+        ja4: a.ja4.take(),
     }
 }
 

@@ -16,6 +16,9 @@ use crate::detect::{self, endpoints::Endpoints};
 pub mod flows;
 pub mod pcap;
 pub mod report;
+pub mod run;
+
+use run::run_files;
 
 use report::{FlowLine, Labels, Report, RunStats};
 
@@ -45,6 +48,10 @@ pub struct Args {
     /// Do not print progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Worker threads (default: every core). Files run in parallel; a file gets flow shards
+    /// when there are fewer files than threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 /// Why an experiment failed.
@@ -81,8 +88,8 @@ pub struct Outcome {
     pub report: Report,
     /// Every flow.
     pub flows: Vec<FlowLine>,
-    /// Captures that ended early (truncated or corrupt), with the reason; their flows up to
-    /// that point are included.
+    /// Captures that could not be read (skipped) or ended early (truncated or corrupt; their
+    /// flows up to that point are included), with the reason.
     pub warnings: Vec<String>,
 }
 
@@ -109,72 +116,37 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
         detect::select(&args.detectors, endpoints)?
     };
     let started = Instant::now();
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let results = run_files(
+        &args.pcaps,
+        &detectors,
+        args.udp_timeout,
+        threads.max(1),
+        progress,
+    );
     let mut lines = Vec::new();
     let mut warnings = Vec::new();
     let mut packets = 0u64;
     let mut files = Vec::new();
     let mut cost_ns = vec![0; detectors.len()];
     let mut calls = vec![0; detectors.len()];
-    let mut bytes = Vec::new();
-    for path in &args.pcaps {
-        let shown = path.display().to_string();
-        let name = path
-            .file_name()
-            .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned());
-        // One buffer for all files: no fresh pages to fault in for every capture.
-        bytes.clear();
-        std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
-            .map_err(|e| ExperimentError::Capture {
-                path: shown.clone(),
-                message: e.to_string(),
-            })?;
-        let reader = pcap::Reader::new(&bytes).map_err(|e| ExperimentError::Capture {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
-        let mut table = flows::FlowTable::new(&detectors);
-        table.udp_timeout_ns = args.udp_timeout.saturating_mul(1_000_000_000);
-        let file_start = Instant::now();
-        let mut last_report = Instant::now();
-        let mut n = 0u64;
-        for frame in reader {
-            let frame = match frame {
-                Ok(f) => f,
-                Err(e) => {
-                    warnings.push(format!("{shown}: {e} (flows up to there are kept)"));
-                    break;
-                }
-            };
-            n += 1;
-            if let Some(d) = pcap::decode(frame.link, frame.data) {
-                table.push(frame.ts_ns, &d);
-            }
-            if n % 4096 == 0 && last_report.elapsed().as_secs_f64() >= 1.0 {
-                last_report = Instant::now();
-                progress(&format!(
-                    "{name}: {n} packets, {} flows, {:.0} packets/s",
-                    table.flows(),
-                    n as f64 / file_start.elapsed().as_secs_f64().max(1e-9)
-                ));
-            }
-        }
-        let recs = table.finish_all();
-        for (i, (c, k)) in table.cost_ns.iter().zip(&table.calls).enumerate() {
+    for r in results {
+        warnings.extend(r.warning);
+        let Some(recs) = r.recs else {
+            continue;
+        };
+        for (i, (c, k)) in r.cost_ns.iter().zip(&r.calls).enumerate() {
             cost_ns[i] += c;
             calls[i] += k;
         }
-        progress(&format!(
-            "{name}: {n} packets, {} flows, {:.0} packets/s",
-            recs.len(),
-            n as f64 / file_start.elapsed().as_secs_f64().max(1e-9)
-        ));
-        packets += n;
+        packets += r.packets;
         lines.extend(
             recs.iter()
-                .map(|r| FlowLine::new(&name, r, labels.as_ref())),
+                .map(|rec| FlowLine::new(&r.name, rec, labels.as_ref())),
         );
-        files.push(name);
+        files.push(r.name);
     }
     let seconds = started.elapsed().as_secs_f64();
     let run = RunStats {

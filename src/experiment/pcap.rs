@@ -297,6 +297,150 @@ impl<'a> Iterator for Reader<'a> {
     }
 }
 
+/// A streaming reader over any [`std::io::Read`]: the same formats as [`Reader`], holding
+/// only a window of the file (about [`Stream::CHUNK`] bytes plus the largest record), so
+/// memory does not grow with the capture's size.
+#[derive(Debug)]
+pub struct Stream<R> {
+    src: R,
+    buf: Vec<u8>,
+    /// Next unread byte in `buf`.
+    pos: usize,
+    /// File offset of `buf[0]`.
+    base: usize,
+    eof: bool,
+    done: bool,
+    format: Format,
+    big: bool,
+    ifaces: Vec<Iface>,
+}
+
+impl<R: std::io::Read> Stream<R> {
+    /// Bytes read from the source at a time.
+    pub const CHUNK: usize = 1 << 20;
+
+    /// Starts reading, recognising the format by magic number.
+    pub fn new(src: R) -> Result<Stream<R>, StreamError> {
+        let mut s = Stream {
+            src,
+            buf: Vec::with_capacity(Self::CHUNK),
+            pos: 0,
+            base: 0,
+            eof: false,
+            done: false,
+            format: Format::Pcap,
+            big: false,
+            ifaces: Vec::new(),
+        };
+        while s.buf.len() < 24 && !s.eof {
+            s.fill()?;
+        }
+        let r = Reader::new(&s.buf)?;
+        (s.format, s.big, s.ifaces, s.pos) = (r.format, r.big, r.ifaces, r.pos);
+        Ok(s)
+    }
+
+    /// Reads one more chunk, first dropping consumed bytes.
+    fn fill(&mut self) -> Result<(), StreamError> {
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.base += self.pos;
+            self.pos = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + Self::CHUNK, 0);
+        let mut got = 0;
+        while got < Self::CHUNK {
+            match self.src.read(&mut self.buf[old + got..]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(old + got);
+                    return Err(StreamError::Io(e.to_string()));
+                }
+            }
+        }
+        self.buf.truncate(old + got);
+        Ok(())
+    }
+
+    /// The next frame, `None` at the end; after an error, always `None`.
+    pub fn next_frame(&mut self) -> Option<Result<Frame<'_>, StreamError>> {
+        if self.done {
+            return None;
+        }
+        let found = loop {
+            let mut r = Reader {
+                bytes: &self.buf,
+                pos: self.pos,
+                format: self.format,
+                big: self.big,
+                ifaces: std::mem::take(&mut self.ifaces),
+                done: false,
+            };
+            let res = match self.format {
+                Format::Pcap => r.next_pcap(),
+                Format::Pcapng => r.next_pcapng(),
+            };
+            let got = match res {
+                Some(Ok(f)) => Some(Ok((
+                    f.ts_ns,
+                    f.link,
+                    f.data.as_ptr() as usize - self.buf.as_ptr() as usize,
+                    f.data.len(),
+                ))),
+                Some(Err(PcapError::Truncated(_))) | None if !self.eof => None,
+                Some(Err(e)) => Some(Err(e)),
+                None => {
+                    self.done = true;
+                    return None;
+                }
+            };
+            (self.pos, self.big, self.ifaces) = (r.pos, r.big, r.ifaces);
+            match got {
+                Some(x) => break x,
+                None => {
+                    if let Err(e) = self.fill() {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        };
+        match found {
+            Ok((ts_ns, link, off, len)) => Some(Ok(Frame {
+                ts_ns,
+                link,
+                data: &self.buf[off..off + len],
+            })),
+            Err(e) => {
+                self.done = true;
+                let base = self.base;
+                Some(Err(StreamError::Pcap(match e {
+                    PcapError::Truncated(at) => PcapError::Truncated(base + at),
+                    PcapError::BadBlock(at) => PcapError::BadBlock(base + at),
+                    other => other,
+                })))
+            }
+        }
+    }
+}
+
+/// Why a streamed capture could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// A format error (offsets are file offsets).
+    #[error("{0}")]
+    Pcap(#[from] PcapError),
+    /// The source failed.
+    #[error("read error: {0}")]
+    Io(String),
+}
+
 /// TCP header fields the flow table needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tcp {
@@ -717,6 +861,51 @@ mod tests {
                 }
             }
             let _ = decode(link, &bytes);
+        }
+    }
+
+    #[test]
+    fn stream_matches_the_in_memory_reader_across_chunk_boundaries() {
+        let frames: Vec<(u64, Vec<u8>)> = (0..3000u64)
+            .map(|i| {
+                let payload = vec![i as u8; (i as usize * 37) % 1400];
+                (
+                    i * 1000,
+                    write::ipv4(
+                        17,
+                        [10, 0, 0, 1],
+                        [10, 0, 0, 2],
+                        &write::udp(1, 2, &payload),
+                    ),
+                )
+            })
+            .collect();
+        for bytes in [write::pcap(101, &frames), write::pcapng(101, &frames)] {
+            assert!(bytes.len() > Stream::<&[u8]>::CHUNK, "spans several chunks");
+            let want: Vec<Frame<'_>> = Reader::new(&bytes).unwrap().map(Result::unwrap).collect();
+            let mut s = Stream::new(&bytes[..]).unwrap();
+            let mut n = 0;
+            while let Some(f) = s.next_frame() {
+                assert_eq!(f.unwrap(), want[n]);
+                n += 1;
+            }
+            assert_eq!(n, want.len());
+            // Cut in the middle of a record: every earlier frame, then the error's offset.
+            let cut = &bytes[..bytes.len() - 10];
+            let mut s = Stream::new(cut).unwrap();
+            let mut n = 0;
+            let err = loop {
+                match s.next_frame() {
+                    Some(Ok(_)) => n += 1,
+                    Some(Err(e)) => break e,
+                    None => panic!("truncation not reported"),
+                }
+            };
+            assert_eq!(n, want.len() - 1);
+            assert!(
+                matches!(err, StreamError::Pcap(PcapError::Truncated(at)) if at > Stream::<&[u8]>::CHUNK)
+            );
+            assert!(s.next_frame().is_none());
         }
     }
 }

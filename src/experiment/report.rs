@@ -109,6 +109,8 @@ pub struct FlowLine {
     pub rule: Option<&'static str>,
     /// Payload packets needed to decide.
     pub decided_after: Option<usize>,
+    /// JA4 fingerprint of the TLS/DTLS ClientHello, or null.
+    pub ja4: Option<String>,
     /// Ground-truth label (only with `--labels`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
@@ -130,6 +132,7 @@ impl FlowLine {
             detector: v.map(|(n, _)| n),
             rule: v.map(|(_, v)| v.rule),
             decided_after: v.map(|(_, v)| v.after),
+            ja4: flow.ja4.clone(),
             label: labels.map(|l| l.label(file, flow.server).to_string()),
             detectors: flow
                 .outcomes
@@ -648,6 +651,7 @@ mod tests {
             detector: after.map(|_| "openvpn"),
             rule: None,
             decided_after: after,
+            ja4: None,
             label: Some(label.into()),
             detectors: [("openvpn", after)].into_iter().collect(),
         }

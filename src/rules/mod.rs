@@ -195,6 +195,11 @@ pub const VPN_PROTOCOLS: &[&str] = &[
     "pptp",
     "fully-encrypted",
     "endpoints",
+    // bypass protocols (src/detect/bypass.rs)
+    "softether",
+    "ssh",
+    "tor",
+    "tls-in-tls",
 ];
 
 /// One `[[vpn]]` rule: VPN protocols blocked once a detector names them.
