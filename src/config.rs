@@ -90,6 +90,31 @@ pub struct DnsSection {
     /// Concurrent DNS-over-TCP connections per listen address (default 1024).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// RFC 8914 Extended DNS Error on DNS blocks: `"censored"` (code 16, a block required by
+    /// an outside authority, as a national censor's is) or `"blocked"` (code 15, the
+    /// operator's own policy); absent = none, as most real censors send none. Only clients
+    /// that sent EDNS get it.
+    pub ede: Option<Ede>,
+}
+
+/// The Extended DNS Error a block carries (`[dns] ede`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ede {
+    /// INFO-CODE 15, "Blocked".
+    Blocked,
+    /// INFO-CODE 16, "Censored".
+    Censored,
+}
+
+impl Ede {
+    /// The RFC 8914 INFO-CODE.
+    pub const fn info_code(self) -> u16 {
+        match self {
+            Ede::Blocked => 15,
+            Ede::Censored => 16,
+        }
+    }
 }
 
 fn default_dns_cache_size() -> usize {
@@ -367,6 +392,7 @@ impl Config {
                 rate_limit_burst: default_rate_limit_burst(),
                 rate_limit_clients: default_rate_limit_clients(),
                 max_connections: default_max_connections(),
+                ede: None,
             }),
             ..Config::default()
         }

@@ -81,6 +81,20 @@ impl Gateway {
         decision: &Decision,
         enacted: Option<Technique>,
     ) {
+        self.record_with(layer, client, target, decision, enacted, |_| {});
+    }
+
+    /// [`Gateway::record`], with `detail` filling in a frontend's own fields of the logged
+    /// event (called only when the decision log is on).
+    pub fn record_with(
+        &self,
+        layer: &'static str,
+        client: SocketAddr,
+        target: &str,
+        decision: &Decision,
+        enacted: Option<Technique>,
+        detail: impl FnOnce(&mut Event),
+    ) {
         // The decision may come from the policy before a reload: look its indices up with
         // checks (a decision in flight across a reload may be counted under the new names).
         let policy = self.policy();
@@ -105,7 +119,7 @@ impl Gateway {
             || (jurisdiction, rule.unwrap_or("")),
         );
         if let Some(log) = &self.log {
-            log.record(Event {
+            let mut event = Event {
                 time: now_rfc3339(),
                 client: client.to_string(),
                 jurisdiction: Some(jurisdiction.to_string()),
@@ -115,7 +129,11 @@ impl Gateway {
                 rule: rule.map(str::to_string),
                 technique,
                 detector: None,
-            });
+                date: self.simulated_date(),
+                ..Event::default()
+            };
+            detail(&mut event);
+            log.record(event);
         }
     }
 
@@ -134,6 +152,8 @@ impl Gateway {
                 rule: None,
                 technique: None,
                 detector: None,
+                date: self.simulated_date(),
+                ..Event::default()
             });
         }
     }
@@ -169,6 +189,8 @@ impl Gateway {
                 rule: rule.map(str::to_string),
                 technique: None,
                 detector: Some(detector.to_string()),
+                date: self.simulated_date(),
+                ..Event::default()
             });
         }
     }
@@ -190,6 +212,11 @@ impl Gateway {
     /// The current policy (a cheap, lock-free snapshot).
     pub fn policy(&self) -> Guard<Arc<Policy>> {
         self.policy.load()
+    }
+
+    /// The simulated date as `YYYY-MM-DD`, if the config sets one.
+    pub fn simulated_date(&self) -> Option<String> {
+        self.config.date().map(|d| d.to_string())
     }
 
     /// The simulated moment for decisions made now.
