@@ -858,3 +858,171 @@ fn write_tmp(config: &str) -> tempfile::TempDir {
     std::fs::write(Path::new(d.path()).join("c.toml"), config).unwrap();
     d
 }
+
+// ---------------------------------------------------------------------------------------------
+// The forwarder: coalescing and retransmission, against an upstream the test controls
+
+/// A UDP DNS server on loopback that answers every A question with 198.51.100.99 after `delay`,
+/// ignoring the first `drop_first` queries it gets; it counts what it receives.
+struct SlowUpstream {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<(Instant, String)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SlowUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl SlowUpstream {
+    fn start(delay: Duration, drop_first: usize) -> SlowUpstream {
+        use hickory_proto::op::MessageType;
+        use hickory_proto::rr::{rdata::A, RData, Record};
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rec, halt) = (Arc::clone(&received), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let sock = Arc::new(sock);
+            let mut buf = [0u8; 4096];
+            let mut seen = 0;
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let name = q.queries()[0].name().clone();
+                rec.lock().unwrap().push((Instant::now(), name.to_ascii()));
+                seen += 1;
+                if seen <= drop_first {
+                    continue;
+                }
+                let mut r = Message::new();
+                r.set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_recursion_desired(true)
+                    .set_recursion_available(true);
+                r.add_query(q.queries()[0].clone());
+                r.add_answer(Record::from_rdata(
+                    name,
+                    60,
+                    RData::A(A::new(198, 51, 100, 99)),
+                ));
+                let bytes = r.to_vec().unwrap();
+                let s = Arc::clone(&sock);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = s.send_to(&bytes, peer);
+                });
+            }
+        });
+        SlowUpstream {
+            addr,
+            received,
+            stop,
+        }
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+fn gateway_on(up: SocketAddr) -> Blocklab {
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{up}\"]\nrate_limit_qps = 0\n"
+    );
+    Blocklab::start(&cfg, Some(LAB_RULES))
+}
+
+#[test]
+fn identical_questions_in_flight_share_one_upstream_query() {
+    let up = SlowUpstream::start(Duration::from_millis(250), 0);
+    let gw = gateway_on(up.addr);
+    let server = gw.udp();
+    // 30 clients ask for the same name at once (different sockets, IDs and letter case).
+    let askers: Vec<_> = (0..30u16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let name = if i % 2 == 0 {
+                    "same.test."
+                } else {
+                    "SaMe.TeSt."
+                };
+                let got = udp_raw(
+                    server,
+                    &query(100 + i, name, RecordType::A),
+                    Duration::from_secs(3),
+                )
+                .expect("an answer");
+                let m = Message::from_vec(&got).unwrap();
+                (
+                    m.id(),
+                    m.queries()[0].name().to_ascii(),
+                    m.answers()[0].data().to_string(),
+                )
+            })
+        })
+        .collect();
+    for (i, a) in askers.into_iter().enumerate() {
+        let (id, qname, addr) = a.join().unwrap();
+        assert_eq!(id, 100 + i as u16, "each client gets its own ID back");
+        assert_eq!(
+            qname,
+            if i % 2 == 0 {
+                "same.test."
+            } else {
+                "SaMe.TeSt."
+            }
+        );
+        assert_eq!(addr, "198.51.100.99");
+    }
+    assert_eq!(
+        up.count("same.test."),
+        1,
+        "one upstream query for 30 identical questions"
+    );
+    // A different name is its own query.
+    assert_eq!(dig(server, &["other.test"]).answers, ["198.51.100.99"]);
+    assert_eq!(up.count("other.test."), 1);
+}
+
+#[test]
+fn a_lost_upstream_answer_is_retried_well_within_a_second() {
+    let up = SlowUpstream::start(Duration::ZERO, 1);
+    let gw = gateway_on(up.addr);
+    let started = Instant::now();
+    let d = dig(gw.udp(), &["lost.test", "+time=3"]);
+    let took = started.elapsed();
+    assert_eq!(d.answers, ["198.51.100.99"], "{}", d.raw);
+    assert_eq!(
+        up.count("lost.test."),
+        2,
+        "the first query was dropped, the retry answered"
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    let times: Vec<Instant> = up
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    let gap = times[1] - times[0];
+    assert!(
+        gap >= Duration::from_millis(90) && gap < Duration::from_millis(900),
+        "retransmitted after {gap:?}"
+    );
+}
