@@ -13,7 +13,8 @@
 //! server's retransmission timeout (RFC 6298 estimate from measured round trips, between
 //! [`MIN_RTO`] and [`ATTEMPT_TIMEOUT`]) and doubling after each send; a server gets at most
 //! `2 x ATTEMPT_TIMEOUT` and the whole question [`QUERY_DEADLINE`]. An answer other than
-//! NOERROR/NXDOMAIN (SERVFAIL, REFUSED, ...) moves on to the next server. Past the deadline
+//! NOERROR/NXDOMAIN (SERVFAIL, REFUSED, ...), or a send the OS refuses (no route, a port
+//! known unreachable), moves on to the next server at once. Past the deadline
 //! the caller answers SERVFAIL. With no upstream configured the servers of `/etc/resolv.conf`
 //! are used (port 53).
 
@@ -297,7 +298,8 @@ impl Forwarder {
                 break;
             }
             if let Err(e) = server.sock().send(&query).await {
-                tracing::debug!(upstream = %server.addr, error = %e, "upstream send failed");
+                // No route, or the server refused an earlier datagram: no point waiting.
+                return Err(UpstreamError::Failed(format!("cannot send: {e}")));
             }
             let this_wait = if send + 1 == SENDS_PER_SERVER {
                 until - now
