@@ -1026,3 +1026,156 @@ fn a_lost_upstream_answer_is_retried_well_within_a_second() {
         "retransmitted after {gap:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Extended DNS Errors (opt-in) and the decision log's DNS fields
+
+/// The EDE options (info-code, extra text) of a response.
+fn ede_of(bytes: &[u8]) -> Vec<(u16, String)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let m = Message::from_vec(bytes).unwrap();
+    let Some(e) = m.extensions() else {
+        return Vec::new();
+    };
+    e.options()
+        .get_all(EdnsCode::Unknown(15))
+        .into_iter()
+        .filter_map(|o| match o {
+            EdnsOption::Unknown(15, d) if d.len() >= 2 => Some((
+                u16::from_be_bytes([d[0], d[1]]),
+                String::from_utf8_lossy(&d[2..]).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn edns_query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(id).set_recursion_desired(true);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.set_edns(hickory_proto::op::Edns::new());
+    m.to_vec().unwrap()
+}
+
+#[test]
+fn extended_dns_errors_only_when_enabled() {
+    let up = Dnsmasq::start();
+    let base = format!(
+        "date = \"2022-03-10\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
+        up.addr
+    );
+    let wait = Duration::from_secs(3);
+    // Off (the default): blocks look like what real censors send, no EDE.
+    let off = Blocklab::start(&base, Some(LAB_RULES));
+    let r = udp_raw(off.udp(), &edns_query(1, "nx.test.", RecordType::A), wait).unwrap();
+    assert_eq!(
+        Message::from_vec(&r).unwrap().response_code(),
+        ResponseCode::NXDomain
+    );
+    assert!(ede_of(&r).is_empty(), "EDE without `ede` set");
+    let d = dig(off.udp(), &["nx.test"]);
+    assert!(!d.raw.contains("EDE"), "{}", d.raw);
+
+    let on = Blocklab::start(&format!("{base}ede = \"censored\"\n"), Some(LAB_RULES));
+    for (name, qtype, rule) in [
+        ("nx.test.", RecordType::A, "lab-nxdomain"),
+        ("refused.test.", RecordType::A, "lab-refused"),
+        ("blockpage.test.", RecordType::A, "lab-blockpage"),
+        ("alias.test.", RecordType::A, "lab-cname-target"),
+    ] {
+        let r = udp_raw(on.udp(), &edns_query(2, name, qtype), wait).unwrap();
+        assert_eq!(
+            ede_of(&r),
+            [(16, format!("blocklab rule {rule}"))],
+            "{name}"
+        );
+    }
+    // dig shows it as RFC 8914 names it.
+    let d = dig(on.udp(), &["nx.test"]);
+    assert!(d.raw.contains("EDE: 16 (Censored)"), "{}", d.raw);
+    // Not on answers that pass, and never to a client that sent no EDNS.
+    let r = udp_raw(
+        on.udp(),
+        &edns_query(3, "allowed.test.", RecordType::A),
+        wait,
+    )
+    .unwrap();
+    assert!(ede_of(&r).is_empty());
+    let r = udp_raw(on.udp(), &query(4, "nx.test.", RecordType::A), wait).unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert!(m.extensions().is_none() && m.response_code() == ResponseCode::NXDomain);
+
+    let blocked = Blocklab::start(&format!("{base}ede = \"blocked\"\n"), Some(LAB_RULES));
+    let r = udp_raw(
+        blocked.udp(),
+        &edns_query(5, "nx.test.", RecordType::A),
+        wait,
+    )
+    .unwrap();
+    assert_eq!(ede_of(&r)[0].0, 15, "\"blocked\" is INFO-CODE 15");
+}
+
+#[test]
+fn the_decision_log_names_qtype_answers_latency_and_the_simulated_date() {
+    let up = Dnsmasq::start();
+    let cfg = format!(
+        "date = \"2022-03-10\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n[log]\npath = \"decisions.jsonl\"\n",
+        up.addr
+    );
+    let gw = Blocklab::start(&cfg, Some(LAB_RULES));
+    assert_eq!(
+        dig(gw.udp(), &["allowed.test", "AAAA"]).answers,
+        ["2001:db8::7"]
+    );
+    assert_eq!(
+        dig(gw.udp(), &["allowed.test", "AAAA"]).answers,
+        ["2001:db8::7"]
+    );
+    assert_eq!(dig(gw.udp(), &["blockpage.test"]).answers, ["10.10.10.10"]);
+    assert_eq!(dig(gw.udp(), &["nx.test", "MX"]).status, "NXDOMAIN");
+    let path = gw._dir.path().join("decisions.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let v: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if v.len() >= 4 || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let (upstream, cached, page, nx) = (&lines[0], &lines[1], &lines[2], &lines[3]);
+    for l in &lines {
+        assert_eq!(l["date"], "2022-03-10", "{l}");
+        assert_eq!(l["layer"], "dns");
+        let ms = l["latency_ms"].as_f64().unwrap();
+        assert!((0.0..5000.0).contains(&ms), "{l}");
+    }
+    assert_eq!(
+        (
+            &upstream["qtype"],
+            &upstream["answers"],
+            &upstream["verdict"]
+        ),
+        (
+            &"AAAA".into(),
+            &serde_json::json!(["2001:db8::7"]),
+            &"allow".into()
+        )
+    );
+    assert_eq!(cached["answers"], serde_json::json!(["2001:db8::7"]));
+    assert!(
+        cached["latency_ms"].as_f64() < upstream["latency_ms"].as_f64(),
+        "a cache hit is faster than the upstream: {cached} vs {upstream}"
+    );
+    assert_eq!(page["answers"], serde_json::json!(["10.10.10.10"]));
+    assert_eq!(page["technique"], "dns-blockpage");
+    assert_eq!(
+        (&nx["qtype"], &nx["answers"]),
+        (&"MX".into(), &serde_json::json!([]))
+    );
+}

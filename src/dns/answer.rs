@@ -387,10 +387,14 @@ impl Frontend {
             Vec::new()
         };
         self.log(ctx, req, &decision, Some(technique), &records);
-        let ede = self.ede.map(|code| {
-            let rule = ctx.policy.rule(block.rule).id.as_str();
-            (code, rule)
-        });
+        let text;
+        let ede = match self.ede {
+            Some(code) if req.head.edns.is_some() => {
+                text = format!("blocklab rule {}", ctx.policy.rule(block.rule).id);
+                Some((code, text.as_str()))
+            }
+            _ => None,
+        };
         Step::Reply(wire::encode_with_ede(
             &req.head,
             rcode,
