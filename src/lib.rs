@@ -17,6 +17,7 @@
 //!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/decide`).
 //! - [`watch`]: opt-in polling of the rules directory, reloading on change.
 //! - [`limits`]: the per-client DNS rate limit and per-listener connection caps.
+//! - [`listen`]: the one TCP accept loop (bind, announce, cap, backoff, span, refusals).
 //! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod experiment;
 pub mod gateway;
 pub mod http;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod policy;
 pub mod probe;

@@ -186,9 +186,11 @@ fn the_systemd_unit_is_valid_unprivileged_hardened_and_reloads_with_hup() {
     assert!(verify.status.success() && err.trim().is_empty(), "{err}");
 
     // ExecStart's command line serves; ExecReload's signal reloads the rules.
+    // (A small rules directory, so a reload is quick even in a debug build on a busy machine.)
+    let rules = "[jurisdiction]\ncode = \"lab\"\nname = \"Lab\"\nutc_offset = \"+00:00\"\n\n[[rule]]\nid = \"lab-nx\"\ndomains = [\"nx.test\"]\ntechniques = [\"dns-nxdomain\"]\n";
     let gw = Blocklab::start(
-        "[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"127.0.0.1:9\"]\n",
-        &[],
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"127.0.0.1:9\"]\n",
+        &[("lab.toml", rules)],
         &["dns/udp"],
     );
     gw.signal("HUP");
