@@ -26,7 +26,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{field, Instrument, Span};
 
-use super::cache::Cache;
+use super::cache::{Cache, Entry};
 use super::forward::{self, Forwarder};
 use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
 use crate::gateway::Gateway;
@@ -85,6 +85,8 @@ pub struct Pending {
     span: Span,
     /// The question section as sent upstream (lower-case name).
     question: Vec<u8>,
+    /// The client's packet (the template fast path copies its question).
+    query: Vec<u8>,
     started: Instant,
     _permit: OwnedSemaphorePermit,
 }
@@ -240,21 +242,7 @@ impl Frontend {
         let now = started;
         if let Some(hit) = self.cache.get(&key, req.qtype, now) {
             Metrics::inc(&self.gw.metrics.cache_hits);
-            if let Some((block, technique, via)) = screen(&ctx, &hit.answer.records) {
-                return self.enact(&ctx, block, technique, &req, limit, via);
-            }
-            let spent = hit.spent(now);
-            let fast = hit
-                .template
-                .as_ref()
-                .and_then(|t| t.render(&req, buf, spent, limit));
-            return match fast {
-                Some(bytes) => {
-                    self.log(&ctx, &req, &decision, None, &hit.answer.records);
-                    Step::Reply(bytes)
-                }
-                None => self.pass(&ctx, &req, &hit.aged(now), limit),
-            };
+            return self.serve_entry(&ctx, &req, buf, &hit, now, limit);
         }
         Metrics::inc(&self.gw.metrics.cache_misses);
         let (Ok(permit), Some(question)) = (
@@ -282,6 +270,7 @@ impl Frontend {
             limit,
             span,
             question,
+            query: buf.to_vec(),
             started,
             _permit: permit,
         }))
@@ -312,7 +301,9 @@ impl Frontend {
                 started: p.started,
             };
             let step = match outcome {
-                Ok(entry) => self.relay(&ctx, &p.req, &entry.answer, p.limit),
+                Ok(entry) => {
+                    self.serve_entry(&ctx, &p.req, &p.query, &entry, Instant::now(), p.limit)
+                }
                 Err(e) => {
                     Metrics::inc(&self.gw.metrics.upstream_errors);
                     self.log(&ctx, &p.req, &p.decision, None, &[]);
@@ -330,12 +321,33 @@ impl Frontend {
         .await
     }
 
-    /// Relays an upstream answer, unless a CNAME target or an address in it is blocked.
-    fn relay(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
-        if let Some((block, technique, via)) = screen(ctx, &answer.records) {
+    /// Answers from a cache entry (a hit, or the upstream's fresh answer), unless a CNAME
+    /// target or an address in it is blocked: from its pre-encoded template when it fits
+    /// (`query` is the client's packet), else encoded with the TTLs aged.
+    fn serve_entry(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &Request,
+        query: &[u8],
+        entry: &Entry,
+        now: Instant,
+        limit: usize,
+    ) -> Step {
+        if let Some((block, technique, via)) = screen(ctx, &entry.answer.records) {
             return self.enact(ctx, block, technique, req, limit, via);
         }
-        self.pass(ctx, req, answer, limit)
+        let spent = entry.spent(now);
+        let fast = entry
+            .template
+            .as_ref()
+            .and_then(|t| t.render(req, query, spent, limit));
+        match fast {
+            Some(bytes) => {
+                self.log(ctx, req, ctx.decision, None, &entry.answer.records);
+                Step::Reply(bytes)
+            }
+            None => self.pass(ctx, req, &entry.aged(now), limit),
+        }
     }
 
     /// Relays an answer that passed screening.
