@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # DNS benchmark: blocklab vs unbound, same upstream, same block list, same query mix.
 #
-#   benches/dns.sh                      # 3 runs of 30 s each per server (the issue's setting)
+#   benches/dns.sh                      # both scenarios, 3 runs of 30 s each per server
 #   DURATION=10 RUNS=1 benches/dns.sh   # a quick look
+#   SCENARIOS=miss-flood benches/dns.sh # only the flood of one-off names
+#
+# Scenarios (SCENARIOS, default "cached miss-flood"):
+#   cached      the mix below, every allowed name already cached: the cache-hit path;
+#   miss-flood  every query a new random subdomain (r<run><server>-<hex>.flood.lab, answered
+#               NXDOMAIN by the upstream), so every query is a cache miss that goes upstream
+#               (rate limits off on both servers); meanwhile a second dnsperf asks for one
+#               popular cached name (allowed-1.bench.lab) at POPULAR_QPS and its latency is
+#               reported: a flood must neither slow nor evict it. Reports QPS, p50/p99/max
+#               latency, lost queries and CPU per answer for both servers.
 #
 # What it does, all on loopback:
 #   - dnsmasq serves ALLOWED names (allowed-N.bench.lab, TTL 1 h) as the shared upstream;
@@ -22,7 +32,9 @@
 # default 8), THREADS (dnsperf -T, default 1), OUTSTANDING (dnsperf -q, default 200),
 # BLOCKED (distinct blocked names, default 1000), ALLOWED (distinct allowed names, default
 # 1000), DATE (default 2026-08-01), UDP_SOCKETS (blocklab `[dns] udp_sockets`, default: cores),
-# NO_BUILD=1 to skip `cargo build --release`, BIN=path to benchmark another blocklab binary.
+# NO_BUILD=1 to skip `cargo build --release`, BIN=path to benchmark another blocklab binary,
+# SCENARIOS (above), FLOOD_NAMES (names per flood run, default DURATION x 60000; a run that
+# asks more than that says so, as later names repeat), POPULAR_QPS (default 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +48,9 @@ ALLOWED=${ALLOWED:-1000}
 DATE=${DATE:-2026-08-01}
 CORES=$(nproc)
 UDP_SOCKETS=${UDP_SOCKETS:-$CORES}
+SCENARIOS=${SCENARIOS:-cached miss-flood}
+FLOOD_NAMES=${FLOOD_NAMES:-$((DURATION * 60000))}
+POPULAR_QPS=${POPULAR_QPS:-200}
 
 for tool in dnsperf unbound dnsmasq dig; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install dnsperf unbound dnsmasq-base bind9-dnsutils)" >&2; exit 1; }
@@ -136,6 +151,9 @@ server:
   logfile: ""
   verbosity: 0
   access-control: 127.0.0.0/8 allow
+  # No rate limits (the defaults are off too; said here so the comparison is explicit).
+  ratelimit: 0
+  ip-ratelimit: 0
   do-not-query-localhost: no
   module-config: "iterator"
   qname-minimisation: no
@@ -168,14 +186,8 @@ cpu_ticks() { # pid -> "user system" clock ticks used so far
   awk '{print $14, $15}' "/proc/$1/stat"
 }
 
-run() { # name port pid -> "qps p50_ms p99_ms lost cpu_us_per_query"
-  local u0 s0 u1 s1
-  read -r u0 s0 < <(cpu_ticks "$3")
-  dnsperf -s 127.0.0.1 -p "$2" -d "$WORK/queries" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" \
-    -q "$OUTSTANDING" -v >"$WORK/out.$1" 2>&1 || true
-  read -r u1 s1 < <(cpu_ticks "$3")
-  echo "$((u1 - u0)) $((s1 - s0)) $(getconf CLK_TCK)" >"$WORK/cpu.$1"
-  python3 - "$WORK/out.$1" "$WORK/cpu.$1" <<'EOF'
+stats() { # dnsperf-output cpu-file -> "qps p50_ms p99_ms max_ms lost cpu_us sys_us completed"
+  python3 - "$1" "$2" <<'EOF'
 import sys
 lat, qps, lost, done = [], 0.0, "?", 0
 for line in open(sys.argv[1]):
@@ -194,31 +206,86 @@ lat.sort()
 pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000 if lat else float("nan")
 user, system, hz = map(int, open(sys.argv[2]).read().split())
 per = lambda t: t / hz * 1e6 / done if done else float("nan")
-print("%.0f %.3f %.3f %s %.2f %.2f" % (qps, pct(0.50), pct(0.99), lost, per(user + system), per(system)))
+mx = lat[-1] * 1000 if lat else float("nan")
+print("%.0f %.3f %.3f %.3f %s %.2f %.2f %d" % (qps, pct(0.50), pct(0.99), mx, lost, per(user + system), per(system), done))
+EOF
+}
+
+run() { # name port pid queryfile -> stats; with POPULAR=1 the popular name is asked alongside
+  local u0 s0 u1 s1 pop_pid=""
+  if [ -n "${POPULAR:-}" ]; then
+    echo "allowed-1.bench.lab A" >"$WORK/popular"
+    dnsperf -s 127.0.0.1 -p "$2" -d "$WORK/popular" -l "$DURATION" -c 1 -q 10 -Q "$POPULAR_QPS" \
+      -v >"$WORK/pop.$1" 2>&1 &
+    pop_pid=$!
+  fi
+  read -r u0 s0 < <(cpu_ticks "$3")
+  dnsperf -s 127.0.0.1 -p "$2" -d "$4" -l "$DURATION" -c "$CLIENTS" -T "$THREADS" \
+    -q "$OUTSTANDING" -v >"$WORK/out.$1" 2>&1 || true
+  read -r u1 s1 < <(cpu_ticks "$3")
+  [ -z "$pop_pid" ] || wait "$pop_pid" || true
+  echo "$((u1 - u0)) $((s1 - s0)) $(getconf CLK_TCK)" >"$WORK/cpu.$1"
+  stats "$WORK/out.$1" "$WORK/cpu.$1"
+}
+
+flood_file() { # tag -> writes FLOOD_NAMES new random names under flood.lab to $WORK/flood.TAG
+  python3 - "$1" "$FLOOD_NAMES" >"$WORK/flood.$1" <<'EOF'
+import os, sys
+tag, n = sys.argv[1], int(sys.argv[2])
+w = sys.stdout.write
+for i in range(n):
+    w("r%s-%s.flood.lab A\n" % (tag, os.urandom(6).hex()))
+EOF
+}
+
+medians() { # results-file label
+  python3 - "$1" "$2" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+label = sys.argv[2]
+med = {}
+for s in ("blocklab", "unbound"):
+    r = [x for x in rows if x[0] == s]
+    med[s] = [statistics.median(float(x[i]) for x in r) for i in (1, 2, 3, 4, 5)]
+    lost = sum(int(x[6]) for x in r if x[6].isdigit())
+    print("%s median %-9s qps %.0f  p50 %.3f ms  p99 %.3f ms  max %.3f ms  cpu %.2f us/answer  lost %d (all runs)" % (label, s, *med[s], lost))
+print("%s ratio blocklab/unbound QPS: %.2f" % (label, med["blocklab"][0] / med["unbound"][0]))
+print("%s ratio unbound/blocklab CPU per answer: %.2f (above 1: blocklab spends less CPU per answer)" % (label, med["unbound"][4] / med["blocklab"][4]))
 EOF
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "mix: $NB blocked + $ALLOWED allowed names, 30/70; dnsperf -c $CLIENTS -T $THREADS -q $OUTSTANDING -l $DURATION; blocklab udp_sockets=$UDP_SOCKETS"
-printf '%-9s %4s %10s %9s %9s %8s %12s %12s\n' server run qps p50_ms p99_ms lost cpu_us/query sys_us/query
-: >"$WORK/results"
-for r in $(seq 1 "$RUNS"); do
-  for s in blocklab unbound; do
-    port=$BL pid=$BL_PID
-    [ "$s" = unbound ] && port=$UB pid=$UB_PID
-    read -r qps p50 p99 lost cpu sys < <(run "$s" "$port" "$pid")
-    printf '%-9s %4s %10s %9s %9s %8s %12s %12s\n' "$s" "$r" "$qps" "$p50" "$p99" "$lost" "$cpu" "$sys"
-    echo "$s $qps $p50 $p99 $cpu" >>"$WORK/results"
+HEAD='%-9s %4s %10s %9s %9s %9s %8s %12s %12s\n'
+for scenario in $SCENARIOS; do
+  : >"$WORK/results"
+  case "$scenario" in
+    cached)
+      echo "== cached: $NB blocked + $ALLOWED allowed names, 30/70, all cached; dnsperf -c $CLIENTS -T $THREADS -q $OUTSTANDING -l $DURATION; blocklab udp_sockets=$UDP_SOCKETS" ;;
+    miss-flood)
+      echo "== miss-flood: every query a new random name (up to $FLOOD_NAMES per run), upstream NXDOMAIN, rate limits off; the popular cached name at $POPULAR_QPS qps alongside; dnsperf -c $CLIENTS -T $THREADS -q $OUTSTANDING -l $DURATION" ;;
+    *) echo "bench: unknown scenario $scenario" >&2; exit 1 ;;
+  esac
+  printf "$HEAD" server run qps p50_ms p99_ms max_ms lost cpu_us/ans sys_us/ans
+  for r in $(seq 1 "$RUNS"); do
+    for s in blocklab unbound; do
+      port=$BL pid=$BL_PID
+      [ "$s" = unbound ] && port=$UB pid=$UB_PID
+      if [ "$scenario" = cached ]; then
+        read -r qps p50 p99 max lost cpu sys done < <(run "$s" "$port" "$pid" "$WORK/queries")
+      else
+        flood_file "$r$s"
+        read -r qps p50 p99 max lost cpu sys done < <(POPULAR=1 run "$s" "$port" "$pid" "$WORK/flood.$r$s")
+        rm -f "$WORK/flood.$r$s"
+      fi
+      printf "$HEAD" "$s" "$r" "$qps" "$p50" "$p99" "$max" "$lost" "$cpu" "$sys"
+      echo "$s $qps $p50 $p99 $max $cpu $lost" >>"$WORK/results"
+      if [ "$scenario" = miss-flood ]; then
+        [ "$done" -le "$FLOOD_NAMES" ] || echo "   note: $done answers > $FLOOD_NAMES names: the file wrapped and later names were cache hits (raise FLOOD_NAMES)"
+        echo "0 0 $(getconf CLK_TCK)" >"$WORK/cpu.none"
+        read -r _ pp50 pp99 pmax plost _ _ pdone < <(stats "$WORK/pop.$s" "$WORK/cpu.none")
+        echo "   popular cached name during the flood ($s): $pdone answers, p50 $pp50 ms, p99 $pp99 ms, max $pmax ms, lost $plost"
+      fi
+    done
   done
+  medians "$WORK/results" "$scenario"
 done
-python3 - "$WORK/results" <<'EOF'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-med = {}
-for s in ("blocklab", "unbound"):
-    r = [x for x in rows if x[0] == s]
-    med[s] = [statistics.median(float(x[i]) for x in r) for i in (1, 2, 3, 4)]
-    print("median %-9s qps %.0f  p50 %.3f ms  p99 %.3f ms  cpu %.2f us/query" % (s, *med[s]))
-print("ratio blocklab/unbound QPS: %.2f" % (med["blocklab"][0] / med["unbound"][0]))
-print("ratio unbound/blocklab CPU per query: %.2f (above 1: blocklab spends less CPU per answer)" % (med["unbound"][3] / med["blocklab"][3]))
-EOF

@@ -3,7 +3,9 @@
 //! Loaded as `load(path) -> from_str -> validate`: serde with `deny_unknown_fields` everywhere,
 //! then checks that need the whole file (dates, networks, jurisdictions). Errors are
 //! `path:line:column: message`. [`Config::embedded_default`] is what `blocklab serve` runs with
-//! no config: the shipped rules, DNS on 127.0.0.1:5353, loopback mapped to `ru`.
+//! no config: the shipped rules, DNS on 127.0.0.1:5353, the HTTP proxy on 127.0.0.1:8080 and
+//! admin/metrics on 127.0.0.1:9153 (loopback only), loopback clients mapped to `ru`.
+//! [`Config::override_with`] applies `serve --date` / `--jurisdiction`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -96,6 +98,31 @@ pub struct DnsSection {
     /// Concurrent DNS-over-TCP connections per listen address (default 1024).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// RFC 8914 Extended DNS Error on DNS blocks: `"censored"` (code 16, a block required by
+    /// an outside authority, as a national censor's is) or `"blocked"` (code 15, the
+    /// operator's own policy); absent = none, as most real censors send none. Only clients
+    /// that sent EDNS get it.
+    pub ede: Option<Ede>,
+}
+
+/// The Extended DNS Error a block carries (`[dns] ede`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ede {
+    /// INFO-CODE 15, "Blocked".
+    Blocked,
+    /// INFO-CODE 16, "Censored".
+    Censored,
+}
+
+impl Ede {
+    /// The RFC 8914 INFO-CODE.
+    pub const fn info_code(self) -> u16 {
+        match self {
+            Ede::Blocked => 15,
+            Ede::Censored => 16,
+        }
+    }
 }
 
 fn default_dns_cache_size() -> usize {
@@ -382,8 +409,9 @@ impl Config {
         }
     }
 
-    /// What `blocklab serve` runs with no config: shipped rules, DNS on 127.0.0.1:5353 and
-    /// [::1]:5353, loopback mapped to `ru`, system resolver upstream, today's date.
+    /// What `blocklab serve` runs with no config: shipped rules, DNS on 127.0.0.1:5353, the
+    /// HTTP proxy on 127.0.0.1:8080, admin on 127.0.0.1:9153 (loopback only), loopback
+    /// clients (127.0.0.0/8, ::1) mapped to `ru`, system resolver upstream, today's date.
     pub fn embedded_default() -> Config {
         Config {
             clients: vec![ClientsSection {
@@ -405,9 +433,93 @@ impl Config {
                 rate_limit_burst: default_rate_limit_burst(),
                 rate_limit_clients: default_rate_limit_clients(),
                 max_connections: default_max_connections(),
+                ede: None,
+            }),
+            http: Some(HttpSection {
+                listen: vec!["127.0.0.1:8080".parse().expect("literal address")],
+                hold_secs: default_hold_secs(),
+                idle_secs: default_idle_secs(),
+                max_connections: default_max_connections(),
+            }),
+            admin: Some(AdminSection {
+                listen: "127.0.0.1:9153".parse().expect("literal address"),
+                token: None,
             }),
             ..Config::default()
         }
+    }
+
+    /// Applies `serve --date` and `--jurisdiction`: `date` replaces the simulated date
+    /// (checked: `YYYY-MM-DD`) and every group's own date; `jurisdiction` maps every client
+    /// group to that code (with
+    /// no `[[clients]]`, loopback is mapped to it). Whether the code exists is checked when
+    /// the policy is compiled.
+    pub fn override_with(
+        &mut self,
+        date: Option<&str>,
+        jurisdiction: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(d) = date {
+            d.parse::<Day>().map_err(|e| format!("--date {d}: {e}"))?;
+            self.date = Some(Spanned::new(0..0, d.to_string()));
+            // The flag is the date: it beats per-group dates too.
+            for c in &mut self.clients {
+                c.date = None;
+            }
+        }
+        if let Some(j) = jurisdiction {
+            if j.is_empty() {
+                return Err("--jurisdiction: empty code".into());
+            }
+            if self.clients.is_empty() {
+                self.clients.push(ClientsSection {
+                    networks: vec![
+                        Spanned::new(0..0, "127.0.0.0/8".into()),
+                        Spanned::new(0..0, "::1/128".into()),
+                    ],
+                    jurisdiction: Spanned::new(0..0, j.to_string()),
+                    name: None,
+                    isp: None,
+                    date: None,
+                });
+            }
+            for c in &mut self.clients {
+                c.jurisdiction = Spanned::new(0..0, j.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The one-line summary `serve` logs at startup: the date, client networks ->
+    /// jurisdictions.
+    pub fn summary(&self) -> (String, String) {
+        let date = match self.date() {
+            Some(d) => format!("{d} (simulated)"),
+            None => {
+                let today = match at_now(None) {
+                    At::Instant(secs) => Day(i32::try_from(secs.div_euclid(86_400)).unwrap_or(0)),
+                    At::Day(d) => d,
+                };
+                format!("{today} (today, following the clock)")
+            }
+        };
+        let clients = if self.clients.is_empty() {
+            "none (every client is refused)".to_string()
+        } else {
+            self.clients
+                .iter()
+                .map(|c| {
+                    let nets: Vec<&str> = c.networks.iter().map(|n| n.get_ref().as_str()).collect();
+                    let mut g = format!("{} -> {}", nets.join(" "), c.jurisdiction.get_ref());
+                    if let Some(d) = &c.date {
+                        g.push_str(&format!(" (date {})", d.get_ref()));
+                    }
+                    g
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        (date, clients)
     }
 
     /// The simulated date, if set.

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::metrics::Metrics;
 
 /// One logged decision.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Event {
     /// RFC 3339 time (UTC).
     pub time: String,
@@ -38,6 +38,19 @@ pub struct Event {
     pub technique: Option<&'static str>,
     /// The detector that named the flow, for relayed flows.
     pub detector: Option<String>,
+    /// DNS: the question type (`A`, `AAAA`, `HTTPS`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<String>,
+    /// DNS: the addresses the answer carried (A/AAAA; empty for an answer without any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Vec<String>>,
+    /// DNS: milliseconds from the query's arrival to its answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// The simulated date the decision was made at (`YYYY-MM-DD`); absent when the gateway
+    /// follows the clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
 }
 
 /// Why the decision log could not be opened.
@@ -234,6 +247,7 @@ mod tests {
             rule: Some("r".into()),
             technique: Some("dns-nxdomain"),
             detector: None,
+            ..Event::default()
         }
     }
 

@@ -91,6 +91,20 @@ impl Gateway {
         decision: &Decision,
         enacted: Option<Technique>,
     ) {
+        self.record_with(layer, client, target, decision, enacted, |_| {});
+    }
+
+    /// [`Gateway::record`], with `detail` filling in a frontend's own fields of the logged
+    /// event (called only when the decision log is on).
+    pub fn record_with(
+        &self,
+        layer: &'static str,
+        client: SocketAddr,
+        target: &str,
+        decision: &Decision,
+        enacted: Option<Technique>,
+        detail: impl FnOnce(&mut Event),
+    ) {
         // The decision may come from the policy before a reload: look its indices up with
         // checks (a decision in flight across a reload may be counted under the new names).
         let policy = self.policy();
@@ -115,7 +129,7 @@ impl Gateway {
             || (jurisdiction, rule.unwrap_or("")),
         );
         if let Some(log) = &self.log {
-            log.record(Event {
+            let mut event = Event {
                 time: now_rfc3339(),
                 client: client.to_string(),
                 jurisdiction: Some(jurisdiction.to_string()),
@@ -125,7 +139,11 @@ impl Gateway {
                 rule: rule.map(str::to_string),
                 technique,
                 detector: None,
-            });
+                date: self.date_for(client.ip()),
+                ..Event::default()
+            };
+            detail(&mut event);
+            log.record(event);
         }
     }
 
@@ -144,6 +162,8 @@ impl Gateway {
                 rule: None,
                 technique: None,
                 detector: None,
+                date: self.simulated_date(),
+                ..Event::default()
             });
         }
     }
@@ -179,6 +199,8 @@ impl Gateway {
                 rule: rule.map(str::to_string),
                 technique: None,
                 detector: Some(detector.to_string()),
+                date: self.date_for(client.ip()),
+                ..Event::default()
             });
         }
     }
@@ -200,6 +222,23 @@ impl Gateway {
     /// The current policy (a cheap, lock-free snapshot).
     pub fn policy(&self) -> Guard<Arc<Policy>> {
         self.policy.load()
+    }
+
+    /// The gateway-wide simulated date as `YYYY-MM-DD`, if one is set (a client group with
+    /// its own date is shown by [`Gateway::date_for`]).
+    pub fn simulated_date(&self) -> Option<String> {
+        match self.dates.at(None) {
+            At::Day(d) => Some(d.to_string()),
+            At::Instant(_) => None,
+        }
+    }
+
+    /// The simulated date of `client`'s group as `YYYY-MM-DD`, if one is set.
+    pub fn date_for(&self, client: IpAddr) -> Option<String> {
+        match self.at_for(client) {
+            At::Day(d) => Some(d.to_string()),
+            At::Instant(_) => None,
+        }
     }
 
     /// The gateway-wide simulated moment for decisions made now (a client group with its own

@@ -105,6 +105,8 @@ pub struct Metrics {
     pub cache_misses: AtomicU64,
     /// Upstream DNS failures (timeouts, errors).
     pub upstream_errors: AtomicU64,
+    /// DNS cache misses that waited for an identical question already upstream.
+    pub dns_coalesced: AtomicU64,
     /// Open connections and flows (TCP connections, tunnels, relayed flows).
     pub active_flows: AtomicI64,
     /// Reloads that swapped in a new policy.
@@ -169,7 +171,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "blocklab_dns_queries_total",
                 "DNS queries received.",
@@ -214,6 +216,11 @@ impl Metrics {
                 "blocklab_upstream_errors_total",
                 "Upstream DNS failures.",
                 &self.upstream_errors,
+            ),
+            (
+                "blocklab_dns_coalesced_total",
+                "DNS cache misses that waited for an identical question already upstream.",
+                &self.dns_coalesced,
             ),
             (
                 "blocklab_reloads_ok_total",

@@ -1,31 +1,28 @@
-//! Upstream name resolution shared by the frontends (the DNS forwarder and the proxies).
+//! Upstream name resolution shared by the frontends, and the answer type the DNS cache holds.
 //!
 //! [`Upstream`] wraps a `hickory-resolver` configured with the servers of the config's
 //! `[dns] upstream` (each over UDP, falling back to TCP when an answer comes back truncated),
 //! or with the system resolver (`/etc/resolv.conf`) when none are given. It offers address
-//! lookups for the proxies ([`Upstream::lookup_ip`]) and record lookups of any type, with the
-//! CNAME chain and TTLs, for the DNS forwarder ([`Upstream::query`]). It keeps no cache of its
-//! own: the DNS frontend caches answers by TTL in front of it.
+//! lookups for the proxies ([`Upstream::lookup_ip`]). The DNS frontend does not go through
+//! it: its cache misses take the lean forwarder (`dns::forward`) to the same servers, and
+//! [`Answer`] is what that forwarder reads an upstream response into.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{Name, Record, RecordType};
+use hickory_proto::rr::Record;
 use hickory_proto::xfer::Protocol;
-use hickory_proto::ProtoErrorKind;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::{ResolveError, TokioResolver};
+use hickory_resolver::TokioResolver;
 
 /// How long one upstream attempt may take before it is retried or given up.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most one upstream question may take in all (attempts over UDP and TCP included): past
 /// it the DNS frontend answers SERVFAIL, so a dead or slow upstream never piles queries up.
 pub const QUERY_DEADLINE: Duration = Duration::from_millis(4500);
-/// TTL given to a negative answer that carries no SOA.
-const DEFAULT_NEGATIVE_TTL: u32 = 30;
 
 /// The upstream resolver of the gateway.
 #[derive(Clone)]
@@ -56,17 +53,6 @@ pub struct Answer {
     pub authority: Vec<Record>,
     /// How long the answer may be cached, in seconds.
     pub ttl: u32,
-}
-
-/// Why the upstream gave no usable answer.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The upstream failed (timeout, connection refused, SERVFAIL, ...).
-    #[error("upstream failed: {0}")]
-    Failed(#[from] ResolveError),
-    /// No answer within [`QUERY_DEADLINE`].
-    #[error("upstream gave no answer within {0:?}")]
-    Timeout(Duration),
 }
 
 impl Upstream {
@@ -160,62 +146,5 @@ impl Upstream {
                 format!("cannot resolve {host}: no answer within {QUERY_DEADLINE:?}"),
             )),
         }
-    }
-
-    /// The upstream's answer for `name` (absolute) and `rtype`, CNAME chain included.
-    pub async fn query(&self, name: &Name, rtype: RecordType) -> Result<Answer, UpstreamError> {
-        let mut name = name.clone();
-        name.set_fqdn(true);
-        let Ok(result) =
-            tokio::time::timeout(QUERY_DEADLINE, self.resolver.lookup(name, rtype)).await
-        else {
-            return Err(UpstreamError::Timeout(QUERY_DEADLINE));
-        };
-        match result {
-            Ok(lookup) => {
-                let left = lookup
-                    .valid_until()
-                    .saturating_duration_since(Instant::now());
-                let min_record = lookup.records().iter().map(Record::ttl).min().unwrap_or(0);
-                Ok(Answer {
-                    rcode: ResponseCode::NoError,
-                    records: lookup.records().to_vec(),
-                    authority: Vec::new(),
-                    ttl: min_record.min(u32::try_from(left.as_secs()).unwrap_or(u32::MAX)),
-                })
-            }
-            Err(e) => negative(e),
-        }
-    }
-}
-
-/// A "no records" error as a negative answer (NXDOMAIN or NODATA); anything else is a failure.
-fn negative(e: ResolveError) -> Result<Answer, UpstreamError> {
-    let Some(proto) = e.proto() else {
-        return Err(UpstreamError::Failed(e));
-    };
-    match proto.kind() {
-        ProtoErrorKind::NoRecordsFound {
-            soa,
-            negative_ttl,
-            response_code,
-            ..
-        } if matches!(
-            *response_code,
-            ResponseCode::NoError | ResponseCode::NXDomain
-        ) =>
-        {
-            let authority: Vec<Record> = soa
-                .iter()
-                .map(|s| s.as_ref().clone().into_record_of_rdata())
-                .collect();
-            Ok(Answer {
-                rcode: *response_code,
-                records: Vec::new(),
-                authority,
-                ttl: negative_ttl.unwrap_or(DEFAULT_NEGATIVE_TTL),
-            })
-        }
-        _ => Err(UpstreamError::Failed(e)),
     }
 }

@@ -82,6 +82,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     // cleanly, not kill the process.
     let signals = Signals::install();
     let serving = start(config).await?;
+    let (date, clients) = serving.gateway.config.summary();
+    let listeners: Vec<String> = serving
+        .addrs()
+        .iter()
+        .map(|(name, addr)| format!("{name}={addr}"))
+        .collect();
+    // One line a newcomer reads: what date, who is who, where to point the tools.
+    tracing::info!(%date, %clients, listeners = %listeners.join(" "), "blocklab serving");
     signals.wait(&serving.gateway).await;
     tracing::info!("shutting down");
     serving.shutdown();

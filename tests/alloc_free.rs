@@ -95,3 +95,36 @@ fn decide_conn_with_conditions_allocates_nothing() {
     assert_eq!(info.count_total, 0, "decide_conn() allocated: {info:?}");
     assert!(blocks > 1000, "the loop did real work: {blocks} blocks");
 }
+
+#[test]
+fn dns_cache_lookups_allocate_nothing() {
+    use blocklab::dns::cache::{Cache, Entry};
+    use blocklab::resolve::Answer;
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::RecordType;
+    use std::sync::Arc;
+    let c = Cache::new(100);
+    let t0 = std::time::Instant::now();
+    let answer = Answer {
+        rcode: ResponseCode::NXDomain,
+        records: vec![],
+        authority: vec![],
+        ttl: 60,
+    };
+    c.insert(
+        "a.test.",
+        RecordType::A,
+        Arc::new(Entry::new(answer, None, t0)),
+    );
+    let name = String::from("a.test.");
+    assert!(c.get(&name, RecordType::A, t0).is_some());
+    let mut hits = 0;
+    let info = allocation_counter::measure(|| {
+        for _ in 0..1000 {
+            hits += usize::from(c.get(&name, RecordType::A, t0).is_some());
+            hits += usize::from(c.get("missing.test.", RecordType::A, t0).is_some());
+        }
+    });
+    assert_eq!(hits, 1000);
+    assert_eq!(info.count_total, 0, "allocations on the cache lookup path");
+}

@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{require, Dnsmasq, Gateway};
@@ -742,4 +743,341 @@ fn write_tmp(config: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(Path::new(d.path()).join("c.toml"), config).unwrap();
     d
+}
+
+// ---------------------------------------------------------------------------------------------
+// The forwarder: coalescing and retransmission, against an upstream the test controls
+
+/// A UDP DNS server on loopback that answers every A question with 198.51.100.99 after `delay`,
+/// ignoring the first `drop_first` queries it gets; it counts what it receives.
+struct SlowUpstream {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<(Instant, String)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SlowUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl SlowUpstream {
+    fn start(delay: Duration, drop_first: usize) -> SlowUpstream {
+        use hickory_proto::op::MessageType;
+        use hickory_proto::rr::{rdata::A, RData, Record};
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = sock.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (rec, halt) = (Arc::clone(&received), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let sock = Arc::new(sock);
+            let mut buf = [0u8; 4096];
+            let mut seen = 0;
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let name = q.queries()[0].name().clone();
+                rec.lock().unwrap().push((Instant::now(), name.to_ascii()));
+                seen += 1;
+                if seen <= drop_first {
+                    continue;
+                }
+                let mut r = Message::new();
+                r.set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_recursion_desired(true)
+                    .set_recursion_available(true);
+                r.add_query(q.queries()[0].clone());
+                r.add_answer(Record::from_rdata(
+                    name,
+                    60,
+                    RData::A(A::new(198, 51, 100, 99)),
+                ));
+                let bytes = r.to_vec().unwrap();
+                let s = Arc::clone(&sock);
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = s.send_to(&bytes, peer);
+                });
+            }
+        });
+        SlowUpstream {
+            addr,
+            received,
+            stop,
+        }
+    }
+
+    fn count(&self, name: &str) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, n)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+}
+
+fn gateway_on(up: SocketAddr) -> Gateway {
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{up}\"]\nrate_limit_qps = 0\n"
+    );
+    start(&cfg, Some(LAB_RULES))
+}
+
+#[test]
+fn identical_questions_in_flight_share_one_upstream_query() {
+    let up = SlowUpstream::start(Duration::from_millis(250), 0);
+    let gw = gateway_on(up.addr);
+    let server = gw.addr("dns/udp");
+    // 30 clients ask for the same name at once (different sockets, IDs and letter case).
+    let askers: Vec<_> = (0..30u16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let name = if i % 2 == 0 {
+                    "same.test."
+                } else {
+                    "SaMe.TeSt."
+                };
+                let got = udp_raw(
+                    server,
+                    &query(100 + i, name, RecordType::A),
+                    Duration::from_secs(3),
+                )
+                .expect("an answer");
+                let m = Message::from_vec(&got).unwrap();
+                (
+                    m.id(),
+                    m.queries()[0].name().to_ascii(),
+                    m.answers()[0].data().to_string(),
+                )
+            })
+        })
+        .collect();
+    for (i, a) in askers.into_iter().enumerate() {
+        let (id, qname, addr) = a.join().unwrap();
+        assert_eq!(id, 100 + i as u16, "each client gets its own ID back");
+        assert_eq!(
+            qname,
+            if i % 2 == 0 {
+                "same.test."
+            } else {
+                "SaMe.TeSt."
+            }
+        );
+        assert_eq!(addr, "198.51.100.99");
+    }
+    assert_eq!(
+        up.count("same.test."),
+        1,
+        "one upstream query for 30 identical questions"
+    );
+    // A different name is its own query.
+    assert_eq!(dig(server, &["other.test"]).answers, ["198.51.100.99"]);
+    assert_eq!(up.count("other.test."), 1);
+}
+
+#[test]
+fn a_lost_upstream_answer_is_retried_well_within_a_second() {
+    let up = SlowUpstream::start(Duration::ZERO, 1);
+    let gw = gateway_on(up.addr);
+    let started = Instant::now();
+    let d = dig(gw.addr("dns/udp"), &["lost.test", "+time=3"]);
+    let took = started.elapsed();
+    assert_eq!(d.answers, ["198.51.100.99"], "{}", d.raw);
+    assert_eq!(
+        up.count("lost.test."),
+        2,
+        "the first query was dropped, the retry answered"
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+    let times: Vec<Instant> = up
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    let gap = times[1] - times[0];
+    assert!(
+        gap >= Duration::from_millis(90) && gap < Duration::from_millis(900),
+        "retransmitted after {gap:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extended DNS Errors (opt-in) and the decision log's DNS fields
+
+/// The EDE options (info-code, extra text) of a response.
+fn ede_of(bytes: &[u8]) -> Vec<(u16, String)> {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    let m = Message::from_vec(bytes).unwrap();
+    let Some(e) = m.extensions() else {
+        return Vec::new();
+    };
+    e.options()
+        .get_all(EdnsCode::Unknown(15))
+        .into_iter()
+        .filter_map(|o| match o {
+            EdnsOption::Unknown(15, d) if d.len() >= 2 => Some((
+                u16::from_be_bytes([d[0], d[1]]),
+                String::from_utf8_lossy(&d[2..]).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn edns_query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(id).set_recursion_desired(true);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.set_edns(hickory_proto::op::Edns::new());
+    m.to_vec().unwrap()
+}
+
+#[test]
+fn extended_dns_errors_only_when_enabled() {
+    let up = upstream();
+    let base = format!(
+        "date = \"2022-03-10\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
+        up.addr
+    );
+    let wait = Duration::from_secs(3);
+    // Off (the default): blocks look like what real censors send, no EDE.
+    let off = start(&base, Some(LAB_RULES));
+    let r = udp_raw(
+        off.addr("dns/udp"),
+        &edns_query(1, "nx.test.", RecordType::A),
+        wait,
+    )
+    .unwrap();
+    assert_eq!(
+        Message::from_vec(&r).unwrap().response_code(),
+        ResponseCode::NXDomain
+    );
+    assert!(ede_of(&r).is_empty(), "EDE without `ede` set");
+    let d = dig(off.addr("dns/udp"), &["nx.test"]);
+    assert!(!d.raw.contains("EDE"), "{}", d.raw);
+
+    let on = start(&format!("{base}ede = \"censored\"\n"), Some(LAB_RULES));
+    for (name, qtype, rule) in [
+        ("nx.test.", RecordType::A, "lab-nxdomain"),
+        ("refused.test.", RecordType::A, "lab-refused"),
+        ("blockpage.test.", RecordType::A, "lab-blockpage"),
+        ("alias.test.", RecordType::A, "lab-cname-target"),
+    ] {
+        let r = udp_raw(on.addr("dns/udp"), &edns_query(2, name, qtype), wait).unwrap();
+        assert_eq!(
+            ede_of(&r),
+            [(16, format!("blocklab rule {rule}"))],
+            "{name}"
+        );
+    }
+    // dig shows it as RFC 8914 names it.
+    let d = dig(on.addr("dns/udp"), &["nx.test"]);
+    assert!(d.raw.contains("EDE: 16 (Censored)"), "{}", d.raw);
+    // Not on answers that pass, and never to a client that sent no EDNS.
+    let r = udp_raw(
+        on.addr("dns/udp"),
+        &edns_query(3, "allowed.test.", RecordType::A),
+        wait,
+    )
+    .unwrap();
+    assert!(ede_of(&r).is_empty());
+    let r = udp_raw(
+        on.addr("dns/udp"),
+        &query(4, "nx.test.", RecordType::A),
+        wait,
+    )
+    .unwrap();
+    let m = Message::from_vec(&r).unwrap();
+    assert!(m.extensions().is_none() && m.response_code() == ResponseCode::NXDomain);
+
+    let blocked = start(&format!("{base}ede = \"blocked\"\n"), Some(LAB_RULES));
+    let r = udp_raw(
+        blocked.addr("dns/udp"),
+        &edns_query(5, "nx.test.", RecordType::A),
+        wait,
+    )
+    .unwrap();
+    assert_eq!(ede_of(&r)[0].0, 15, "\"blocked\" is INFO-CODE 15");
+}
+
+#[test]
+fn the_decision_log_names_qtype_answers_latency_and_the_simulated_date() {
+    let up = upstream();
+    let cfg = format!(
+        "date = \"2022-03-10\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n[log]\npath = \"decisions.jsonl\"\n",
+        up.addr
+    );
+    let gw = start(&cfg, Some(LAB_RULES));
+    assert_eq!(
+        dig(gw.addr("dns/udp"), &["allowed.test", "AAAA"]).answers,
+        ["2001:db8::7"]
+    );
+    assert_eq!(
+        dig(gw.addr("dns/udp"), &["allowed.test", "AAAA"]).answers,
+        ["2001:db8::7"]
+    );
+    assert_eq!(
+        dig(gw.addr("dns/udp"), &["blockpage.test"]).answers,
+        ["10.10.10.10"]
+    );
+    assert_eq!(
+        dig(gw.addr("dns/udp"), &["nx.test", "MX"]).status,
+        "NXDOMAIN"
+    );
+    let path = gw.dir.path().join("decisions.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines: Vec<serde_json::Value> = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let v: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if v.len() >= 4 || Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let (upstream, cached, page, nx) = (&lines[0], &lines[1], &lines[2], &lines[3]);
+    for l in &lines {
+        assert_eq!(l["date"], "2022-03-10", "{l}");
+        assert_eq!(l["layer"], "dns");
+        let ms = l["latency_ms"].as_f64().unwrap();
+        assert!((0.0..5000.0).contains(&ms), "{l}");
+    }
+    assert_eq!(
+        (
+            &upstream["qtype"],
+            &upstream["answers"],
+            &upstream["verdict"]
+        ),
+        (
+            &"AAAA".into(),
+            &serde_json::json!(["2001:db8::7"]),
+            &"allow".into()
+        )
+    );
+    assert_eq!(cached["answers"], serde_json::json!(["2001:db8::7"]));
+    assert!(
+        cached["latency_ms"].as_f64() < upstream["latency_ms"].as_f64(),
+        "a cache hit is faster than the upstream: {cached} vs {upstream}"
+    );
+    assert_eq!(page["answers"], serde_json::json!(["10.10.10.10"]));
+    assert_eq!(page["technique"], "dns-blockpage");
+    assert_eq!(
+        (&nx["qtype"], &nx["answers"]),
+        (&"MX".into(), &serde_json::json!([]))
+    );
 }

@@ -124,6 +124,10 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
         origin.ca.to_str().unwrap(),
         "--timeout",
         "10",
+        "--probe-cc",
+        "ru",
+        "--probe-asn",
+        "AS12389",
         &fb_https,
         &fb_http,
         &ok_https,
@@ -132,6 +136,30 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.measurements.len(), 4);
+    // OONI's base format (df-000-base): the same run fields on every measurement, and the
+    // Web Connectivity version of the spec's keys, not blocklab's own version.
+    let first = &run.measurements[0];
+    let report_id = first["report_id"].as_str().unwrap().to_string();
+    let parts: Vec<&str> = report_id.split('_').collect();
+    assert_eq!(parts.len(), 6, "{report_id}");
+    assert_eq!(
+        &parts[1..5],
+        ["webconnectivity", "RU", "12389", "n1"],
+        "{report_id}"
+    );
+    assert!(parts[0].len() == 16 && parts[0].ends_with('Z') && parts[0].as_bytes()[8] == b'T');
+    assert!(parts[5].len() == 16 && parts[5].bytes().all(|b| b.is_ascii_alphanumeric()));
+    for m in &run.measurements {
+        assert_eq!(m["data_format_version"], "0.2.0");
+        assert_eq!(m["probe_cc"], "RU");
+        assert_eq!(m["probe_asn"], "AS12389");
+        assert_eq!(m["report_id"], report_id.as_str());
+        assert_eq!(m["test_version"], "0.4.0");
+        assert_ne!(m["test_version"], m["software_version"]);
+        assert_eq!(m["test_start_time"], first["test_start_time"]);
+        assert_eq!(m["test_start_time"].as_str().unwrap().len(), 19);
+        assert!(m["test_start_time"].as_str() <= m["measurement_start_time"].as_str());
+    }
 
     // HTTPS: RST after the ClientHello.
     let m = run.get(&fb_https);

@@ -39,10 +39,17 @@ pub enum Command {
 /// `blocklab serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Gateway config (blocklab.toml). Without it: shipped rules, DNS on 127.0.0.1:5353,
+    /// Gateway config (blocklab.toml). Without it: shipped rules, DNS on 127.0.0.1:5353, the
+    /// HTTP proxy on 127.0.0.1:8080, admin/metrics on 127.0.0.1:9153 (loopback only),
     /// loopback clients mapped to `ru`, the system resolver upstream, today's date.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Simulated date (YYYY-MM-DD), overriding the config's `date`.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub date: Option<String>,
+    /// Jurisdiction code (e.g. `ru`, `eu`) for every client group, overriding the config.
+    #[arg(long, value_name = "CODE")]
+    pub jurisdiction: Option<String>,
 }
 
 /// Parses the command line and runs it.
@@ -70,7 +77,7 @@ fn init_tracing() {
 }
 
 fn serve(a: ServeArgs) -> ExitCode {
-    let config = match &a.config {
+    let mut config = match &a.config {
         Some(p) => match crate::config::Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -80,6 +87,10 @@ fn serve(a: ServeArgs) -> ExitCode {
         },
         None => crate::config::Config::embedded_default(),
     };
+    if let Err(e) = config.override_with(a.date.as_deref(), a.jurisdiction.as_deref()) {
+        eprintln!("blocklab: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

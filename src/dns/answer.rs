@@ -13,7 +13,8 @@
 //! whole answer with that rule's technique. Each query runs in a `dns` tracing span
 //! (`client.addr`, `client.jurisdiction`, `dns.qname`, `dns.qtype`) and its decision is one
 //! event with `decision`, `rule`, `technique` and `via` (name, cname or address). A cache hit
-//! that passes screening is answered from its pre-encoded [`Template`] when it fits.
+//! that passes screening is answered from its pre-encoded [`super::template::Template`] when it
+//! fits. With `[dns] ede` set, blocks carry an RFC 8914 Extended DNS Error naming the rule.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,8 +27,8 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{field, Instrument, Span};
 
-use super::cache::Cache;
-use super::template::Template;
+use super::cache::{Cache, Entry};
+use super::forward::{self, Forwarder};
 use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -84,6 +85,11 @@ pub struct Pending {
     conn: Conn<'static>,
     limit: usize,
     span: Span,
+    /// The question section as sent upstream (lower-case name).
+    question: Vec<u8>,
+    /// The client's packet (the template fast path copies its question).
+    query: Vec<u8>,
+    started: Instant,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -92,8 +98,11 @@ pub struct Pending {
 pub struct Frontend {
     gw: Arc<Gateway>,
     cache: Cache,
+    forward: Forwarder,
     pending: Arc<Semaphore>,
     limiter: Option<crate::limits::RateLimiter>,
+    /// The EDE info-code put on blocks (`[dns] ede`), if any.
+    ede: Option<u16>,
 }
 
 impl Frontend {
@@ -106,11 +115,23 @@ impl Frontend {
                 d.rate_limit_clients,
             )
         });
+        let servers = gw.upstream.servers().to_vec();
+        let ede = gw
+            .config
+            .dns
+            .as_ref()
+            .and_then(|d| d.ede)
+            .map(crate::config::Ede::info_code);
+        let sockets = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .min(4);
         Frontend {
+            forward: Forwarder::new(&servers, sockets),
             gw,
             cache: Cache::new(cache_size),
             pending: Arc::new(Semaphore::new(MAX_PENDING)),
             limiter,
+            ede,
         }
     }
 
@@ -135,6 +156,7 @@ impl Frontend {
 
     /// The part of answering that needs no I/O.
     pub fn answer_now(&self, client: SocketAddr, buf: &[u8], transport: DnsTransport) -> Step {
+        let started = Instant::now();
         Metrics::inc(&self.gw.metrics.dns_queries);
         let span = tracing::debug_span!(
             "dns",
@@ -213,6 +235,7 @@ impl Frontend {
             client,
             key: &key,
             decision: &decision,
+            started,
         };
         match decision {
             Decision::Block(b) => match b.techniques.first_at(Layer::Dns) {
@@ -231,29 +254,18 @@ impl Frontend {
             ),
         }
 
-        let now = Instant::now();
+        let now = started;
         if let Some(hit) = self.cache.get(&key, req.qtype, now) {
             Metrics::inc(&self.gw.metrics.cache_hits);
-            if let Some((block, technique, via)) = screen(&ctx, &hit.answer.records) {
-                return self.enact(&ctx, block, technique, &req, limit, via);
-            }
-            let spent = hit.spent(now);
-            let fast = hit
-                .template
-                .as_ref()
-                .and_then(|t| t.render(&req, buf, spent, limit));
-            return match fast {
-                Some(bytes) => {
-                    self.gw.record("dns", client, &key, &decision, None);
-                    Step::Reply(bytes)
-                }
-                None => self.pass(&ctx, &req, &hit.aged(now), limit),
-            };
+            return self.serve_entry(&ctx, &req, buf, &hit, now, limit);
         }
         Metrics::inc(&self.gw.metrics.cache_misses);
-        let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
+        let (Ok(permit), Some(question)) = (
+            Arc::clone(&self.pending).try_acquire_owned(),
+            forward::question_of(buf),
+        ) else {
             Metrics::inc(&self.gw.metrics.upstream_errors);
-            self.gw.record("dns", client, &key, &decision, None);
+            self.log(&ctx, &req, &decision, None, &[]);
             tracing::debug!(
                 max = MAX_PENDING,
                 "too many queries upstream; answering SERVFAIL"
@@ -273,17 +285,28 @@ impl Frontend {
             conn,
             limit,
             span,
+            question,
+            query: buf.to_vec(),
+            started,
             _permit: permit,
         }))
     }
 
-    /// Asks the upstream for a [`Pending`] query, caches the answer and screens it.
+    /// Asks the upstream for a [`Pending`] query (or waits for an identical one already in
+    /// flight), caches the answer and screens it.
     pub async fn answer_later(&self, p: Box<Pending>) -> Option<Vec<u8>> {
         let span = p.span.clone();
         async move {
             let started = Instant::now();
-            let result = self.gw.upstream.query(&p.req.name, p.req.qtype).await;
-            self.gw.metrics.upstream_latency.observe(started.elapsed());
+            let (outcome, coalesced) = self
+                .forward
+                .fetch(&self.cache, &p.key, &p.req.name, p.req.qtype, &p.question)
+                .await;
+            if coalesced {
+                Metrics::inc(&self.gw.metrics.dns_coalesced);
+            } else {
+                self.gw.metrics.upstream_latency.observe(started.elapsed());
+            }
             let ctx = Ctx {
                 policy: &p.policy,
                 jid: p.jurisdiction,
@@ -292,19 +315,15 @@ impl Frontend {
                 client: p.client,
                 key: &p.key,
                 decision: &p.decision,
+                started: p.started,
             };
-            let step = match result {
-                Ok(answer) => {
-                    let step = self.relay(&ctx, &p.req, &answer, p.limit);
-                    let (key, qtype) = (p.key.clone(), p.req.qtype);
-                    let template = Template::build(&p.req.name, qtype, &answer);
-                    self.cache
-                        .insert(key, qtype, answer, template, Instant::now());
-                    step
+            let step = match outcome {
+                Ok(entry) => {
+                    self.serve_entry(&ctx, &p.req, &p.query, &entry, Instant::now(), p.limit)
                 }
                 Err(e) => {
                     Metrics::inc(&self.gw.metrics.upstream_errors);
-                    self.gw.record("dns", p.client, &p.key, &p.decision, None);
+                    self.log(&ctx, &p.req, &p.decision, None, &[]);
                     tracing::debug!(error = %e, "upstream failed; answering SERVFAIL");
                     let fail = ResponseCode::ServFail;
                     Step::Reply(wire::encode(&p.req.head, fail, &[], &[], p.limit))
@@ -319,18 +338,38 @@ impl Frontend {
         .await
     }
 
-    /// Relays an upstream answer, unless a CNAME target or an address in it is blocked.
-    fn relay(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
-        if let Some((block, technique, via)) = screen(ctx, &answer.records) {
+    /// Answers from a cache entry (a hit, or the upstream's fresh answer), unless a CNAME
+    /// target or an address in it is blocked: from its pre-encoded template when it fits
+    /// (`query` is the client's packet), else encoded with the TTLs aged.
+    fn serve_entry(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &Request,
+        query: &[u8],
+        entry: &Entry,
+        now: Instant,
+        limit: usize,
+    ) -> Step {
+        if let Some((block, technique, via)) = screen(ctx, &entry.answer.records) {
             return self.enact(ctx, block, technique, req, limit, via);
         }
-        self.pass(ctx, req, answer, limit)
+        let spent = entry.spent(now);
+        let fast = entry
+            .template
+            .as_ref()
+            .and_then(|t| t.render(req, query, spent, limit));
+        match fast {
+            Some(bytes) => {
+                self.log(ctx, req, ctx.decision, None, &entry.answer.records);
+                Step::Reply(bytes)
+            }
+            None => self.pass(ctx, req, &entry.aged(now), limit),
+        }
     }
 
     /// Relays an answer that passed screening.
     fn pass(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
-        self.gw
-            .record("dns", ctx.client, ctx.key, ctx.decision, None);
+        self.log(ctx, req, ctx.decision, None, &answer.records);
         let (records, authority) = (&answer.records, &answer.authority);
         Step::Reply(wire::encode(
             &req.head,
@@ -352,8 +391,6 @@ impl Frontend {
         via: &'static str,
     ) -> Step {
         let decision = Decision::Block(block);
-        self.gw
-            .record("dns", ctx.client, ctx.key, &decision, Some(technique));
         tracing::debug!(
             decision = "block",
             rule = ctx.policy.rule(block.rule).id.as_str(),
@@ -364,17 +401,64 @@ impl Frontend {
         let rcode = match technique {
             Technique::DnsNxdomain => ResponseCode::NXDomain,
             Technique::DnsRefused => ResponseCode::Refused,
-            Technique::DnsDrop => return Step::Silent,
-            Technique::DnsBlockpage => {
-                let addrs = ctx.policy.dns_blockpage(block.jurisdiction, ctx.conn.isp);
-                let records = blockpage_records(req, addrs);
-                let ok = ResponseCode::NoError;
-                return Step::Reply(wire::encode(&req.head, ok, &records, &[], limit));
+            Technique::DnsDrop => {
+                self.log(ctx, req, &decision, Some(technique), &[]);
+                return Step::Silent;
             }
+            Technique::DnsBlockpage => ResponseCode::NoError,
             // DnsServfail, and (never chosen by `first_at(Layer::Dns)`) any other technique.
             _ => ResponseCode::ServFail,
         };
-        Step::Reply(wire::encode(&req.head, rcode, &[], &[], limit))
+        let records = if technique == Technique::DnsBlockpage {
+            let addrs = ctx.policy.dns_blockpage(block.jurisdiction, ctx.conn.isp);
+            blockpage_records(req, addrs)
+        } else {
+            Vec::new()
+        };
+        self.log(ctx, req, &decision, Some(technique), &records);
+        let text;
+        let ede = match self.ede {
+            Some(code) if req.head.edns.is_some() => {
+                text = format!("blocklab rule {}", ctx.policy.rule(block.rule).id);
+                Some((code, text.as_str()))
+            }
+            _ => None,
+        };
+        Step::Reply(wire::encode_with_ede(
+            &req.head,
+            rcode,
+            &records,
+            &[],
+            limit,
+            ede,
+        ))
+    }
+
+    /// Counts and logs one answer: the decision, with the question type, the addresses
+    /// answered and the time taken (the decision log's DNS fields).
+    fn log(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &Request,
+        decision: &Decision,
+        enacted: Option<Technique>,
+        records: &[Record],
+    ) {
+        self.gw
+            .record_with("dns", ctx.client, ctx.key, decision, enacted, |e| {
+                e.qtype = Some(req.qtype.to_string());
+                e.answers = Some(
+                    records
+                        .iter()
+                        .filter_map(|r| match r.data() {
+                            RData::A(a) => Some(a.0.to_string()),
+                            RData::AAAA(a) => Some(a.0.to_string()),
+                            _ => None,
+                        })
+                        .collect(),
+                );
+                e.latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1000.0);
+            });
     }
 }
 
@@ -390,6 +474,8 @@ struct Ctx<'a> {
     key: &'a str,
     /// The decision on the question name (recorded when the answer passes screening).
     decision: &'a Decision,
+    /// When the query arrived.
+    started: Instant,
 }
 
 fn limit_for(transport: DnsTransport, udp_limit: usize) -> usize {

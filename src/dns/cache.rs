@@ -1,18 +1,21 @@
-//! The TTL cache of upstream answers, in front of the resolver.
+//! The TTL cache of upstream answers, in front of the forwarder.
 //!
 //! It holds what the upstream said (records, rcode, SOA), never a policy decision: the policy
 //! may be reloaded and differs per jurisdiction, so every answer served from the cache is
 //! screened again. Entries live for the answer's TTL (negative answers for their SOA's
-//! negative TTL), capped at [`MAX_TTL`]; served records carry the TTL left. The map is split
-//! into shards, each behind its own mutex held only for a lookup or an insert. A full shard
-//! first drops its expired entries, then an arbitrary one.
+//! negative TTL), capped at [`MAX_TTL`]; served records carry the TTL left.
+//!
+//! Storage is `quick_cache` (sharded, S3-FIFO-style eviction): inserting into a full cache is
+//! O(1) and scan-resistant, so a flood of one-off names (random subdomains) passes through the
+//! small probationary queue and does not evict the names clients keep asking for. Lookups
+//! borrow the caller's name (`Lookup`, hashed like the stored key): no allocation per lookup.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
+use quick_cache::Equivalent;
 
 use super::template::Template;
 use crate::resolve::Answer;
@@ -21,7 +24,6 @@ use crate::resolve::Answer;
 pub const MAX_TTL: u32 = 86_400;
 /// Longest time a negative answer is kept (one hour).
 pub const MAX_NEGATIVE_TTL: u32 = 3_600;
-const SHARDS: usize = 16;
 
 /// A cached answer and when it was stored.
 #[derive(Debug)]
@@ -35,9 +37,30 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry for `answer` received at `now`, living for its (capped) TTL.
+    pub fn new(answer: Answer, template: Option<Template>, now: Instant) -> Entry {
+        let cap = if answer.records.is_empty() {
+            MAX_NEGATIVE_TTL
+        } else {
+            MAX_TTL
+        };
+        let ttl = answer.ttl.min(cap);
+        Entry {
+            answer,
+            template,
+            stored: now,
+            expires: now + Duration::from_secs(u64::from(ttl)),
+        }
+    }
+
     /// Whole seconds spent in the cache by `now`.
     pub fn spent(&self, now: Instant) -> u32 {
         u32::try_from(now.saturating_duration_since(self.stored).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether the entry may still be served at `now`.
+    pub fn live(&self, now: Instant) -> bool {
+        self.expires > now
     }
 
     /// The answer with every TTL lowered by the time spent in the cache.
@@ -53,92 +76,90 @@ impl Entry {
     }
 }
 
-type Key = (String, RecordType);
+/// A stored key: the lower-case name and the type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Key {
+    name: Box<str>,
+    qtype: u16,
+}
 
-/// The sharded TTL cache.
-#[derive(Debug)]
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.name.hash(h);
+        self.qtype.hash(h);
+    }
+}
+
+/// A borrowed key for lookups, hashed exactly like [`Key`].
+struct Lookup<'a> {
+    name: &'a str,
+    qtype: u16,
+}
+
+impl Hash for Lookup<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.name.hash(h);
+        self.qtype.hash(h);
+    }
+}
+
+impl Equivalent<Key> for Lookup<'_> {
+    fn equivalent(&self, k: &Key) -> bool {
+        self.qtype == k.qtype && self.name == &*k.name
+    }
+}
+
+/// The TTL cache.
 pub struct Cache {
-    shards: Vec<Mutex<HashMap<Key, Arc<Entry>>>>,
-    per_shard: usize,
-    hasher: RandomState,
+    map: Option<quick_cache::sync::Cache<Key, Arc<Entry>>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("len", &self.len()).finish()
+    }
 }
 
 impl Cache {
-    /// A cache of at most about `capacity` answers (0 disables it).
+    /// A cache of at most `capacity` answers (0 disables it).
     pub fn new(capacity: usize) -> Cache {
         Cache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard: capacity.div_ceil(SHARDS),
-            hasher: RandomState::new(),
+            map: (capacity > 0).then(|| quick_cache::sync::Cache::new(capacity)),
         }
-    }
-
-    fn shard(&self, key: &Key) -> &Mutex<HashMap<Key, Arc<Entry>>> {
-        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     /// The live entry for `name` (lower-case, as [`Cache::insert`] was given it) and `qtype`.
     pub fn get(&self, name: &str, qtype: RecordType, now: Instant) -> Option<Arc<Entry>> {
-        if self.per_shard == 0 {
-            return None;
-        }
-        let key = (name.to_owned(), qtype);
-        let shard = self.shard(&key);
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&key) {
-            Some(e) if e.expires > now => Some(Arc::clone(e)),
-            Some(_) => {
-                map.remove(&key);
-                None
-            }
-            None => None,
+        let map = self.map.as_ref()?;
+        let key = Lookup {
+            name,
+            qtype: u16::from(qtype),
+        };
+        let e = map.get(&key)?;
+        if e.live(now) {
+            Some(e)
+        } else {
+            map.remove(&key);
+            None
         }
     }
 
-    /// Stores `answer` (and its pre-encoded form) for its TTL (not at all if that is 0).
-    pub fn insert(
-        &self,
-        name: String,
-        qtype: RecordType,
-        answer: Answer,
-        template: Option<Template>,
-        now: Instant,
-    ) {
-        let cap = if answer.records.is_empty() {
-            MAX_NEGATIVE_TTL
-        } else {
-            MAX_TTL
-        };
-        let ttl = answer.ttl.min(cap);
-        if self.per_shard == 0 || ttl == 0 {
+    /// Stores `entry` under `name` (lower-case) and `qtype`, unless its TTL is 0.
+    pub fn insert(&self, name: &str, qtype: RecordType, entry: Arc<Entry>) {
+        let Some(map) = &self.map else { return };
+        if !entry.live(entry.stored) {
             return;
         }
-        let key = (name, qtype);
-        let entry = Arc::new(Entry {
-            answer,
-            template,
-            stored: now,
-            expires: now + Duration::from_secs(u64::from(ttl)),
-        });
-        let shard = self.shard(&key);
-        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= self.per_shard && !map.contains_key(&key) {
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= self.per_shard {
-                if let Some(k) = map.keys().next().cloned() {
-                    map.remove(&k);
-                }
-            }
-        }
+        let key = Key {
+            name: name.into(),
+            qtype: u16::from(qtype),
+        };
         map.insert(key, entry);
     }
 
     /// Number of entries, expired ones included.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.map.as_ref().map_or(0, |m| m.len())
     }
 
     /// Whether the cache holds nothing.
@@ -167,11 +188,19 @@ mod tests {
         }
     }
 
+    fn put(c: &Cache, name: &str, ttl: u32, now: Instant) {
+        c.insert(
+            name,
+            RecordType::A,
+            Arc::new(Entry::new(answer(ttl), None, now)),
+        );
+    }
+
     #[test]
     fn entries_age_and_expire() {
         let c = Cache::new(100);
         let t0 = Instant::now();
-        c.insert("a.test.".into(), RecordType::A, answer(60), None, t0);
+        put(&c, "a.test.", 60, t0);
         let hit = c
             .get("a.test.", RecordType::A, t0 + Duration::from_secs(20))
             .unwrap();
@@ -188,10 +217,10 @@ mod tests {
     fn zero_ttl_and_zero_capacity_store_nothing() {
         let t0 = Instant::now();
         let c = Cache::new(100);
-        c.insert("a.test.".into(), RecordType::A, answer(0), None, t0);
+        put(&c, "a.test.", 0, t0);
         assert!(c.is_empty());
         let off = Cache::new(0);
-        off.insert("a.test.".into(), RecordType::A, answer(60), None, t0);
+        put(&off, "a.test.", 60, t0);
         assert!(off.get("a.test.", RecordType::A, t0).is_none());
     }
 
@@ -200,8 +229,37 @@ mod tests {
         let c = Cache::new(32);
         let t0 = Instant::now();
         for i in 0..1000 {
-            c.insert(format!("n{i}.test."), RecordType::A, answer(60), None, t0);
+            put(&c, &format!("n{i}.test."), 60, t0);
         }
-        assert!(c.len() <= 32, "{} entries", c.len());
+        assert!(c.len() <= 40, "{} entries", c.len());
+    }
+
+    #[test]
+    fn a_flood_of_one_off_names_does_not_evict_popular_ones() {
+        let c = Cache::new(1000);
+        let t0 = Instant::now();
+        let popular: Vec<String> = (0..100).map(|i| format!("popular-{i}.test.")).collect();
+        for p in &popular {
+            put(&c, p, 3600, t0);
+        }
+        for round in 0..50 {
+            // Clients keep asking for the popular names ...
+            for p in &popular {
+                std::hint::black_box(c.get(p, RecordType::A, t0));
+            }
+            // ... while a flood of random subdomains, each asked once, goes through.
+            for i in 0..1000 {
+                put(&c, &format!("r{round}-{i}.flood.test."), 30, t0);
+            }
+        }
+        let kept = popular
+            .iter()
+            .filter(|p| c.get(p, RecordType::A, t0).is_some())
+            .count();
+        assert_eq!(
+            kept,
+            popular.len(),
+            "popular names evicted by a scan of 50000 one-off names"
+        );
     }
 }

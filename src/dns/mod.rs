@@ -5,12 +5,14 @@
 //! listener. The UDP threads live as long as the process; the TCP tasks are returned.
 //! Files: [`wire`] reads queries and writes responses, [`answer`] makes the decision (policy,
 //! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache and
-//! [`template`] its pre-encoded fast path, [`udp`] and [`tcp`] are the listeners. Counters go
+//! [`template`] its pre-encoded fast path, [`forward`] sends misses upstream (coalescing
+//! identical questions), [`udp`] and [`tcp`] are the listeners. Counters go
 //! to the gateway's metrics and every decision to [`Gateway::record`] (metrics and decision
 //! log).
 
 pub mod answer;
 pub mod cache;
+pub mod forward;
 pub mod tcp;
 pub mod template;
 pub mod udp;

@@ -10,6 +10,7 @@
 //! when the query had one, and is truncated (TC, no records) when it exceeds the size limit.
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 
 /// Largest UDP payload the gateway sends, whatever the client advertises (and what it
@@ -187,20 +188,36 @@ pub fn encode(
     authority: &[Record],
     limit: usize,
 ) -> Vec<u8> {
-    let full = build(head, rcode, answers, authority, false);
+    encode_with_ede(head, rcode, answers, authority, limit, None)
+}
+
+/// [`encode`], with an RFC 8914 Extended DNS Error option (`(info_code, extra_text)`) in
+/// the OPT record when the query had one (a client without EDNS gets none).
+pub fn encode_with_ede(
+    head: &Head,
+    rcode: ResponseCode,
+    answers: &[Record],
+    authority: &[Record],
+    limit: usize,
+    ede: Option<(u16, &str)>,
+) -> Vec<u8> {
+    let full = build(head, rcode, answers, authority, false, ede);
     match full.to_vec() {
         Ok(bytes) if bytes.len() <= limit => bytes,
-        Ok(_) => build(head, rcode, &[], &[], true)
+        Ok(_) => build(head, rcode, &[], &[], true, ede)
             .to_vec()
             .unwrap_or_default(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot encode a response; answering SERVFAIL");
-            build(head, ResponseCode::ServFail, &[], &[], false)
+            build(head, ResponseCode::ServFail, &[], &[], false, None)
                 .to_vec()
                 .unwrap_or_default()
         }
     }
 }
+
+/// The EDE option code (RFC 8914, section 2).
+pub const EDE_OPTION: u16 = 15;
 
 fn build(
     head: &Head,
@@ -208,6 +225,7 @@ fn build(
     answers: &[Record],
     authority: &[Record],
     truncated: bool,
+    ede: Option<(u16, &str)>,
 ) -> Message {
     let mut m = Message::new();
     m.set_id(head.id)
@@ -226,6 +244,13 @@ fn build(
     if head.edns.is_some() {
         let mut e = Edns::new();
         e.set_max_payload(MAX_UDP_PAYLOAD).set_version(0);
+        if let Some((code, text)) = ede {
+            // INFO-CODE (2 bytes), then EXTRA-TEXT (UTF-8, not NUL-terminated).
+            let mut data = code.to_be_bytes().to_vec();
+            data.extend_from_slice(text.as_bytes());
+            e.options_mut()
+                .insert(EdnsOption::Unknown(EDE_OPTION, data));
+        }
         m.set_edns(e);
     }
     m

@@ -97,6 +97,12 @@ pub struct Args {
     /// No progress lines on standard error.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Country code recorded as OONI's `probe_cc` (two letters; OONI's "unknown" is ZZ).
+    #[arg(long, default_value = "ZZ", value_name = "CC")]
+    pub probe_cc: String,
+    /// Network recorded as OONI's `probe_asn` (`AS` and a number; unknown is AS0).
+    #[arg(long, default_value = "AS0", value_name = "ASN")]
+    pub probe_asn: String,
 }
 
 /// Why a probe run could not start or finish.
@@ -281,6 +287,8 @@ async fn probe(args: Args) -> Result<(), ProbeError> {
             control_resolver,
             proxy: args.proxy.clone(),
             throttle_fraction: args.throttle_fraction,
+            base: report::BaseInfo::new(&args.probe_cc, &args.probe_asn, SystemTime::now())
+                .map_err(ProbeError::Usage)?,
         },
     });
     let mut out: Box<dyn Write> = match &args.out {

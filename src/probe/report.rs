@@ -43,6 +43,66 @@ pub struct RunInfo {
     pub proxy: Option<String>,
     /// Throttling threshold.
     pub throttle_fraction: f64,
+    /// The OONI base-format fields shared by every measurement of the run.
+    pub base: BaseInfo,
+}
+
+/// The version of OONI's base data format (df-000-base) the measurements follow.
+pub const DATA_FORMAT_VERSION: &str = "0.2.0";
+/// The Web Connectivity version whose keys the measurements carry: the classic algorithm's,
+/// as in the example measurement of OONI's spec ts-017-web-connectivity (2024-02-14-001).
+pub const WEB_CONNECTIVITY_VERSION: &str = "0.4.0";
+
+/// OONI's per-run base fields: who measured (country, network) and which report.
+#[derive(Debug, Clone)]
+pub struct BaseInfo {
+    /// `probe_cc`: ISO 3166 alpha-2 code, upper case (`ZZ` = unknown).
+    pub probe_cc: String,
+    /// `probe_asn`: `AS` and a number (`AS0` = unknown).
+    pub probe_asn: String,
+    /// `report_id`: `YYYYMMDDTHHMMSSZ_webconnectivity_CC_ASN_n1_<16 random>`, as OONI's.
+    pub report_id: String,
+    /// `test_start_time`: when the run started (OONI time format).
+    pub test_start_time: String,
+}
+
+impl BaseInfo {
+    /// Checks `cc` and `asn` and makes the run's report ID; `start` is the run's start.
+    pub fn new(cc: &str, asn: &str, start: SystemTime) -> Result<BaseInfo, String> {
+        let cc = cc.to_ascii_uppercase();
+        if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!("--probe-cc {cc}: two letters (ZZ if unknown)"));
+        }
+        let number = asn
+            .strip_prefix("AS")
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u32>().ok())
+            .ok_or_else(|| format!("--probe-asn {asn}: `AS` and a number (AS0 if unknown)"))?;
+        let t = ooni_time(start);
+        let stamp: String = t.chars().filter(char::is_ascii_digit).collect();
+        let report_id = format!(
+            "{}T{}Z_webconnectivity_{cc}_{number}_n1_{}",
+            &stamp[..8],
+            &stamp[8..],
+            random_token(16)
+        );
+        Ok(BaseInfo {
+            probe_cc: cc,
+            probe_asn: format!("AS{number}"),
+            report_id,
+            test_start_time: t,
+        })
+    }
+}
+
+/// `n` random letters and digits (from the std hasher's per-process random keys).
+fn random_token(n: usize) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let state = RandomState::new();
+    (0..n)
+        .map(|i| char::from(ALPHABET[(state.hash_one(i) % ALPHABET.len() as u64) as usize]))
+        .collect()
 }
 
 fn failure(f: &Option<String>) -> Value {
@@ -216,9 +276,15 @@ pub fn measurement(m: &Measured<'_>, run: &RunInfo) -> Value {
         _ => "blocked",
     };
     json!({
+        "data_format_version": DATA_FORMAT_VERSION,
         "input": m.input,
+        "report_id": run.base.report_id,
+        "probe_cc": run.base.probe_cc,
+        "probe_asn": run.base.probe_asn,
+        "probe_ip": "127.0.0.1",
         "test_name": "web_connectivity",
-        "test_version": env!("CARGO_PKG_VERSION"),
+        "test_version": WEB_CONNECTIVITY_VERSION,
+        "test_start_time": run.base.test_start_time,
         "software_name": "blocklab",
         "software_version": env!("CARGO_PKG_VERSION"),
         "measurement_start_time": ooni_time(m.start),
@@ -489,6 +555,33 @@ mod tests {
             throttled,
             blockpages: vec![],
         }
+    }
+
+    #[test]
+    fn base_fields_follow_ooni() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_786_300);
+        let b = BaseInfo::new("ru", "AS8359", t).unwrap();
+        assert_eq!(
+            (b.probe_cc.as_str(), b.probe_asn.as_str()),
+            ("RU", "AS8359")
+        );
+        assert_eq!(b.test_start_time, "2025-12-03 18:25:00");
+        assert!(
+            b.report_id
+                .starts_with("20251203T182500Z_webconnectivity_RU_8359_n1_"),
+            "{}",
+            b.report_id
+        );
+        assert_eq!(
+            b.report_id.len(),
+            "20251203T182500Z_webconnectivity_RU_8359_n1_".len() + 16
+        );
+        let other = BaseInfo::new("ZZ", "AS0", t).unwrap();
+        assert_ne!(other.report_id[..], b.report_id[..]);
+        assert!(BaseInfo::new("RUS", "AS1", t).is_err());
+        assert!(BaseInfo::new("R1", "AS1", t).is_err());
+        assert!(BaseInfo::new("RU", "8359", t).is_err());
+        assert!(BaseInfo::new("RU", "AS", t).is_err());
     }
 
     #[test]
