@@ -28,6 +28,7 @@ pub mod dns;
 pub mod experiment;
 pub mod gateway;
 pub mod http;
+pub mod inpath;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
