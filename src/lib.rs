@@ -13,6 +13,7 @@
 //! - [`resolve`]: the upstream resolver shared by the frontends.
 //! - [`dns`], [`http`], [`tls`], [`relay`]: the frontends, translating between the wire and
 //!   `policy::Request`/`policy::Decision`.
+//! - [`inpath`]: the in-path packet censor (TUN device live, `blocklab replay` offline).
 //! - [`metrics`], [`decision_log`], [`admin`]: operating the gateway: Prometheus metrics, the
 //!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/decide`).
 //! - [`watch`]: opt-in polling of the rules directory, reloading on change.
