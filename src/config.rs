@@ -401,12 +401,21 @@ impl Config {
                 if parse_net(n.get_ref()).is_none() {
                     err(
                         n.span().start,
-                        format!("[inpath] `clients`: `{}` is not a CIDR or IP address", n.get_ref()),
+                        format!(
+                            "[inpath] `clients`: `{}` is not a CIDR or IP address",
+                            n.get_ref()
+                        ),
                     );
                 }
             }
             if i.device.is_empty() || i.device.len() > 15 {
-                err(0, format!("[inpath] device = {:?}: a Linux interface name has 1 to 15 characters", i.device));
+                err(
+                    0,
+                    format!(
+                        "[inpath] device = {:?}: a Linux interface name has 1 to 15 characters",
+                        i.device
+                    ),
+                );
             }
         }
         if let Some(a) = &self.admin {

@@ -92,7 +92,9 @@ pub fn ip_of(link: u16, data: &[u8]) -> Option<&[u8]> {
                     at += 4;
                     continue;
                 }
-                return matches!(et, 0x0800 | 0x86dd).then(|| data.get(at + 2..)).flatten();
+                return matches!(et, 0x0800 | 0x86dd)
+                    .then(|| data.get(at + 2..))
+                    .flatten();
             }
         }
         113 => data.get(16..),
@@ -120,8 +122,10 @@ impl<W: Write> PcapOut<W> {
 
     fn packet(&mut self, ts_ns: u64, data: &[u8]) -> std::io::Result<()> {
         let len = data.len() as u32;
-        self.w.write_all(&((ts_ns / 1_000_000_000) as u32).to_le_bytes())?;
-        self.w.write_all(&((ts_ns % 1_000_000_000) as u32).to_le_bytes())?;
+        self.w
+            .write_all(&((ts_ns / 1_000_000_000) as u32).to_le_bytes())?;
+        self.w
+            .write_all(&((ts_ns % 1_000_000_000) as u32).to_le_bytes())?;
         self.w.write_all(&len.to_le_bytes())?;
         self.w.write_all(&len.to_le_bytes())?;
         self.w.write_all(data)
@@ -223,7 +227,9 @@ pub fn replay(
         ));
         match corrupt {
             Some(e) => {
-                progress(&format!("replay: {shown}: stopped at a corrupt record: {e}"));
+                progress(&format!(
+                    "replay: {shown}: stopped at a corrupt record: {e}"
+                ));
                 sum.failed.push(format!("{shown}: {e}"));
             }
             None => sum.files += 1,
@@ -297,7 +303,10 @@ pub fn run(args: Args) -> ExitCode {
         match policy.jurisdiction_by_code(code) {
             Some(j) => cfg.jurisdiction = Some(j),
             None => {
-                let have: Vec<&str> = policy.jurisdictions().map(|(_, j)| j.code.as_str()).collect();
+                let have: Vec<&str> = policy
+                    .jurisdictions()
+                    .map(|(_, j)| j.code.as_str())
+                    .collect();
                 eprintln!(
                     "blocklab replay: --jurisdiction {code}: no rules file defines it (have: {})",
                     have.join(", ")
@@ -336,7 +345,10 @@ pub fn run(args: Args) -> ExitCode {
                 s.passed,
                 st.injected,
             );
-            println!("wrote {}/{{verdicts.jsonl,passed.pcap}}", args.out.display());
+            println!(
+                "wrote {}/{{verdicts.jsonl,passed.pcap}}",
+                args.out.display()
+            );
             for f in &s.failed {
                 eprintln!("warning: skipped {f}");
             }

@@ -62,7 +62,9 @@ pub fn open(name: &str, mtu: u16) -> Result<tun_rs::AsyncDevice, StartError> {
         .enable(true)
         .build_async()
         .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(1) {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied
+                || e.raw_os_error() == Some(1)
+            {
                 ": the in-path engine needs CAP_NET_ADMIN (run as root, or grant the capability)"
             } else {
                 ""
@@ -173,19 +175,47 @@ fn publish(gw: &Gateway, s: &Stats, flows: usize) {
         ("bytes", "Bytes the in-path engine read.", s.bytes),
         ("flows", "Flows the in-path engine tracked.", s.flows),
         ("dropped", "Packets the in-path engine dropped.", s.dropped),
-        ("injected", "Packets the in-path engine injected (RSTs, blockpages).", s.injected),
-        ("evicted", "Flows evicted from the full flow table.", s.evicted),
-        ("reassembly_overflow", "Segments or fragments not buffered at a reassembly bound.", s.reassembly_overflow),
+        (
+            "injected",
+            "Packets the in-path engine injected (RSTs, blockpages).",
+            s.injected,
+        ),
+        (
+            "evicted",
+            "Flows evicted from the full flow table.",
+            s.evicted,
+        ),
+        (
+            "reassembly_overflow",
+            "Segments or fragments not buffered at a reassembly bound.",
+            s.reassembly_overflow,
+        ),
         ("policed", "Packets a throttle policer dropped.", s.policed),
-        ("unmapped", "Flows of clients outside every configured network.", s.unmapped),
+        (
+            "unmapped",
+            "Flows of clients outside every configured network.",
+            s.unmapped,
+        ),
         ("resets", "Flows reset (tls-reset, ip-reset).", s.resets),
         ("drops", "Flows dropped (tls-drop, ip-drop).", s.drops),
         ("blockpages", "HTTP blockpages injected.", s.blockpages),
         ("throttles", "Flows throttled.", s.throttles),
         ("freezes", "Flows frozen.", s.freezes),
         ("quic_drops", "QUIC Initials dropped.", s.quic_drops),
-        ("residual_drops", "Flows dropped by a residual block.", s.residual_drops),
-        ("vpn_actions", "Flows acted on by a [[vpn]] rule.", s.vpn_actions),
-        ("tracked_flows", "Flows tracked at the last update (a gauge).", flows as u64),
+        (
+            "residual_drops",
+            "Flows dropped by a residual block.",
+            s.residual_drops,
+        ),
+        (
+            "vpn_actions",
+            "Flows acted on by a [[vpn]] rule.",
+            s.vpn_actions,
+        ),
+        (
+            "tracked_flows",
+            "Flows tracked at the last update (a gauge).",
+            flows as u64,
+        ),
     ]);
 }
