@@ -1006,3 +1006,78 @@ fn replay_gives_per_flow_verdicts_passed_packets_and_skips_a_bad_capture() {
         "all but the ClientHello, plus two RSTs"
     );
 }
+
+/// The engine's fast path (a decided flow, both directions, passing and policed) allocates
+/// nothing per packet.
+#[test]
+fn engine_fast_path_allocates_nothing() {
+    use blocklab::inpath::packet::{ACK, PSH, SYN};
+    use blocklab::inpath::{Engine, EngineConfig, Fate, Output};
+    let rules = blocklab::rules::RuleSet::embedded().unwrap();
+    let policy = blocklab::policy::Policy::compile(
+        &rules,
+        &[blocklab::policy::ClientNet {
+            net: "10.0.0.0/8".parse().unwrap(),
+            jurisdiction: "ru".into(),
+        }],
+    )
+    .unwrap();
+    let at = blocklab::policy::At::Day("2021-04-01".parse().unwrap());
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Output::default();
+    let hello = |name: &str| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
+        let mut rec = Vec::new();
+        conn.write_tls(&mut rec).unwrap();
+        rec
+    };
+    let mut flows = Vec::new();
+    // An allowed flow and a throttled one (twitter.com, 140 kbit/s in April 2021).
+    for (port, name) in [(40000u16, "example.org"), (40001, "twitter.com")] {
+        let c = format!("10.0.0.1:{port}");
+        let s = "192.0.2.10:443";
+        let mut pkts = vec![
+            tcp(&c, s, 100, 0, SYN, &[]),
+            tcp(s, &c, 500, 101, SYN | ACK, &[]),
+            tcp(&c, s, 101, 501, ACK, &[]),
+            tcp(&c, s, 101, 501, ACK | PSH, &hello(name)),
+        ];
+        for i in 0..40u32 {
+            pkts.push(tcp(s, &c, 501 + i * 1000, 2000, ACK, &[0x17; 1000]));
+        }
+        let mut now = 0;
+        for p in &pkts {
+            now += 1_000_000;
+            engine.process(&policy, at, now, p, &mut out);
+        }
+        let data = tcp(s, &c, 100_000, 2000, ACK, &[0x17; 1400]);
+        let ack = tcp(&c, s, 2000, 100_000, ACK, &[]);
+        flows.push((data, ack));
+    }
+    let mut forwarded = 0;
+    let mut now = 1_000_000_000;
+    let info = allocation_counter::measure(|| {
+        for _ in 0..2000 {
+            for (data, ack) in &flows {
+                now += 100_000;
+                engine.process(&policy, at, now, data, &mut out);
+                forwarded += usize::from(out.fate() == Fate::Forward);
+                engine.process(&policy, at, now, ack, &mut out);
+                forwarded += usize::from(out.fate() == Fate::Forward);
+            }
+        }
+    });
+    assert_eq!(info.count_total, 0, "the fast path allocated: {info:?}");
+    assert!(
+        forwarded > 4000 && forwarded < 8000,
+        "passed and policed packets: {forwarded}"
+    );
+    assert!(engine.stats().policed > 0);
+}

@@ -197,6 +197,9 @@ pub struct Stats {
     pub vpn_actions: u64,
 }
 
+/// Seconds of the rate a policer lets through at once.
+pub const BURST_SECS: f64 = 1.5;
+
 /// A token bucket per direction: packets over rate and burst are dropped.
 #[derive(Debug, Clone, Copy)]
 pub struct Policer {
@@ -207,11 +210,13 @@ pub struct Policer {
 }
 
 impl Policer {
-    /// A policer at `kbps` kbit/s each way, with a burst of a quarter second (at least 3000
-    /// bytes: two full-size packets always fit).
+    /// A policer at `kbps` kbit/s each way. The burst is 1.5 s of the rate (at least 3000
+    /// bytes, two full-size packets), Cisco's default normal burst ("1.5 * committed rate",
+    /// Cisco 10000 Series ISG/ANCP configuration guide, `police` command); the TSPU's own
+    /// burst is not published, so this is a modelling choice.
     pub fn new(kbps: u32, now_ns: u64) -> Policer {
         let rate = f64::from(kbps) * 125.0;
-        let burst = (rate / 4.0).max(3000.0);
+        let burst = (rate * BURST_SECS).max(3000.0);
         Policer {
             rate,
             burst,
