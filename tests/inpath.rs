@@ -94,10 +94,10 @@ source = "test"
     )
 }
 
-fn config(extra: &str) -> String {
+fn config(date: &str, vpn: &str, extra: &str) -> String {
     format!(
         r#"
-date = "2022-03-10"
+date = "{date}"
 rules = "rules"
 
 [[clients]]
@@ -114,6 +114,7 @@ path = "decisions.jsonl"
 [inpath]
 device = "bl0"
 clients = ["10.77.1.0/24"]
+vpn = "{vpn}"
 
 [inpath.rules.ru-freeze]
 freeze_after_bytes = 16384
@@ -195,8 +196,14 @@ impl Lab {
         run(&v)
     }
 
-    /// Builds the topology and starts blocklab with `extra` appended to the config.
+    /// Builds the topology and starts blocklab at 2022-03-10, `[[vpn]]` rules observed.
     fn start(extra: &str) -> Lab {
+        Lab::start_at("2022-03-10", "observe", extra)
+    }
+
+    /// Builds the topology and starts blocklab at `date` with `[inpath] vpn = mode` and
+    /// `extra` appended to the config.
+    fn start_at(date: &str, vpn: &str, extra: &str) -> Lab {
         for t in ["ip", "curl", "tcpdump"] {
             require(t);
         }
@@ -304,7 +311,7 @@ impl Lab {
         std::fs::write(rules_dir.join("ru.toml"), rules("ru", true)).unwrap();
         std::fs::write(rules_dir.join("xf.toml"), rules("xf", false)).unwrap();
         let cfg = lab.dir.path().join("blocklab.toml");
-        std::fs::write(&cfg, config(extra)).unwrap();
+        std::fs::write(&cfg, config(date, vpn, extra)).unwrap();
         let mut child = Command::new("ip")
             .args([
                 "netns",
@@ -1080,4 +1087,207 @@ fn engine_fast_path_allocates_nothing() {
         "passed and policed packets: {forwarded}"
     );
     assert!(engine.stats().policed > 0);
+}
+
+/// A CA and server/client certificates (P-256), made with the openssl CLI.
+fn pki(dir: &Path) {
+    let ssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=blocklab-test-ca",
+    ]);
+    ssl(&ca);
+    for n in ["server", "client"] {
+        let (key, csr, crt, subj) = (
+            format!("{n}.key"),
+            format!("{n}.csr"),
+            format!("{n}.crt"),
+            format!("/CN={n}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        ssl(&req);
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+        ]);
+    }
+}
+
+/// An OpenVPN process in a namespace; killed on drop.
+struct Vpn(Child, mpsc::Receiver<String>);
+
+impl Drop for Vpn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn openvpn(ns: &str, dir: &Path, args: &[&str]) -> Vpn {
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "openvpn",
+            "--dev",
+            "null",
+            "--verb",
+            "3",
+            "--ca",
+            "ca.crt",
+            "--hand-window",
+            "60",
+            "--proto",
+            "udp",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    Vpn(child, rx)
+}
+
+/// One real OpenVPN (UDP) session through the engine: whether the client's tunnel came up
+/// within `patience`, and the decision the engine logged for the flow.
+fn openvpn_case(date: &str, mode: &str, patience: Duration) -> (bool, serde_json::Value) {
+    let lab = Lab::start_at(date, mode, "");
+    let dir = lab.dir.path().join("pki");
+    std::fs::create_dir(&dir).unwrap();
+    pki(&dir);
+    let _server = openvpn(
+        lab.ns(2),
+        &dir,
+        &[
+            "--local",
+            ORIGIN,
+            "--lport",
+            "1194",
+            "--tls-server",
+            "--dh",
+            "none",
+            "--cert",
+            "server.crt",
+            "--key",
+            "server.key",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let client = openvpn(
+        lab.ns(0),
+        &dir,
+        &[
+            "--remote",
+            ORIGIN,
+            "1194",
+            "--nobind",
+            "--tls-client",
+            "--connect-retry",
+            "1",
+            "--cert",
+            "client.crt",
+            "--key",
+            "client.key",
+        ],
+    );
+    let deadline = Instant::now() + patience;
+    let mut up = false;
+    while let Ok(l) = client
+        .1
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        if l.contains("Initialization Sequence Completed") {
+            up = true;
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let d = loop {
+        if let Some(d) = lab
+            .decisions()
+            .into_iter()
+            .find(|d| d["detector"] == "openvpn")
+        {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no openvpn decision; log:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (up, d)
+}
+
+#[test]
+fn live_real_openvpn_passes_in_observe_and_is_cut_in_enforce_by_date() {
+    require("openvpn");
+    require("openssl");
+    let (pass, cut) = (Duration::from_secs(60), Duration::from_secs(12));
+    let (observe, enforce_on, enforce_before) = std::thread::scope(|s| {
+        let a = s.spawn(|| openvpn_case("2023-09-01", "observe", pass));
+        let b = s.spawn(|| openvpn_case("2023-09-01", "enforce", cut));
+        let c = s.spawn(|| openvpn_case("2023-01-01", "enforce", pass));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    assert!(observe.0, "observe: the tunnel comes up");
+    assert_eq!(observe.1["verdict"], "allow");
+    assert!(!enforce_on.0, "enforce at 2023-09-01: the tunnel is cut");
+    assert_eq!(enforce_on.1["verdict"], "block");
+    assert_eq!(enforce_on.1["rule"], "ru-vpn");
+    assert!(
+        enforce_before.0,
+        "enforce at 2023-01-01: no rule yet, the tunnel comes up"
+    );
+    assert_eq!(enforce_before.1["verdict"], "allow");
 }
