@@ -1291,3 +1291,39 @@ fn live_real_openvpn_passes_in_observe_and_is_cut_in_enforce_by_date() {
     );
     assert_eq!(enforce_before.1["verdict"], "allow");
 }
+
+/// `open_in` creates the device inside the named namespace (what `blocklab lab` uses); the
+/// device goes away with it.
+#[test]
+fn open_in_creates_the_device_in_the_namespace() {
+    require("ip");
+    let ns = format!("blipns{}", std::process::id());
+    run(&["ip", "netns", "add", &ns]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _gone = Gone(ns.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let path = PathBuf::from(format!("/var/run/netns/{ns}"));
+        let dev = blocklab::inpath::tun::open_in(&path, "blt0", 1400).unwrap();
+        let show = run(&["ip", "-n", &ns, "link", "show", "blt0"]);
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        assert!(text.contains("mtu 1400") && text.contains("UP"), "{text}");
+        drop(dev);
+        let gone = Command::new("ip")
+            .args(["-n", &ns, "link", "show", "blt0"])
+            .output()
+            .unwrap();
+        assert!(!gone.status.success(), "the device is removed with its fd");
+        let missing =
+            blocklab::inpath::tun::open_in(Path::new("/var/run/netns/blip-none"), "blt0", 1400);
+        match missing {
+            Err(e) => assert!(e.to_string().contains("cannot open namespace"), "{e}"),
+            Ok(_) => panic!("opened a device in a namespace that does not exist"),
+        }
+    });
+}

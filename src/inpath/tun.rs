@@ -51,8 +51,7 @@ impl InpathSection {
     }
 }
 
-/// Opens (creating if needed) the TUN device `name`, up, without packet information.
-pub fn open(name: &str, mtu: u16) -> Result<tun_rs::AsyncDevice, StartError> {
+fn builder(name: &str, mtu: u16) -> tun_rs::DeviceBuilder {
     tun_rs::DeviceBuilder::new()
         .name(name)
         .mtu(mtu)
@@ -60,17 +59,61 @@ pub fn open(name: &str, mtu: u16) -> Result<tun_rs::AsyncDevice, StartError> {
             b.packet_information(false);
         })
         .enable(true)
+}
+
+fn open_error(name: &str, e: &std::io::Error) -> StartError {
+    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(1) {
+        ": the in-path engine needs CAP_NET_ADMIN (run as root, or grant the capability)"
+    } else {
+        ""
+    };
+    StartError::Other(format!("[inpath] cannot open TUN device {name}: {e}{hint}"))
+}
+
+/// Opens (creating if needed) the TUN device `name`, up, without packet information. Call
+/// inside a tokio runtime.
+pub fn open(name: &str, mtu: u16) -> Result<tun_rs::AsyncDevice, StartError> {
+    builder(name, mtu)
         .build_async()
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied
-                || e.raw_os_error() == Some(1)
-            {
-                ": the in-path engine needs CAP_NET_ADMIN (run as root, or grant the capability)"
-            } else {
-                ""
-            };
-            StartError::Other(format!("[inpath] cannot open TUN device {name}: {e}{hint}"))
-        })
+        .map_err(|e| open_error(name, &e))
+}
+
+/// Opens the TUN device `name` inside the network namespace `netns` (a path such as
+/// `/var/run/netns/NAME`): a helper thread enters the namespace and creates the device
+/// there, so the engine ([`run`]) then serves that namespace from any thread of this process.
+/// This is what `blocklab lab` uses for `mode = "inpath"`. Call inside a tokio runtime.
+pub fn open_in(
+    netns: &std::path::Path,
+    name: &str,
+    mtu: u16,
+) -> Result<tun_rs::AsyncDevice, StartError> {
+    let (ns, dev_name) = (netns.to_path_buf(), name.to_string());
+    let sync = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).map_err(|e| {
+            StartError::Other(format!(
+                "[inpath] cannot open namespace {}: {e}",
+                ns.display()
+            ))
+        })?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            let e = std::io::Error::from(e);
+            StartError::Other(format!(
+                "[inpath] cannot enter namespace {}: {e}{}",
+                ns.display(),
+                if e.raw_os_error() == Some(1) {
+                    ": needs CAP_SYS_ADMIN and CAP_NET_ADMIN"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+        builder(&dev_name, mtu)
+            .build_sync()
+            .map_err(|e| open_error(&dev_name, &e))
+    })
+    .join()
+    .map_err(|_| StartError::Other("[inpath] the namespace helper thread panicked".into()))??;
+    tun_rs::AsyncDevice::new(sync).map_err(|e| open_error(name, &e))
 }
 
 /// Starts the engine on the `[inpath]` device, if the config has that section.
