@@ -63,6 +63,7 @@ id = "{code}-facebook"
 domains = ["facebook.com"]
 since = "2022-03-04"
 techniques = ["tls-reset", "http-blockpage", "quic-drop"]
+{residual}
 source = "test"
 
 [[rule]]
@@ -81,7 +82,8 @@ source = "test"
 [[rule]]
 id = "{code}-freeze"
 domains = ["example.org"]
-techniques = ["tls-drop"]
+techniques = ["freeze"]
+freeze_after_bytes = 16384
 source = "test"
 
 [[vpn]]
@@ -90,7 +92,8 @@ protocols = ["openvpn", "wireguard"]
 since = "2023-08-07"
 technique = "drop"
 source = "test"
-"#
+"#,
+        residual = if reassemble { "residual_secs = 4" } else { "" }
     )
 }
 
@@ -116,11 +119,6 @@ device = "bl0"
 clients = ["10.77.1.0/24"]
 vpn = "{vpn}"
 
-[inpath.rules.ru-freeze]
-freeze_after_bytes = 16384
-
-[inpath.rules.ru-facebook]
-residual_secs = 4
 {extra}
 "#
     )
@@ -681,7 +679,8 @@ fn live_quic_initials_to_a_blocked_name_are_dropped() {
         let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
         let mut rec = Vec::new();
         conn.write_tls(&mut rec).unwrap();
-        let initial = blocklab::tls::quic::seal_initial(&[9u8; 8], 0, 0, &rec[5..], 1200).unwrap();
+        let initial =
+            blocklab::sniff::quic::seal_initial(&[9u8; 8], 0, 0, &rec[5..], 1200).unwrap();
         let c = lab.ns(0).to_string();
         in_ns(&c, move || {
             let s = UdpSocket::bind(format!("{CLIENT}:0")).unwrap();

@@ -1,18 +1,18 @@
-//! `blocklab check`: explain the decision for targets, as text or JSON lines.
+//! `blocklab check`: explain the decision for targets, as text or JSON lines (both rendered by
+//! `policy::explain`), optionally for a connection (port, ECH, JA4, hour, ISP, destination).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use serde_json::json;
-
 use crate::config::Config;
-use crate::policy::{At, Decision, JurisdictionId, Policy, Target};
-use crate::rules::{normalize_domain, Day, RuleSet};
+use crate::policy::explain::explain_conn;
+use crate::policy::{Conn, Policy};
+use crate::rules::{check_ja4, parse_hhmm, Day, Port, RuleSet};
 
 /// `blocklab check`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["jurisdiction", "client"])))]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["jurisdiction", "client", "client_group"])))]
 pub struct Args {
     /// Gateway config: its rules directory, client networks and date are used.
     #[arg(long, value_name = "FILE")]
@@ -26,9 +26,32 @@ pub struct Args {
     /// Decide for this client address (mapped by the config's `[[clients]]`).
     #[arg(long, value_name = "IP")]
     pub client: Option<IpAddr>,
-    /// Simulated date (default: the config's `date`, else today).
+    /// Decide for the config's `[[clients]]` group of this `name` (its jurisdiction, ISP
+    /// and date).
+    #[arg(long, value_name = "NAME")]
+    pub client_group: Option<String>,
+    /// Simulated date (default: the client group's `date`, else the config's, else today).
     #[arg(long, value_name = "YYYY-MM-DD")]
     pub at: Option<String>,
+    /// The connection's server protocol and port (`tcp/443`, `udp/53`), for `ports` rules.
+    #[arg(long, value_name = "PROTO/PORT")]
+    pub port: Option<String>,
+    /// The ClientHello carries an ECH extension (for `ech` rules).
+    #[arg(long)]
+    pub ech: bool,
+    /// The ClientHello's JA4 fingerprint (for `ja4` rules).
+    #[arg(long, value_name = "FP")]
+    pub ja4: Option<String>,
+    /// Local time of day in the jurisdiction (for `hours` rules).
+    #[arg(long, value_name = "HH:MM")]
+    pub hour: Option<String>,
+    /// The client's ISP profile (an `[[isp]]` id of the jurisdiction; default: the client
+    /// group's).
+    #[arg(long, value_name = "ID")]
+    pub isp: Option<String>,
+    /// The destination address of a connection to a name (an allow rule on the address wins).
+    #[arg(long, value_name = "IP")]
+    pub dst: Option<IpAddr>,
     /// One JSON object per target and line.
     #[arg(long)]
     pub json: bool,
@@ -51,28 +74,43 @@ pub fn run(a: Args) -> ExitCode {
         },
         None => Config::embedded_default(),
     };
+    if a.config.is_none() && a.jurisdiction.is_some() {
+        // No client map is needed to ask about a jurisdiction (and the default one names `ru`,
+        // which a rules directory may not define).
+        config.clients.clear();
+    }
     if a.rules.is_some() {
         config.rules = a.rules.clone();
         config.path = None;
     }
-    let day = match &a.at {
-        Some(s) => match s.parse::<Day>() {
-            Ok(d) => d,
-            Err(e) => return bad(e),
-        },
-        None => config.date().unwrap_or_else(Day::today_utc),
+    let at_flag = match a.at.as_deref().map(str::parse::<Day>).transpose() {
+        Ok(d) => d,
+        Err(e) => return bad(e),
+    };
+    let port = match a.port.as_deref().map(str::parse::<Port>).transpose() {
+        Ok(p) => p,
+        Err(e) => return bad(format!("--port: {e}")),
+    };
+    let ja4 = match a.ja4.as_deref().map(check_ja4).transpose() {
+        Ok(f) => f,
+        Err(e) => return bad(format!("--ja4: {e}")),
+    };
+    let minute = match a.hour.as_deref().map(parse_hhmm).transpose() {
+        Ok(Some(1440)) => return bad("--hour: 24:00 is not a time of day (use 00:00)"),
+        Ok(m) => m,
+        Err(e) => return bad(format!("--hour: {e}")),
     };
     let rules = match config.load_rules() {
         Ok(r) => r,
         Err(e) => return bad(format!("bad rules:\n{e}")),
     };
-    let policy = match Policy::compile(&rules, &config.client_nets()) {
+    let policy = match Policy::compile_groups(&rules, &config.client_groups()) {
         Ok(p) => p,
         Err(e) => return bad(e),
     };
-    let jid = match (&a.jurisdiction, a.client) {
-        (Some(code), _) => match policy.jurisdiction_by_code(code) {
-            Some(j) => j,
+    let (jid, group_isp, group_date) = match (&a.jurisdiction, a.client, &a.client_group) {
+        (Some(code), _, _) => match policy.jurisdiction_by_code(code) {
+            Some(j) => (j, None, None),
             None => {
                 return bad(format!(
                     "unknown jurisdiction `{code}` (have: {})",
@@ -80,26 +118,78 @@ pub fn run(a: Args) -> ExitCode {
                 ))
             }
         },
-        (None, Some(ip)) => match policy.jurisdiction_for(ip) {
-            Some(j) => j,
+        (None, Some(ip), _) => match policy.group_for(ip) {
+            Some(g) => (g.jurisdiction, g.isp, g.date),
             None => return bad(format!("client {ip} is not in any configured network")),
         },
-        (None, None) => return bad("give --jurisdiction or --client"),
+        (None, None, Some(name)) => match policy.group_by_name(name) {
+            Some(g) => (g.jurisdiction, g.isp, g.date),
+            None => {
+                let have: Vec<&str> = policy
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.name.as_deref())
+                    .collect();
+                return bad(format!(
+                    "no [[clients]] group named `{name}` (have: {})",
+                    if have.is_empty() {
+                        "none".to_string()
+                    } else {
+                        have.join(", ")
+                    }
+                ));
+            }
+        },
+        (None, None, None) => return bad("give --jurisdiction, --client or --client-group"),
     };
-    // Normalise every target first: bad input is reported before any output.
-    let mut normalised = Vec::with_capacity(a.targets.len());
+    let isp = match &a.isp {
+        Some(id) => match policy.isp_by_id(jid, id) {
+            Some(i) => Some(i),
+            None => {
+                let have: Vec<&str> = policy
+                    .jurisdiction(jid)
+                    .isps
+                    .iter()
+                    .map(|p| p.id.as_str())
+                    .collect();
+                return bad(format!(
+                    "unknown ISP profile `{id}` in `{}` (have: {})",
+                    policy.jurisdiction(jid).code,
+                    if have.is_empty() {
+                        "none".to_string()
+                    } else {
+                        have.join(", ")
+                    }
+                ));
+            }
+        },
+        None => group_isp,
+    };
+    let day = at_flag
+        .or(group_date)
+        .or_else(|| config.date())
+        .unwrap_or_else(Day::today_utc);
+    let conn = Conn {
+        port,
+        ech: a.ech,
+        ja4: ja4.as_deref(),
+        local_minute: minute,
+        isp,
+        dst: a.dst,
+    };
+    // Explain every target first: bad input is reported before any output.
+    let mut explained = Vec::with_capacity(a.targets.len());
     for t in &a.targets {
-        match normalise_target(t) {
-            Ok(n) => normalised.push(n),
+        match explain_conn(&policy, jid, t, day, &conn) {
+            Ok(e) => explained.push(e),
             Err(e) => return bad(format!("bad target `{t}`: {e}")),
         }
     }
-    for (raw, norm) in a.targets.iter().zip(&normalised) {
-        let decision = policy.decide_in(jid, norm.target(), At::Day(day));
+    for e in &explained {
         if a.json {
-            println!("{}", json_line(&policy, raw, jid, day, &decision));
+            println!("{}", e.json());
         } else {
-            print!("{}", text(&policy, raw, jid, day, &decision));
+            print!("{}", e.text());
         }
     }
     ExitCode::SUCCESS
@@ -112,129 +202,4 @@ fn codes(rules: &RuleSet) -> String {
         .map(|f| f.jurisdiction.code.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A target with its host normalised (IDN to punycode, lower case).
-pub(crate) enum Normalised {
-    Ip(IpAddr),
-    Domain(String),
-    Url { host: String, path: String },
-}
-
-impl Normalised {
-    pub(crate) fn target(&self) -> Target<'_> {
-        match self {
-            Normalised::Ip(ip) => Target::Ip(*ip),
-            Normalised::Domain(d) => Target::Domain(d),
-            Normalised::Url { host, path } => Target::Url { host, path },
-        }
-    }
-}
-
-pub(crate) fn normalise_target(t: &str) -> Result<Normalised, String> {
-    match Target::parse(t) {
-        Target::Ip(ip) => Ok(Normalised::Ip(ip)),
-        Target::Domain(d) => normalize_domain(d)
-            .map(|n| Normalised::Domain(n.into_owned()))
-            .map_err(|e| e.to_string()),
-        Target::Url { host, path } => {
-            let host = match host.parse::<IpAddr>() {
-                Ok(ip) => ip.to_string(),
-                Err(_) => normalize_domain(host)
-                    .map_err(|e| e.to_string())?
-                    .into_owned(),
-            };
-            Ok(Normalised::Url {
-                host,
-                path: path.to_string(),
-            })
-        }
-    }
-}
-
-/// The JSON object of one decision (also used by the admin `/decide` endpoint).
-pub fn json_line(
-    policy: &Policy,
-    target: &str,
-    jid: JurisdictionId,
-    day: Day,
-    d: &Decision,
-) -> serde_json::Value {
-    let code = &policy.jurisdiction(jid).code;
-    match d {
-        Decision::Block(b) => {
-            let r = policy.rule(b.rule);
-            let mut v = json!({
-                "target": target,
-                "jurisdiction": code,
-                "at": day.to_string(),
-                "verdict": "block",
-                "rule": r.id,
-                "techniques": b.techniques.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
-                "basis": r.basis,
-                "source": r.source,
-            });
-            if let Some(k) = r.throttle_kbps {
-                v["throttle_kbps"] = json!(k);
-            }
-            v
-        }
-        Decision::Allow { rule, .. } => {
-            let mut v = json!({
-                "target": target,
-                "jurisdiction": code,
-                "at": day.to_string(),
-                "verdict": "allow",
-                "rule": null,
-                "techniques": [],
-                "basis": null,
-                "source": null,
-            });
-            if let Some(r) = rule {
-                let r = policy.rule(*r);
-                v["exception"] = json!(r.id);
-                v["basis"] = json!(r.basis);
-                v["source"] = json!(r.source);
-            }
-            v
-        }
-    }
-}
-
-fn text(policy: &Policy, target: &str, jid: JurisdictionId, day: Day, d: &Decision) -> String {
-    let code = &policy.jurisdiction(jid).code;
-    let mut out = String::new();
-    match d {
-        Decision::Block(b) => {
-            let r = policy.rule(b.rule);
-            out.push_str(&format!(
-                "{target}: BLOCK in {code} on {day} by rule {}\n",
-                r.id
-            ));
-            out.push_str(&format!("  techniques: {}", b.techniques));
-            if let Some(k) = r.throttle_kbps {
-                out.push_str(&format!(" ({k} kbit/s)"));
-            }
-            out.push('\n');
-            if let Some(s) = &r.basis {
-                out.push_str(&format!("  basis: {s}\n"));
-            }
-            if let Some(s) = &r.source {
-                out.push_str(&format!("  source: {s}\n"));
-            }
-        }
-        Decision::Allow { rule: Some(r), .. } => {
-            let r = policy.rule(*r);
-            out.push_str(&format!(
-                "{target}: allow in {code} on {day} (exception {})\n",
-                r.id
-            ));
-        }
-        Decision::Allow { rule: None, .. } => {
-            out.push_str(&format!(
-                "{target}: allow in {code} on {day} (no rule matches)\n"
-            ));
-        }
-    }
-    out
 }

@@ -662,11 +662,16 @@ impl Ctx {
         }
         let v = verdict::for_ip(policy, j, key.server.ip(), at);
         let target = key.server.ip().to_string();
-        if let Some(rule) = v.rule() {
-            if let Some(after) = self.extras(policy, rule).freeze_after_bytes {
-                self.freeze(policy, &key, j, &mut st, v, rule, after, target, out);
-                return st;
-            }
+        let freeze = match v.rule() {
+            Some(rule) => self
+                .extras(policy, rule)
+                .freeze_after_bytes
+                .map(|after| (rule, after)),
+            None => self.freeze_rule(policy, j, Target::Ip(key.server.ip()), at),
+        };
+        if let Some((rule, after)) = freeze {
+            self.freeze(policy, &key, j, &mut st, v, rule, after, target, out);
+            return st;
         }
         match v {
             Verdict::Pass => {}
@@ -740,13 +745,48 @@ impl Ctx {
         });
     }
 
-    /// The in-path parameters of a policy rule.
+    /// The in-path parameters of a policy rule: its own `freeze_after_bytes` (when it names
+    /// `freeze`) and `residual_secs`, each overridden by `[inpath.rules.ID]`.
     fn extras(&self, policy: &Policy, rule: RuleId) -> Extras {
-        policy
-            .rule_checked(rule)
-            .and_then(|r| self.cfg.extras.get(&r.id))
-            .copied()
-            .unwrap_or_default()
+        let Some(info) = policy.rule_checked(rule) else {
+            return Extras::default();
+        };
+        let own = Extras {
+            freeze_after_bytes: info
+                .techniques
+                .contains(Technique::Freeze)
+                .then_some(info.freeze_after_bytes)
+                .flatten()
+                .map(u64::from),
+            residual_secs: info.residual_secs,
+        };
+        match self.cfg.extras.get(&info.id) {
+            Some(o) => Extras {
+                freeze_after_bytes: o.freeze_after_bytes.or(own.freeze_after_bytes),
+                residual_secs: o.residual_secs.or(own.residual_secs),
+            },
+            None => own,
+        }
+    }
+
+    /// A `freeze` rule for `target` (the verdict helpers pick only the techniques the proxy
+    /// frontends enact, so `freeze` is looked up here).
+    fn freeze_rule(
+        &self,
+        policy: &Policy,
+        j: JurisdictionId,
+        target: Target<'_>,
+        at: At,
+    ) -> Option<(RuleId, u64)> {
+        let Decision::Block(b) = policy.decide_in(j, target, at) else {
+            return None;
+        };
+        if !b.techniques.contains(Technique::Freeze) {
+            return None;
+        }
+        self.extras(policy, b.rule)
+            .freeze_after_bytes
+            .map(|n| (b.rule, n))
     }
 
     fn residual_after(&mut self, policy: &Policy, rule: RuleId, key: FlowKey, now_ns: u64) {
@@ -915,7 +955,7 @@ impl Ctx {
             Neither,
         }
         let named = if client_hello::looks_like_tls(data) {
-            match client_hello::parse(data) {
+            match client_hello::sni(data) {
                 Ok(sni) => Named::Tls(sni.map(|s| s.0)),
                 Err(_) => Named::NotYet,
             }
@@ -936,7 +976,19 @@ impl Ctx {
                 self.release(flow);
                 return Fate::Forward;
             }
-            Named::Tls(Some(name)) => (verdict::for_name(policy, j, &name, at), name, None),
+            Named::Tls(Some(name)) => {
+                let v = verdict::for_name(policy, j, &name, at);
+                if v == Verdict::Pass {
+                    if let Some((rule, after)) =
+                        self.freeze_rule(policy, j, Target::Domain(&name), at)
+                    {
+                        flow.naming = false;
+                        self.release(flow);
+                        return self.freeze(policy, key, j, flow, v, rule, after, name, out);
+                    }
+                }
+                (v, name, None)
+            }
             Named::Http(Some((host, path))) => {
                 let host_only = http_head::split_host_port(&host).map_or(host.clone(), |(h, _)| h);
                 let v = verdict::for_http(policy, j, &host_only, &path, at);

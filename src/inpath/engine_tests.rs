@@ -9,7 +9,7 @@ use super::*;
 use crate::inpath::packet::{craft_udp, fragment_v4};
 use crate::policy::ClientNet;
 use crate::rules::RuleSet;
-use crate::tls::testdata::rustls_client_hello;
+use crate::sniff::testdata::rustls_client_hello;
 
 const RULES: &str = r#"
 [jurisdiction]
@@ -49,6 +49,18 @@ techniques = ["ip-reset"]
 id = "t-freeze"
 ips = ["192.0.2.70/32"]
 techniques = ["ip-drop"]
+
+[[rule]]
+id = "t-freeze-rule"
+ips = ["192.0.2.71/32"]
+techniques = ["freeze"]
+freeze_after_bytes = 8192
+
+[[rule]]
+id = "t-residual-rule"
+domains = ["residual.example"]
+techniques = ["tls-reset"]
+residual_secs = 30
 
 [[vpn]]
 id = "t-vpn"
@@ -479,7 +491,7 @@ fn quic_initials_to_a_blocked_name_are_dropped() {
     let s: SocketAddr = "192.0.2.10:443".parse().unwrap();
     let ch = rustls_client_hello("blocked.example");
     let dcid = [7u8; 8];
-    let initial = crate::tls::quic::seal_initial(&dcid, 0, 0, &ch[5..], 1200).unwrap();
+    let initial = crate::sniff::quic::seal_initial(&dcid, 0, 0, &ch[5..], 1200).unwrap();
     let mut p = Vec::new();
     craft_udp(&mut p, c, s, 64, &initial).unwrap();
     assert_eq!(r.feed(&p).0, Fate::Drop);
@@ -487,7 +499,7 @@ fn quic_initials_to_a_blocked_name_are_dropped() {
     assert_eq!(r.events[0].action, "quic-drop");
     assert_eq!(r.events[0].target, "blocked.example");
     let ok = rustls_client_hello("allowed.example");
-    let initial = crate::tls::quic::seal_initial(&dcid, 0, 0, &ok[5..], 1200).unwrap();
+    let initial = crate::sniff::quic::seal_initial(&dcid, 0, 0, &ok[5..], 1200).unwrap();
     let mut p = Vec::new();
     craft_udp(&mut p, "10.0.0.1:50001".parse().unwrap(), s, 64, &initial).unwrap();
     assert_eq!(r.feed(&p).0, Fate::Forward);
@@ -645,4 +657,33 @@ proptest! {
             prop_assert!(r.engine.held_bytes() <= 8192 + 2048);
         }
     }
+}
+
+#[test]
+fn freeze_and_residual_come_from_the_rules_format() {
+    let mut r = Run::new(true);
+    let c = Conn::new("192.0.2.71:443");
+    r.handshake(&c);
+    assert_eq!(r.events[0].action, "freeze");
+    assert_eq!(r.events[0].rule.as_deref(), Some("t-freeze-rule"));
+    let passed = (0..20u32)
+        .filter(|i| r.feed(&c.sdata(i * 1000, &[1u8; 1000])).0 == Fate::Forward)
+        .count();
+    assert_eq!(passed, 8);
+
+    let c = Conn::new("192.0.2.12:443");
+    r.handshake(&c);
+    let (fate, _) = r.feed(&c.data(0, &rustls_client_hello("residual.example")));
+    assert_eq!(fate, Fate::Drop);
+    let again = Conn {
+        c: "10.0.0.1:40009".parse().unwrap(),
+        s: c.s,
+    };
+    assert_eq!(r.feed(&again.syn()).0, Fate::Drop, "residual_secs = 30");
+    r.now += 31_000_000_000;
+    let later = Conn {
+        c: "10.0.0.1:40010".parse().unwrap(),
+        s: c.s,
+    };
+    assert_eq!(r.feed(&later.syn()).0, Fate::Forward);
 }

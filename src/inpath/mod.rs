@@ -15,10 +15,9 @@ pub mod tun;
 
 pub use engine::{Engine, EngineConfig, Extras, Fate, FlowEvent, Output, Stats, VpnMode};
 
-/// The sniffers and the decision helpers the engine uses, in one place: they are moving to
-/// `crate::sniff` and `crate::enforce`, and only these lines need to follow them.
+/// The sniffers and the decision helpers the engine uses, in one place.
 pub(crate) mod deps {
-    pub(crate) use crate::http::blockpage;
-    pub(crate) use crate::tls::verdict::{self, Verdict};
-    pub(crate) use crate::tls::{client_hello, http_head, quic};
+    pub(crate) use crate::enforce::blockpage;
+    pub(crate) use crate::enforce::verdict::{self, Verdict};
+    pub(crate) use crate::sniff::{client_hello, http_head, quic};
 }

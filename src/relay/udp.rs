@@ -1,5 +1,6 @@
 //! The UDP relay: one flow per client address, each with its own upstream socket connected to
-//! `forward`; flows end after [`super::UDP_IDLE`] without packets.
+//! `forward`; flows end after [`super::UDP_IDLE`] without packets. Datagrams from clients
+//! outside every `[[clients]]` network are dropped and counted ([`Refusals`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,10 +11,11 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
-use super::inspect::{Fate, Inspector};
 use crate::config::RelaySection;
 use crate::detect::{Detector, Dir, Transport};
+use crate::enforce::inspect::{Fate, Inspector};
 use crate::gateway::{Gateway, StartError};
+use crate::listen::Refusals;
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 
@@ -21,6 +23,16 @@ type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 struct Session {
     upstream: UdpSocket,
     inspector: Mutex<Inspector>,
+}
+
+impl Session {
+    /// The inspector's fate for one datagram travelling in `dir`.
+    fn fate(&self, gw: &Gateway, dir: Dir, data: &[u8]) -> Fate {
+        match self.inspector.lock() {
+            Ok(mut i) => i.on_packet(dir, data, &gw.policy(), gw.at(), Instant::now()),
+            Err(_) => Fate::Discard,
+        }
+    }
 }
 
 /// Binds the relay and spawns its receive loop.
@@ -54,6 +66,7 @@ async fn serve(
     sock: Arc<UdpSocket>,
 ) {
     let sessions: Sessions = Arc::default();
+    let refusals = Refusals::new("relay/udp", "relay");
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, client) = match sock.recv_from(&mut buf).await {
@@ -67,21 +80,12 @@ async fn serve(
         let existing = sessions.lock().ok().and_then(|s| s.get(&client).cloned());
         let session = match existing {
             Some(s) => s,
-            None => match open(&gw, &r, &detectors, &sock, &sessions, client).await {
+            None => match open(&gw, &r, &detectors, &sock, &sessions, &refusals, client).await {
                 Some(s) => s,
                 None => continue,
             },
         };
-        let fate = match session.inspector.lock() {
-            Ok(mut i) => i.on_packet(
-                Dir::ToServer,
-                &buf[..n],
-                &gw.policy(),
-                gw.at(),
-                Instant::now(),
-            ),
-            Err(_) => Fate::Discard,
-        };
+        let fate = session.fate(&gw, Dir::ToServer, &buf[..n]);
         let s = Arc::clone(&session);
         send(fate, &buf[..n], move |d| async move {
             s.upstream.send(&d).await
@@ -120,10 +124,12 @@ async fn open(
     detectors: &Arc<[Box<dyn Detector>]>,
     sock: &Arc<UdpSocket>,
     sessions: &Sessions,
+    refusals: &Refusals,
     client: SocketAddr,
 ) -> Option<Arc<Session>> {
     let Some(j) = gw.policy().jurisdiction_for(client.ip()) else {
-        tracing::warn!(client = %client, "relay: client not in any [[clients]] network; dropped");
+        // Counted per datagram; the warning is rate-limited.
+        refusals.refuse(gw, client, "");
         return None;
     };
     let bind: SocketAddr = if r.forward.is_ipv4() {
@@ -171,16 +177,7 @@ async fn open(
             loop {
                 match tokio::time::timeout(super::UDP_IDLE, s.upstream.recv(&mut buf)).await {
                     Ok(Ok(n)) => {
-                        let fate = match s.inspector.lock() {
-                            Ok(mut i) => i.on_packet(
-                                Dir::ToClient,
-                                &buf[..n],
-                                &gw.policy(),
-                                gw.at(),
-                                Instant::now(),
-                            ),
-                            Err(_) => Fate::Discard,
-                        };
+                        let fate = s.fate(&gw, Dir::ToClient, &buf[..n]);
                         let sock = Arc::clone(&sock);
                         send(fate, &buf[..n], move |d| async move {
                             sock.send_to(&d, client).await

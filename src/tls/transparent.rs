@@ -14,16 +14,16 @@ use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
-use super::flow::{self, Sniffed};
 use super::intercept::{self, Interceptor};
-use super::throttle::Throttled;
-use super::verdict::{self, Verdict};
+use crate::enforce::blockpage;
+use crate::enforce::flow::{self, FlowCtx, Sniffed};
+use crate::enforce::throttle::Throttled;
+use crate::enforce::verdict::Verdict;
 use crate::gateway::{Gateway, StartError};
-use crate::policy::Policy;
+use crate::listen::{self, Admit, Listen};
 
 /// How long connecting to the origin may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,58 +48,24 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         }
         _ => None,
     };
+    let opts = Listen {
+        name: "tls",
+        max_connections: section.max_connections,
+        // Unmapped clients are reset by `handle` (and counted there).
+        admit: Admit::Everyone,
+    };
     let mut tasks = Vec::new();
     for addr in &section.listen {
-        let bind = |source| StartError::Bind {
-            addr: *addr,
-            what: "tls",
-            source,
-        };
-        let listener = TcpListener::bind(addr).await.map_err(bind)?;
-        let local = listener.local_addr().map_err(bind)?;
-        gw.announce("tls", local);
-        tasks.push(tokio::spawn(accept_loop(
+        let listener = listen::bind(gw, "tls", *addr).await?;
+        let (g, icp) = (Arc::clone(gw), icp.clone());
+        tasks.push(tokio::spawn(listen::serve(
             Arc::clone(gw),
             listener,
-            local,
-            icp.clone(),
+            opts,
+            move |c| handle(Arc::clone(&g), c.stream, c.peer, c.local, icp.clone()),
         )));
     }
     Ok(tasks)
-}
-
-async fn accept_loop(
-    gw: Arc<Gateway>,
-    listener: TcpListener,
-    local: SocketAddr,
-    icp: Option<Arc<Interceptor>>,
-) {
-    let max = gw.config.tls.as_ref().map_or(1024, |t| t.max_connections);
-    let slots = crate::limits::ConnLimit::new(max, Arc::clone(&gw.metrics));
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Some(permit) = slots.try_acquire("tls") else {
-                    drop(stream);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let span = tracing::info_span!("tls", client.addr = %peer);
-                let (gw, icp) = (Arc::clone(&gw), icp.clone());
-                tokio::spawn(
-                    async move {
-                        handle(gw, stream, peer, local, icp).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// The destination the client meant, if the connection was redirected to us.
@@ -124,8 +90,7 @@ async fn handle(
     icp: Option<Arc<Interceptor>>,
 ) {
     let _active = flow::ActiveFlow::new(&gw.metrics);
-    let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
-    let Some(j) = policy.jurisdiction_for(peer.ip()) else {
+    let Some(ctx) = FlowCtx::new(&gw, peer, local) else {
         gw.record_refused("tls", peer, "");
         tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
         flow::reset(client);
@@ -136,50 +101,29 @@ async fn handle(
     let direct_port = section.map_or(443, |s| s.direct_tls_port);
     let orig = original_dst(&client);
     let mut first = Vec::new();
-    let reassemble = policy.jurisdiction(j).reassemble;
-    let sniffed = flow::sniff(&mut client, &mut first, reassemble).await;
-    let at = gw.at();
-    let mut v = match &sniffed {
-        Sniffed::Tls(Some(sni)) => verdict::for_name(&policy, j, sni.as_str(), at),
-        Sniffed::Http(Some(h)) => verdict::for_http(&policy, j, &h.host, &h.path, at),
-        _ => Verdict::Pass,
-    };
+    let sniffed = flow::sniff(&mut client, &mut first, ctx.reassemble()).await;
     let name = sniffed.name().unwrap_or("").to_string();
-    let mut dest = orig;
-    if v.passes() {
-        if !name.is_empty() {
-            v = v.and(verdict::for_name_ips(&policy, j, &name, at));
-        }
-        if dest.is_none() && !name.is_empty() {
-            let port = match &sniffed {
-                Sniffed::Http(Some(h)) => h.port.unwrap_or(80),
-                _ => direct_port,
-            };
-            match gw.upstream.lookup_ip(&name).await {
-                Ok(addrs) => {
-                    dest = addrs
-                        .iter()
-                        .find(|a| a.is_ipv4())
-                        .or(addrs.first())
-                        .map(|ip| SocketAddr::new(*ip, port));
-                }
-                Err(e) => tracing::info!(name, error = %e, "cannot resolve"),
-            }
-        }
-        if let Some(d) = dest {
-            v = v.and(verdict::for_ip(&policy, j, d.ip(), at));
-        }
+    let route = ctx
+        .route(ctx.for_sniffed(&sniffed), &name, orig.map(|d| d.ip()))
+        .await;
+    if let Some(e) = &route.unresolved {
+        tracing::info!(name, error = %e, "cannot resolve");
     }
+    let v = route.verdict;
+    let dest = orig.or_else(|| {
+        let port = match &sniffed {
+            Sniffed::Http(Some(h)) => h.port.unwrap_or(80),
+            _ => direct_port,
+        };
+        route.addr.map(|ip| SocketAddr::new(ip, port))
+    });
     let target = match &sniffed {
         Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
         _ if !name.is_empty() => name.clone(),
         _ => dest.map(|d| d.to_string()).unwrap_or_default(),
     };
-    v.record(&gw, &policy, j, "tls", peer, &target);
-    let rule = v
-        .rule()
-        .map(|r| policy.rule(r).id.clone())
-        .unwrap_or_default();
+    ctx.record(v, "tls", &target);
+    let rule = ctx.rule_id(v).to_string();
     let shown_dest = dest.map(|d| d.to_string()).unwrap_or_default();
     if !v.passes() {
         tracing::info!(client.addr = %peer, dest = shown_dest, tls.sni = name, decision = v.name(), rule, "blocked");
@@ -190,9 +134,8 @@ async fn handle(
                 Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
                 _ => format!("http://{name}/"),
             };
-            let pg =
-                crate::http::blockpage::page(&policy, j, rule, &url, &format!("http://{local}/"));
-            drop(policy);
+            let pg = blockpage::page(&ctx.policy, ctx.j, rule, &url, &format!("http://{local}/"));
+            drop(ctx);
             let _ = client.write_all(&pg.to_bytes()).await;
             let _ = client.shutdown().await;
         }
@@ -209,21 +152,9 @@ async fn handle(
                     _ => None,
                 };
                 let client = Throttled::new(flow::Prefixed::new(first, client), kbps);
-                intercept::serve(
-                    icp,
-                    Arc::clone(&gw),
-                    policy,
-                    j,
-                    client,
-                    name,
-                    dest,
-                    peer,
-                    local,
-                )
-                .await;
+                intercept::serve(icp, ctx, client, name, dest).await;
                 return;
             }
-            drop(policy);
             let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -237,6 +168,8 @@ async fn handle(
                 }
             };
             let _ = up.set_nodelay(true);
+            let observer = Some(ctx.observer("tls", dest, &dest.to_string()));
+            drop(ctx);
             let kbps = match v {
                 Verdict::Throttle { kbps, .. } => {
                     tracing::info!(client.addr = %peer, dest = %dest, tls.sni = name, decision = "throttle", rule, kbps, "throttled");
@@ -244,14 +177,6 @@ async fn handle(
                 }
                 _ => None,
             };
-            let observer = Some(crate::relay::observe::Observer::new(
-                &gw,
-                "tls",
-                peer,
-                dest,
-                j,
-                &dest.to_string(),
-            ));
             match flow::splice(client, &first, up, kbps, observer).await {
                 Ok((up, down)) => tracing::debug!(dest = %dest, up, down, "flow closed"),
                 Err(e) => tracing::debug!(dest = %dest, error = %e, "flow ended"),
