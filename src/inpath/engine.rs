@@ -268,6 +268,8 @@ struct DetectState {
 #[derive(Debug)]
 struct FlowState {
     j: Option<JurisdictionId>,
+    /// The client group's own simulated date (`[[clients]] date`), if it has one.
+    date: Option<crate::rules::Day>,
     action: Action,
     /// Still reading the name from the first data.
     naming: bool,
@@ -477,6 +479,7 @@ impl Engine {
         if flow.j.is_none() {
             return Fate::Forward;
         }
+        let at = flow.date.map_or(at, At::Day);
         // Decided flows: the fast path.
         let fate = ctx.enact(flow, side, ip.bytes().len(), payload, now_ns, &key, out);
         if fate == Fate::Drop || (!flow.naming && flow.detect.is_none()) {
@@ -613,8 +616,15 @@ impl Ctx {
         } else {
             None
         };
+        let date = if self.cfg.jurisdiction.is_none() {
+            policy.group_for(key.client.ip()).and_then(|g| g.date)
+        } else {
+            None
+        };
+        let at = date.map_or(at, At::Day);
         let mut st = FlowState {
             j,
+            date,
             action: Action::Pass,
             naming: true,
             c2s: None,

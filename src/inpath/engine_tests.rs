@@ -687,3 +687,45 @@ fn freeze_and_residual_come_from_the_rules_format() {
     };
     assert_eq!(r.feed(&later.syn()).0, Fate::Forward);
 }
+
+#[test]
+fn a_client_group_date_beats_the_engine_date() {
+    use crate::policy::ClientGroup;
+    let text = RULES.replace("REASSEMBLE", "true");
+    let file = RuleSet::parse_str(Path::new("test.toml"), &text).unwrap();
+    let rules = RuleSet { files: vec![file] };
+    let groups = [
+        ClientGroup {
+            nets: vec!["10.0.0.0/24".parse().unwrap()],
+            jurisdiction: "ru".into(),
+            date: Some("2023-09-01".parse().unwrap()),
+            ..ClientGroup::default()
+        },
+        ClientGroup {
+            nets: vec!["10.0.1.0/24".parse().unwrap()],
+            jurisdiction: "ru".into(),
+            ..ClientGroup::default()
+        },
+    ];
+    let cfg = EngineConfig {
+        vpn: VpnMode::Enforce,
+        ..EngineConfig::default()
+    };
+    let mut r = Run::with(true, cfg);
+    r.policy = Policy::compile_groups(&rules, &groups).unwrap();
+    r.at = at("2023-01-01");
+    use crate::detect::wireguard::build;
+    let s: SocketAddr = "192.0.2.10:51820".parse().unwrap();
+    for (client, cut) in [("10.0.0.1:51000", true), ("10.0.1.1:51000", false)] {
+        let c: SocketAddr = client.parse().unwrap();
+        let udp = |src, dst, payload: &[u8]| {
+            let mut p = Vec::new();
+            craft_udp(&mut p, src, dst, 64, payload).unwrap();
+            p
+        };
+        r.feed(&udp(c, s, &build::initiation(7, 0xaa)));
+        r.feed(&udp(s, c, &build::response(9, 7, 0xbb)));
+        let fate = r.feed(&udp(c, s, &build::transport(9, 0, 64, 0xcc))).0;
+        assert_eq!(fate == Fate::Drop, cut, "{client}");
+    }
+}
