@@ -48,6 +48,8 @@ pub struct Config {
     pub log: Option<LogSection>,
     /// Automatic reloads.
     pub reload: Option<ReloadSection>,
+    /// The in-path packet engine on a TUN device.
+    pub inpath: Option<InpathSection>,
     /// Where the config was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -274,6 +276,65 @@ fn default_relay_idle_secs() -> u64 {
     300
 }
 
+/// `[inpath]`: the packet-level censor on a TUN device (policy routing sends the client
+/// networks' traffic through it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InpathSection {
+    /// The TUN device (created if missing; default `blocklab0`).
+    #[serde(default = "default_inpath_device")]
+    pub device: String,
+    /// Client networks: flows opened from these are censored; absent = every address the
+    /// `[[clients]]` map knows.
+    #[serde(default)]
+    pub clients: Vec<Spanned<String>>,
+    /// `[[vpn]]` rules: `observe` (log only, the default) or `enforce`.
+    #[serde(default)]
+    pub vpn: RelayMode,
+    /// Flows tracked at most (default 1048576; the oldest is evicted, counted).
+    #[serde(default = "default_inpath_max_flows")]
+    pub max_flows: usize,
+    /// Device MTU (default 1500).
+    #[serde(default = "default_inpath_mtu")]
+    pub mtu: u16,
+    /// In-path parameters of rules by rule id, `[inpath.rules.ID] freeze_after_bytes = N,
+    /// residual_secs = N` (until the rules format carries these keys itself).
+    #[serde(default)]
+    pub rules: BTreeMap<String, InpathRule>,
+}
+
+/// `[inpath.rules.ID]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InpathRule {
+    /// `freeze`: server-to-client bytes after which the flow silently stops.
+    pub freeze_after_bytes: Option<u64>,
+    /// After a block, the same client/server/port stays dropped this long.
+    pub residual_secs: Option<u32>,
+}
+
+fn default_inpath_device() -> String {
+    "blocklab0".into()
+}
+
+fn default_inpath_max_flows() -> usize {
+    1 << 20
+}
+
+fn default_inpath_mtu() -> u16 {
+    1500
+}
+
+impl InpathSection {
+    /// The client networks (invalid entries are rejected by validation).
+    pub fn client_nets(&self) -> Vec<IpNet> {
+        self.clients
+            .iter()
+            .filter_map(|n| parse_net(n.get_ref()))
+            .collect()
+    }
+}
+
 /// `[admin]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -395,6 +456,28 @@ impl Config {
                         format!("`networks`: `{}` is not a CIDR or IP address", n.get_ref()),
                     );
                 }
+            }
+        }
+        if let Some(i) = &self.inpath {
+            for n in &i.clients {
+                if parse_net(n.get_ref()).is_none() {
+                    err(
+                        n.span().start,
+                        format!(
+                            "[inpath] `clients`: `{}` is not a CIDR or IP address",
+                            n.get_ref()
+                        ),
+                    );
+                }
+            }
+            if i.device.is_empty() || i.device.len() > 15 {
+                err(
+                    0,
+                    format!(
+                        "[inpath] device = {:?}: a Linux interface name has 1 to 15 characters",
+                        i.device
+                    ),
+                );
             }
         }
         if let Some(a) = &self.admin {

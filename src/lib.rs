@@ -18,6 +18,7 @@
 //! - [`resolve`]: the upstream resolver shared by the frontends.
 //! - [`dns`], [`http`], [`tls`], [`relay`]: the frontends, translating between the wire and
 //!   `policy::Request`/`policy::Decision`.
+//! - [`inpath`]: the in-path packet censor (TUN device live, `blocklab replay` offline).
 //! - [`metrics`], [`decision_log`], [`admin`]: operating the gateway: Prometheus metrics, the
 //!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/date`, `/decide`).
 //! - [`watch`]: opt-in polling of the rules directory, reloading on change.
@@ -35,6 +36,7 @@ pub mod enforce;
 pub mod experiment;
 pub mod gateway;
 pub mod http;
+pub mod inpath;
 pub mod limits;
 pub mod listen;
 pub mod metrics;

@@ -121,6 +121,9 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     decisions: RwLock<DecisionCounters>,
     verdicts: Mutex<BTreeMap<(String, String), u64>>,
+    /// In-path engine counters `(name, help, value)`, published from the engine's totals
+    /// (a few times a second, never per packet).
+    inpath: Mutex<Vec<(&'static str, &'static str, u64)>>,
 }
 
 impl Metrics {
@@ -160,6 +163,13 @@ impl Metrics {
         if let Ok(mut m) = self.verdicts.lock() {
             *m.entry((detector.to_string(), action.to_string()))
                 .or_insert(0) += 1;
+        }
+    }
+
+    /// Replaces the in-path engine counters (`blocklab_inpath_<name>_total`).
+    pub fn set_inpath(&self, counters: Vec<(&'static str, &'static str, u64)>) {
+        if let Ok(mut m) = self.inpath.lock() {
+            *m = counters;
         }
     }
 
@@ -300,6 +310,14 @@ impl Metrics {
                     "blocklab_detector_verdicts_total{{detector=\"{}\",action=\"{}\"}} {v}",
                     escape(d),
                     escape(a)
+                );
+            }
+        }
+        if let Ok(m) = self.inpath.lock() {
+            for (name, help, v) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "# HELP blocklab_inpath_{name}_total {help}\n# TYPE blocklab_inpath_{name}_total counter\nblocklab_inpath_{name}_total {v}"
                 );
             }
         }

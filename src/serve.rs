@@ -64,12 +64,13 @@ async fn start_frontends(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, Start
     tasks.extend(crate::http::start(gw).await?);
     tasks.extend(crate::tls::start(gw).await?);
     tasks.extend(crate::relay::start(gw).await?);
+    tasks.extend(crate::inpath::tun::start(gw).await?);
     let serving = tasks.len();
     tasks.extend(crate::admin::start(gw).await?);
     tasks.extend(crate::watch::start(gw));
     if serving == 0 {
         return Err(StartError::Other(
-            "nothing to serve: the config names no [dns], [http], [tls] or [[relay]] listener"
+            "nothing to serve: the config names no [dns], [http], [tls], [[relay]] listener or [inpath] device"
                 .into(),
         ));
     }

@@ -34,6 +34,8 @@ pub enum Command {
     Experiment(crate::experiment::Args),
     /// Measure what a network blocks, classified like OONI's Web Connectivity (or --report).
     Probe(crate::probe::Args),
+    /// Run the in-path packet engine over pcap/pcapng captures: verdicts per flow, passed packets.
+    Replay(crate::inpath::replay::Args),
 }
 
 /// `blocklab serve`.
@@ -62,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Experiment(a) => crate::experiment::run(a),
         Command::Probe(a) => crate::probe::run(a),
+        Command::Replay(a) => crate::inpath::replay::run(a),
     }
 }
 

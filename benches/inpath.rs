@@ -1,0 +1,151 @@
+//! In-path engine cost per packet: the fast path (a decided flow, passing or policed), a new
+//! flow's first packet (jurisdiction, residual, address verdict), and a flow decided on its
+//! ClientHello (reassembly, SNI parse, policy, detectors), with the shipped RU rules.
+//! Throughput is in packets. Run: `cargo bench --bench inpath -- --quick`.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use blocklab::inpath::packet::{craft_tcp, TcpSpec, ACK, PSH, SYN};
+use blocklab::inpath::{Engine, EngineConfig, Output};
+use blocklab::policy::{At, ClientNet, Policy};
+use blocklab::rules::RuleSet;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn tcp(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    let spec = TcpSpec {
+        src,
+        dst,
+        seq,
+        ack,
+        flags,
+        window: 65535,
+        ttl: 64,
+        payload,
+    };
+    craft_tcp(&mut p, &spec).expect("same family");
+    p
+}
+
+fn hello(name: &str) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let sn = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).expect("client");
+    let mut rec = Vec::new();
+    conn.write_tls(&mut rec).expect("hello");
+    rec
+}
+
+fn policy() -> Policy {
+    let rules = RuleSet::embedded().expect("shipped rules");
+    Policy::compile(
+        &rules,
+        &[ClientNet {
+            net: "10.0.0.0/8".parse().expect("net"),
+            jurisdiction: "ru".into(),
+        }],
+    )
+    .expect("policy")
+}
+
+fn bench(c: &mut Criterion) {
+    let policy = policy();
+    let at = At::Day("2021-04-01".parse().expect("day"));
+    let s: SocketAddr = "192.0.2.10:443".parse().expect("addr");
+    let mut g = c.benchmark_group("inpath");
+    g.throughput(Throughput::Elements(1));
+
+    // Fast path: an established, allowed flow (1400-byte server segments).
+    for (label, name) in [
+        ("fast_path_pass", "example.org"),
+        ("fast_path_policed", "twitter.com"),
+    ] {
+        let cl: SocketAddr = "10.0.0.1:40000".parse().expect("addr");
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Output::default();
+        let setup = [
+            tcp(cl, s, 100, 0, SYN, &[]),
+            tcp(s, cl, 500, 101, SYN | ACK, &[]),
+            tcp(cl, s, 101, 501, ACK, &[]),
+            tcp(cl, s, 101, 501, ACK | PSH, &hello(name)),
+        ];
+        let mut now = 0u64;
+        for p in &setup {
+            now += 1000;
+            engine.process(&policy, at, now, p, &mut out);
+        }
+        for i in 0..40u32 {
+            now += 1000;
+            let p = tcp(s, cl, 501 + i * 1400, 2000, ACK, &[0x17; 1400]);
+            engine.process(&policy, at, now, &p, &mut out);
+        }
+        let data = tcp(s, cl, 100_000, 2000, ACK, &[0x17; 1400]);
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                now += 1000;
+                engine.process(&policy, at, now, black_box(&data), &mut out);
+                black_box(out.fate())
+            })
+        });
+    }
+
+    // A new flow's SYN (the flow table grows to its bound, then evicts: steady state).
+    let mut engine = Engine::new(EngineConfig {
+        max_flows: 65_536,
+        ..EngineConfig::default()
+    });
+    let mut out = Output::default();
+    let syns: Vec<Vec<u8>> = (0..4096u32)
+        .map(|i| {
+            let cl = SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 40000));
+            tcp(cl, s, 100, 0, SYN, &[])
+        })
+        .collect();
+    let mut i = 0usize;
+    let mut now = 0u64;
+    g.bench_function("new_flow_syn", |b| {
+        b.iter(|| {
+            i = (i + 1) % syns.len();
+            now += 1000;
+            engine.process(&policy, at, now, black_box(&syns[i]), &mut out);
+            black_box(out.fate())
+        })
+    });
+
+    // A whole flow decided on its ClientHello: SYN, SYN-ACK, ACK, ClientHello (4 packets).
+    let ch = hello("www.facebook.com");
+    let flows: Vec<[Vec<u8>; 4]> = (0..1024u32)
+        .map(|i| {
+            let cl = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 40000));
+            [
+                tcp(cl, s, 100, 0, SYN, &[]),
+                tcp(s, cl, 500, 101, SYN | ACK, &[]),
+                tcp(cl, s, 101, 501, ACK, &[]),
+                tcp(cl, s, 101, 501, ACK | PSH, &ch),
+            ]
+        })
+        .collect();
+    let at22 = At::Day("2022-03-10".parse().expect("day"));
+    g.throughput(Throughput::Elements(4));
+    g.bench_function("flow_reset_on_client_hello", |b| {
+        b.iter(|| {
+            i = (i + 1) % flows.len();
+            for p in &flows[i] {
+                now += 1000;
+                engine.process(&policy, at22, now, black_box(p), &mut out);
+            }
+            black_box(out.inject.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

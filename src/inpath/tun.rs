@@ -1,0 +1,266 @@
+//! Live mode: the engine on a TUN device (IFF_NO_PI), thin I/O only.
+//!
+//! Policy routing in the router's namespace sends the client networks' traffic (both
+//! directions) into the device; every packet read is handed to the [`Engine`], and what
+//! passes, plus what the engine injects, is written back to the device, where the kernel
+//! routes it on. The device is opened through `tun-rs` (the TUNSETIFF ioctl needs `unsafe`,
+//! which this crate forbids); opening it needs CAP_NET_ADMIN, and without it the error says
+//! so. Counters are published to the gateway's metrics a few times a second and every
+//! action goes to the decision log (layer `inpath`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use super::engine::{Engine, EngineConfig, Extras, Fate, FlowEvent, Output, Stats, VpnMode};
+use crate::config::{InpathSection, RelayMode};
+use crate::decision_log::{now_rfc3339, Event};
+use crate::gateway::{Gateway, StartError};
+
+/// The engine config an `[inpath]` section describes.
+pub fn engine_config(s: &InpathSection) -> EngineConfig {
+    EngineConfig {
+        max_flows: s.max_flows,
+        vpn: match s.vpn {
+            RelayMode::Observe => VpnMode::Observe,
+            RelayMode::Enforce => VpnMode::Enforce,
+        },
+        clients: s.client_nets(),
+        extras: s
+            .rules
+            .iter()
+            .map(|(id, r)| {
+                (
+                    id.clone(),
+                    Extras {
+                        freeze_after_bytes: r.freeze_after_bytes,
+                        residual_secs: r.residual_secs,
+                    },
+                )
+            })
+            .collect(),
+        ..EngineConfig::default()
+    }
+}
+
+impl InpathSection {
+    /// The engine config this section describes.
+    pub fn engine_config(&self) -> EngineConfig {
+        engine_config(self)
+    }
+}
+
+fn builder(name: &str, mtu: u16) -> tun_rs::DeviceBuilder {
+    tun_rs::DeviceBuilder::new()
+        .name(name)
+        .mtu(mtu)
+        .with(|b| {
+            b.packet_information(false);
+        })
+        .enable(true)
+}
+
+fn open_error(name: &str, e: &std::io::Error) -> StartError {
+    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(1) {
+        ": the in-path engine needs CAP_NET_ADMIN (run as root, or grant the capability)"
+    } else {
+        ""
+    };
+    StartError::Other(format!("[inpath] cannot open TUN device {name}: {e}{hint}"))
+}
+
+/// Opens (creating if needed) the TUN device `name`, up, without packet information. Call
+/// inside a tokio runtime.
+pub fn open(name: &str, mtu: u16) -> Result<tun_rs::AsyncDevice, StartError> {
+    builder(name, mtu)
+        .build_async()
+        .map_err(|e| open_error(name, &e))
+}
+
+/// Opens the TUN device `name` inside the network namespace `netns` (a path such as
+/// `/var/run/netns/NAME`): a helper thread enters the namespace and creates the device
+/// there, so the engine ([`run`]) then serves that namespace from any thread of this process.
+/// This is what `blocklab lab` uses for `mode = "inpath"`. Call inside a tokio runtime.
+pub fn open_in(
+    netns: &std::path::Path,
+    name: &str,
+    mtu: u16,
+) -> Result<tun_rs::AsyncDevice, StartError> {
+    let (ns, dev_name) = (netns.to_path_buf(), name.to_string());
+    let sync = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns).map_err(|e| {
+            StartError::Other(format!(
+                "[inpath] cannot open namespace {}: {e}",
+                ns.display()
+            ))
+        })?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            let e = std::io::Error::from(e);
+            StartError::Other(format!(
+                "[inpath] cannot enter namespace {}: {e}{}",
+                ns.display(),
+                if e.raw_os_error() == Some(1) {
+                    ": needs CAP_SYS_ADMIN and CAP_NET_ADMIN"
+                } else {
+                    ""
+                }
+            ))
+        })?;
+        builder(&dev_name, mtu)
+            .build_sync()
+            .map_err(|e| open_error(&dev_name, &e))
+    })
+    .join()
+    .map_err(|_| StartError::Other("[inpath] the namespace helper thread panicked".into()))??;
+    tun_rs::AsyncDevice::new(sync).map_err(|e| open_error(name, &e))
+}
+
+/// Starts the engine on the `[inpath]` device, if the config has that section.
+pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let Some(section) = gw.config.inpath.clone() else {
+        return Ok(Vec::new());
+    };
+    let dev = open(&section.device, section.mtu)?;
+    tracing::info!(listener = "inpath", device = %section.device, "listening");
+    let cfg = engine_config(&section);
+    let gw = Arc::clone(gw);
+    Ok(vec![tokio::spawn(run(dev, gw, cfg))])
+}
+
+/// Runs the engine on an open device until the task is aborted or the device fails (the API
+/// `blocklab lab` uses for `mode = "inpath"` after opening the device in its namespace).
+pub async fn run(dev: tun_rs::AsyncDevice, gw: Arc<Gateway>, cfg: EngineConfig) {
+    let mut engine = Engine::new(cfg);
+    let mut out = Output::default();
+    let mut buf = vec![0u8; 65_536];
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            r = dev.recv(&mut buf) => {
+                let n = match r {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::error!(error = %e, "inpath: cannot read the TUN device; stopping");
+                        return;
+                    }
+                };
+                let now = start.elapsed().as_nanos() as u64;
+                {
+                    let policy = gw.policy();
+                    engine.process(&policy, gw.at(), now, &buf[..n], &mut out);
+                }
+                if out.fate() == Fate::Forward {
+                    let _ = dev.send(&buf[..n]).await;
+                }
+                for (_, p) in &out.inject {
+                    let _ = dev.send(p).await;
+                }
+                for e in out.events.drain(..) {
+                    record(&gw, &e);
+                }
+            }
+            _ = tick.tick() => {
+                engine.expire(start.elapsed().as_nanos() as u64);
+                publish(&gw, &engine.stats(), engine.flows());
+            }
+        }
+    }
+}
+
+/// Logs one flow outcome (decision log layer `inpath`, and tracing).
+fn record(gw: &Gateway, e: &FlowEvent) {
+    let policy = gw.policy();
+    let j = e
+        .jurisdiction
+        .and_then(|j| policy.jurisdiction_checked(j))
+        .map(|j| j.code.clone());
+    let verdict = if matches!(e.action, "pass" | "observe") {
+        "allow"
+    } else {
+        "block"
+    };
+    tracing::info!(
+        client.addr = %e.key.client,
+        server.addr = %e.key.server,
+        proto = e.key.proto.as_str(),
+        target = %e.target,
+        action = e.action,
+        technique = e.technique.unwrap_or(""),
+        rule = e.rule.as_deref().unwrap_or(""),
+        detector = e.detector.unwrap_or(""),
+        after_packet = e.after_packet,
+        "inpath"
+    );
+    if let Some(d) = e.detector {
+        gw.metrics.verdict(d, e.action);
+    }
+    if let Some(log) = &gw.log {
+        log.record(Event {
+            time: now_rfc3339(),
+            client: e.key.client.to_string(),
+            jurisdiction: j,
+            layer: "inpath",
+            target: e.target.clone(),
+            verdict,
+            rule: e.rule.clone(),
+            technique: e.technique,
+            detector: e.detector.map(str::to_string),
+            date: gw.date_for(e.key.client.ip()),
+            ..Event::default()
+        });
+    }
+}
+
+/// Publishes the engine's counters to `/metrics`.
+fn publish(gw: &Gateway, s: &Stats, flows: usize) {
+    gw.metrics.set_inpath(vec![
+        ("packets", "Packets the in-path engine read.", s.packets),
+        ("bytes", "Bytes the in-path engine read.", s.bytes),
+        ("flows", "Flows the in-path engine tracked.", s.flows),
+        ("dropped", "Packets the in-path engine dropped.", s.dropped),
+        (
+            "injected",
+            "Packets the in-path engine injected (RSTs, blockpages).",
+            s.injected,
+        ),
+        (
+            "evicted",
+            "Flows evicted from the full flow table.",
+            s.evicted,
+        ),
+        (
+            "reassembly_overflow",
+            "Segments or fragments not buffered at a reassembly bound.",
+            s.reassembly_overflow,
+        ),
+        ("policed", "Packets a throttle policer dropped.", s.policed),
+        (
+            "unmapped",
+            "Flows of clients outside every configured network.",
+            s.unmapped,
+        ),
+        ("resets", "Flows reset (tls-reset, ip-reset).", s.resets),
+        ("drops", "Flows dropped (tls-drop, ip-drop).", s.drops),
+        ("blockpages", "HTTP blockpages injected.", s.blockpages),
+        ("throttles", "Flows throttled.", s.throttles),
+        ("freezes", "Flows frozen.", s.freezes),
+        ("quic_drops", "QUIC Initials dropped.", s.quic_drops),
+        (
+            "residual_drops",
+            "Flows dropped by a residual block.",
+            s.residual_drops,
+        ),
+        (
+            "vpn_actions",
+            "Flows acted on by a [[vpn]] rule.",
+            s.vpn_actions,
+        ),
+        (
+            "tracked_flows",
+            "Flows tracked at the last update (a gauge).",
+            flows as u64,
+        ),
+    ]);
+}
