@@ -46,6 +46,8 @@ pub struct Config {
     pub log: Option<LogSection>,
     /// Automatic reloads.
     pub reload: Option<ReloadSection>,
+    /// `[lab]`: the network `blocklab lab up` builds around the gateway.
+    pub lab: Option<LabSection>,
     /// Where the config was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -59,6 +61,39 @@ pub struct ClientsSection {
     pub networks: Vec<Spanned<String>>,
     /// Jurisdiction code, as in a rules file's `[jurisdiction] code`.
     pub jurisdiction: Spanned<String>,
+    /// In a lab: the group's name (its namespace is `LAB-NAME`).
+    pub name: Option<Spanned<String>>,
+}
+
+/// `[lab]`: the network `blocklab lab up` builds (see [`crate::lab`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSection {
+    /// What sits on the path in the gateway namespace (default `proxy`).
+    #[serde(default)]
+    pub mode: LabMode,
+    /// The link between the gateway and the internet namespace (default `10.77.0.0/24`).
+    pub internet: Option<Spanned<String>>,
+    /// Catch-all origins and an authoritative DNS in the internet namespace (default true).
+    #[serde(default = "default_true")]
+    pub origins: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[lab] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabMode {
+    /// The in-path packet engine.
+    Inpath,
+    /// The L7 listeners (DNS frontend, transparent TLS/HTTP) behind an nftables redirect.
+    #[default]
+    Proxy,
+    /// Plain routing: the baseline.
+    Off,
 }
 
 /// `[dns]`.
@@ -335,6 +370,14 @@ impl Config {
                 }
             }
         }
+        if let Some(net) = self.lab.as_ref().and_then(|l| l.internet.as_ref()) {
+            if parse_net(net.get_ref()).is_none() {
+                err(
+                    net.span().start,
+                    format!("`internet`: `{}` is not a CIDR", net.get_ref()),
+                );
+            }
+        }
         if let Some(a) = &self.admin {
             if !a.listen.ip().is_loopback() && a.token.is_none() {
                 err(0, format!("[admin] listen = {} is not loopback: set `token` to expose the admin endpoints", a.listen));
@@ -357,6 +400,7 @@ impl Config {
                     Spanned::new(0..0, "::1/128".into()),
                 ],
                 jurisdiction: Spanned::new(0..0, "ru".into()),
+                name: None,
             }],
             dns: Some(DnsSection {
                 listen: vec!["127.0.0.1:5353".parse().expect("literal address")],

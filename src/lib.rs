@@ -17,6 +17,8 @@
 //!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/decide`).
 //! - [`watch`]: opt-in polling of the rules directory, reloading on change.
 //! - [`limits`]: the per-client DNS rate limit and per-listener connection caps.
+//! - [`lab`]: `blocklab lab`, a censored network in namespaces (topology, origins, lab CA,
+//!   teardown).
 //! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
 
 pub mod admin;
@@ -28,6 +30,7 @@ pub mod dns;
 pub mod experiment;
 pub mod gateway;
 pub mod http;
+pub mod lab;
 pub mod limits;
 pub mod metrics;
 pub mod policy;

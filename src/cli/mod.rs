@@ -4,6 +4,7 @@
 //! input or a failure to start.
 
 pub mod check;
+pub mod lab;
 pub mod rules;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub enum Command {
     Experiment(crate::experiment::Args),
     /// Measure what a network blocks, classified like OONI's Web Connectivity (or --report).
     Probe(crate::probe::Args),
+    /// A censored network on this machine: client namespaces, blocklab on the path, origins.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 /// `blocklab serve`.
@@ -55,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => serve(a),
         Command::Experiment(a) => crate::experiment::run(a),
         Command::Probe(a) => crate::probe::run(a),
+        Command::Lab(c) => lab::run(c),
     }
 }
 
