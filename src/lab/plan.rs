@@ -454,7 +454,10 @@ impl Plan {
         }
         if self.origins {
             // AnyIP: every IPv4 address is local in the internet namespace, except the
-            // clients' networks and the link itself (thrown back to the main table).
+            // clients' networks and the link itself (thrown back to the main table). A rule
+            // of our own keeps the kernel from merging the local and main tables, where a
+            // throw would end the lookup instead of moving on to `main`.
+            v.push(ip(net, &["rule", "add", "pref", "1000", "lookup", "main"]));
             for g in &self.groups {
                 for n in self.v4_networks(g) {
                     v.push(ip(
