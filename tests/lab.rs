@@ -377,13 +377,12 @@ fn default_lab_censors_each_group_and_leaves_nothing_after_sigterm() {
         .spawn()
         .unwrap();
     let mut bps = 0.0;
-    for _ in 0..20 {
+    // iperf3 -J reports "unable to connect" (server not up yet) in its JSON; retry then.
+    for _ in 0..30 {
         let out = lab.exec("ru", &["iperf3", "-c", "10.77.0.2", "-t", "1", "-J"]);
-        if out.status.success() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            bps = v["end"]["sum_received"]["bits_per_second"]
-                .as_f64()
-                .unwrap_or(0.0);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(b) = v["end"]["sum_received"]["bits_per_second"].as_f64() {
+            bps = b;
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -523,6 +522,26 @@ fn bad_configs_and_missing_privileges_make_nothing() {
     assert!(err.contains("bad.toml:2:8"), "{err}");
     let out = blocklab(&["lab", "up", "--name", "Bad Name"]);
     assert_eq!(out.status.code(), Some(2));
+
+    // A gateway that fails to start (its rules directory is missing) after the topology is
+    // up: the start fails and everything made so far is removed.
+    std::fs::write(
+        &p,
+        "rules = \"no-such-rules\"\n[[clients]]\nname = \"ru\"\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"ru\"\n",
+    )
+    .unwrap();
+    let out = blocklab(&[
+        "lab",
+        "up",
+        "--name",
+        &name,
+        "--config",
+        p.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no-such-rules"), "{err}");
+    assert_clean(&name, &before);
 
     // Without CAP_NET_ADMIN it says what it needs.
     let out = Command::new("setpriv")

@@ -87,13 +87,10 @@ fn up(config: Option<PathBuf>, name: &str) -> ExitCode {
     if let Err(e) = lab::check_privileges() {
         return fail(e);
     }
-    // Compile the policy before touching the network: a bad rules file fails here.
+    // A bad rules file fails in `serve::start`, after which the topology is torn down.
     let gw_cfg = match plan.mode {
         LabMode::Proxy => match plan.gateway_config(&cfg) {
-            Ok(c) => match c.compile_policy() {
-                Ok(_) => Some(c),
-                Err(e) => return fail(e),
-            },
+            Ok(c) => Some(c),
             Err(e) => return fail(e),
         },
         LabMode::Off | LabMode::Inpath => None,
