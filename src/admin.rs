@@ -1,24 +1,39 @@
 //! The admin listener: `/metrics`, `/healthz`, `POST /reload`, `/decide`.
 //!
-//! A deliberately small HTTP/1.1 server (one request per connection, bounded header size and
-//! read time, at most [`MAX_CONNECTIONS`] at once) so that the admin surface has no dependency the frontends do not already have.
-//! It binds to loopback by default; the config refuses a non-loopback address without a
-//! `token`, and with a token every request needs `Authorization: Bearer <token>`.
+//! Served by `hyper` (HTTP/1.1, one request per connection, the head read within
+//! [`READ_TIMEOUT`], a connection closed after [`CONNECTION_TIMEOUT`]) behind the shared accept
+//! loop (`crate::listen`: at most [`MAX_CONNECTIONS`] at once, backoff when out of file
+//! descriptors). It binds to loopback by default; the config refuses a non-loopback address
+//! without a `token`, and with a token every request needs `Authorization: Bearer <token>`
+//! (compared in constant time). `/decide` answers with the JSON of `blocklab check --json`
+//! (`policy::explain`).
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::gateway::{Gateway, StartError};
+use crate::listen::{self, Admit, Listen};
 use crate::policy::At;
 use crate::rules::Day;
 
+/// How long a client may take to send its request head.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one admin connection may last in all.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head read (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 16 * 1024;
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once; more are closed at once and counted.
 pub const MAX_CONNECTIONS: usize = 64;
 
@@ -27,191 +42,119 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
     let Some(admin) = &gw.config.admin else {
         return Ok(Vec::new());
     };
-    let listener = TcpListener::bind(admin.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: admin.listen,
-            what: "admin",
-            source,
-        })?;
-    let local = listener.local_addr().unwrap_or(admin.listen);
-    gw.announce("admin", local);
-    let gw = Arc::clone(gw);
-    let slots = crate::limits::ConnLimit::new(MAX_CONNECTIONS, Arc::clone(&gw.metrics));
-    Ok(vec![tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let Some(permit) = slots.try_acquire("admin") else {
-                drop(stream);
-                continue;
-            };
-            let gw = Arc::clone(&gw);
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(30), serve_one(&gw, stream, peer))
-                    .await;
-                drop(permit);
-            });
-        }
-    })])
-}
-
-struct Request {
-    method: String,
-    path: String,
-    query: String,
-    authorization: Option<String>,
-}
-
-async fn read_head(stream: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let end = loop {
-        let n = tokio::time::timeout(READ_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > MAX_HEAD {
-            return None;
-        }
+    let listener = listen::bind(gw, "admin", admin.listen).await?;
+    let opts = Listen {
+        name: "admin",
+        max_connections: MAX_CONNECTIONS,
+        admit: Admit::Everyone,
     };
-    let head = std::str::from_utf8(&buf[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_string();
-    let target = first.next()?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let authorization = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.trim().to_string());
-    Some(Request {
-        method,
-        path: path.to_string(),
-        query: query.to_string(),
-        authorization,
-    })
+    let g = Arc::clone(gw);
+    Ok(vec![tokio::spawn(listen::serve(
+        Arc::clone(gw),
+        listener,
+        opts,
+        move |c| serve_connection(Arc::clone(&g), c.stream),
+    ))])
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, reason: &str, ctype: &str, body: &str) {
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(body.as_bytes()).await;
-    let _ = stream.shutdown().await;
+async fn serve_connection(gw: Arc<Gateway>, stream: TcpStream) {
+    let svc = service_fn(move |req| {
+        let gw = Arc::clone(&gw);
+        async move { Ok::<_, Infallible>(route(&gw, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), svc);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "admin connection ended"),
+        Err(_) => tracing::debug!("admin connection timed out"),
+    }
 }
 
-async fn serve_one(gw: &Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
-    let Some(req) = read_head(&mut stream).await else {
-        respond(
-            &mut stream,
-            400,
-            "Bad Request",
-            "text/plain",
-            "bad request\n",
-        )
-        .await;
-        return;
+fn respond(
+    status: StatusCode,
+    ctype: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    respond(status, "text/plain", body)
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    respond(status, "application/json", format!("{body}\n"))
+}
+
+/// `a == b` in time independent of where they differ (only the length may show).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0 && a.len() == b.len()
+}
+
+/// Whether `req` carries `Authorization: Bearer <token>`.
+fn authorised(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req.headers().get(AUTHORIZATION) else {
+        return false;
     };
-    let token = gw.config.admin.as_ref().and_then(|a| a.token.as_deref());
-    if let Some(t) = token {
-        if req.authorization.as_deref() != Some(&format!("Bearer {t}")) {
-            tracing::warn!(client.addr = %peer, path = %req.path, "admin request without a valid token");
-            respond(
-                &mut stream,
-                401,
-                "Unauthorized",
-                "text/plain",
-                "missing or wrong bearer token\n",
-            )
-            .await;
-            return;
+    let given = given.as_bytes();
+    let Some(secret) = given.strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    constant_time_eq(secret, token.as_bytes())
+}
+
+async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if let Some(t) = gw.config.admin.as_ref().and_then(|a| a.token.as_deref()) {
+        if !authorised(&req, t) {
+            tracing::warn!(path, "admin request without a valid token");
+            return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
         }
     }
-    match (req.method.as_str(), req.path.as_str()) {
-        ("GET", "/healthz") => respond(&mut stream, 200, "OK", "text/plain", "ok\n").await,
-        ("GET", "/metrics") => {
-            let body = gw.metrics.render();
-            respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &body).await;
-        }
-        ("POST", "/reload") => {
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/metrics") => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            gw.metrics.render(),
+        ),
+        (&Method::POST, "/reload") => {
             let g = Arc::clone(gw);
             match tokio::task::spawn_blocking(move || g.reload()).await {
-                Ok(Ok(())) => {
-                    respond(
-                        &mut stream,
-                        200,
-                        "OK",
-                        "application/json",
-                        "{\"status\":\"ok\"}\n",
-                    )
-                    .await
-                }
-                Ok(Err(e)) => {
-                    let body = serde_json::json!({"status": "failed", "errors": e.lines().collect::<Vec<_>>()});
-                    respond(
-                        &mut stream,
-                        422,
-                        "Unprocessable Entity",
-                        "application/json",
-                        &format!("{body}\n"),
-                    )
-                    .await;
-                }
-                Err(_) => {
-                    respond(
-                        &mut stream,
-                        500,
-                        "Internal Server Error",
-                        "text/plain",
-                        "reload task failed\n",
-                    )
-                    .await
-                }
+                Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+                Ok(Err(e)) => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({"status": "failed", "errors": e.lines().collect::<Vec<_>>()}),
+                ),
+                Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed\n"),
             }
         }
-        ("GET", "/decide") => {
-            let (status, body) = decide(gw, &req.query);
-            let reason = if status == 200 { "OK" } else { "Bad Request" };
-            respond(
-                &mut stream,
-                status,
-                reason,
-                "application/json",
-                &format!("{body}\n"),
-            )
-            .await;
+        (&Method::GET, "/decide") => {
+            let (status, body) = decide(gw, req.uri().query().unwrap_or(""));
+            let status = if status == 200 {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            json(status, &body)
         }
         (_, "/healthz" | "/metrics" | "/reload" | "/decide") => {
-            respond(
-                &mut stream,
-                405,
-                "Method Not Allowed",
-                "text/plain",
-                "method not allowed\n",
-            )
-            .await
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
-        _ => {
-            respond(
-                &mut stream,
-                404,
-                "Not Found",
-                "text/plain",
-                "not found: try /metrics, /healthz, POST /reload, /decide?client=IP&target=NAME\n",
-            )
-            .await
-        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz, POST /reload, /decide?client=IP&target=NAME\n",
+        ),
     }
 }
 
@@ -250,16 +193,11 @@ fn decide(gw: &Gateway, query: &str) -> (u16, serde_json::Value) {
     let Some(jid) = policy.jurisdiction_for(client) else {
         return err(format!("client {client} is not in any configured network"));
     };
-    // The same normalisation as `blocklab check` (IDN, case, URL hosts).
-    let norm = match crate::cli::check::normalise_target(&target) {
-        Ok(n) => n,
-        Err(e) => return err(e),
-    };
-    let d = policy.decide_in(jid, norm.target(), At::Day(day));
-    (
-        200,
-        crate::cli::check::json_line(&policy, &target, jid, day, &d),
-    )
+    // The same normalisation and JSON as `blocklab check --json`.
+    match crate::policy::explain::explain(&policy, jid, &target, day) {
+        Ok(e) => (200, e.json()),
+        Err(e) => err(e),
+    }
 }
 
 fn percent_decode(s: &str) -> String {
@@ -290,6 +228,15 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_compare_equal_only_when_equal() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
 
     #[test]
     fn decodes_query_values() {

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     /// TCP connections closed at once because their listener was full.
     pub connections_rejected: AtomicU64,
+    /// Failed `accept` calls on TCP listeners (e.g. out of file descriptors).
+    pub accept_errors: AtomicU64,
     /// DNS answers served from the cache.
     pub cache_hits: AtomicU64,
     /// DNS answers that needed the upstream.
@@ -167,7 +169,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "blocklab_dns_queries_total",
                 "DNS queries received.",
@@ -192,6 +194,11 @@ impl Metrics {
                 "blocklab_connections_rejected_total",
                 "TCP connections closed at once because their listener had no free slot.",
                 &self.connections_rejected,
+            ),
+            (
+                "blocklab_accept_errors_total",
+                "Failed accepts on TCP listeners (e.g. out of file descriptors; the listener backs off).",
+                &self.accept_errors,
             ),
             (
                 "blocklab_dns_cache_hits_total",

@@ -1060,3 +1060,166 @@ fn the_admin_listener_survives_a_connection_flood_and_slowloris() {
         status == 200 && metric(&body, "blocklab_connections_rejected_total") >= 126.0
     });
 }
+
+/// A forward server echoing every connection back, for relay tests.
+fn echo_server() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { break };
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    addr
+}
+
+/// One round trip through a TCP relay to [`echo_server`]: whether `ping` comes back.
+fn relays(relay: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(relay) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    if s.write_all(b"ping").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).is_ok() && &buf == b"ping"
+}
+
+#[test]
+fn relays_count_refused_clients_and_warn_once() {
+    let fwd = echo_server();
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    target
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // Only 127.0.0.2 is a client: the test's 127.0.0.1 is refused by both relays.
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd}\"\nprotocol = \"tcp\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\npath = \"decisions.jsonl\"\n",
+        target.local_addr().unwrap()
+    );
+    let gw = Blocklab::start(
+        &cfg,
+        &[("lab.toml", &rules_block_probe())],
+        &["relay/tcp", "relay/udp", "admin"],
+    );
+    let (tcp, udp) = (gw.addr("relay/tcp"), gw.addr("relay/udp"));
+    // Three TCP connections from outside: closed without being relayed.
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(tcp).unwrap();
+        let _ = s.write_all(b"ping");
+        assert!(
+            closed_within(&mut s, Duration::from_secs(2)),
+            "a refused TCP client was kept open"
+        );
+    }
+    // Twenty datagrams from outside: none relayed, each counted.
+    let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20 {
+        outside.send_to(b"hello", udp).unwrap();
+    }
+    let mut buf = [0u8; 64];
+    assert!(
+        target.recv_from(&mut buf).is_err(),
+        "a refused UDP client was relayed"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        let m = http(gw.addr("admin"), "GET", "/metrics", None).1;
+        if metric(&m, "blocklab_refused_clients_total") >= 23.0 || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metric(&m, "blocklab_refused_clients_total"), 23.0, "{m}");
+    // The warning is rate-limited: one per relay, not one per datagram or connection.
+    let log = gw.log();
+    let warned = |l: &str| {
+        log.lines()
+            .filter(|x| x.contains("client not in any [[clients]] network") && x.contains(l))
+            .count()
+    };
+    assert_eq!(warned("relay/udp"), 1, "{log}");
+    assert_eq!(warned("relay/tcp"), 1, "{log}");
+    // A mapped client is still relayed by both.
+    let inside = UdpSocket::bind("127.0.0.2:0").unwrap();
+    inside.send_to(b"hello", udp).unwrap();
+    let (n, _) = target
+        .recv_from(&mut buf)
+        .expect("a mapped client is relayed");
+    assert_eq!(&buf[..n], b"hello");
+}
+
+/// User + system CPU time of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the `(comm)`: state is field 3; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_file_descriptors_the_listeners_back_off_and_recover() {
+    require("prlimit");
+    let fwd = echo_server();
+    let cfg = format!(
+        "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd}\"\nprotocol = \"tcp\"\nidle_secs = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let gw = Blocklab::start(
+        &cfg,
+        &[("lab.toml", &rules_block_probe())],
+        &["relay/tcp", "admin"],
+    );
+    let (relay, admin) = (gw.addr("relay/tcp"), gw.addr("admin"));
+    assert!(relays(relay), "the relay does not work before the test");
+    // Leave the gateway a few descriptors more than it has open now.
+    std::thread::sleep(Duration::from_millis(300));
+    let open = std::fs::read_dir(format!("/proc/{}/fd", gw.pid()))
+        .unwrap()
+        .count();
+    let limit = open + 4;
+    let ok = Command::new("prlimit")
+        .args(["--pid", &gw.pid().to_string()])
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .unwrap();
+    assert!(ok.success(), "prlimit failed");
+    // 40 clients: a couple are accepted, then every accept fails with EMFILE.
+    let flood: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(relay).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = cpu_ticks(gw.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let busy = cpu_ticks(gw.pid()) - t0;
+    // A spinning accept loop burns a whole core (~200 ticks in 2 s at 100 Hz).
+    assert!(
+        busy < 60,
+        "{busy} CPU ticks in 2 s while out of descriptors"
+    );
+    drop(flood);
+    // Once descriptors are free again, both listeners serve.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !relays(relay) {
+        assert!(
+            Instant::now() < deadline,
+            "the relay does not serve after the descriptors came back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (status, m) = http(admin, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let errors = metric(&m, "blocklab_accept_errors_total");
+    // Backing off (5 ms doubling to 1 s) gives a handful of failed accepts in ~3 s; a
+    // spinning loop gives tens of thousands.
+    assert!(
+        (1.0..200.0).contains(&errors),
+        "{errors} accept errors:\n{m}"
+    );
+    gw.wait_log(&["accept failed; backing off", "relay/tcp"]);
+}

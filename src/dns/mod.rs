@@ -48,8 +48,12 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
                 .spawn(move || udp::serve(front, Arc::new(sock), rt))
                 .map_err(bind_err("dns/udp"))?;
         }
-        let slots = crate::limits::ConnLimit::new(cfg.max_connections, Arc::clone(&gw.metrics));
-        tasks.push(tokio::spawn(tcp::serve(Arc::clone(&front), tcp, slots)));
+        tasks.push(tokio::spawn(tcp::serve(
+            Arc::clone(gw),
+            Arc::clone(&front),
+            tcp,
+            cfg.max_connections,
+        )));
     }
     Ok(tasks)
 }

@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::answer::{Frontend, Step, Transport};
-use crate::limits::ConnLimit;
+use crate::gateway::Gateway;
+use crate::listen::{self, Admit, Listen};
 use crate::metrics::Metrics;
 
 /// How long a connection may stay without a complete query before it is closed.
@@ -40,33 +41,27 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-/// Accepts connections on `listener` until the task is aborted; at most `slots` at once (more
-/// are closed at once and counted).
-pub async fn serve(front: Arc<Frontend>, listener: TcpListener, slots: ConnLimit) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Some(permit) = slots.try_acquire("dns/tcp") else {
-                    drop(stream);
-                    continue;
-                };
-                let front = Arc::clone(&front);
-                tokio::spawn(async move {
-                    connection(front, stream, peer).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // Typically out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "tcp accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+/// Accepts connections on `listener` until the task is aborted (`crate::listen`): at most
+/// `max_connections` at once (more are closed at once and counted). Clients outside every
+/// configured network are answered `REFUSED` per query, so every client is admitted.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    front: Arc<Frontend>,
+    listener: TcpListener,
+    max_connections: usize,
+) {
+    let opts = Listen {
+        name: "dns/tcp",
+        max_connections,
+        admit: Admit::Everyone,
+    };
+    listen::serve(gw, listener, opts, move |c| {
+        connection(Arc::clone(&front), c.stream, c.peer)
+    })
+    .await;
 }
 
 async fn connection(front: Arc<Frontend>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
     let writer = tokio::spawn(async move {

@@ -13,62 +13,34 @@ pub mod blockpage;
 pub mod pool;
 pub mod proxy;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::gateway::{Gateway, StartError};
+use crate::listen::{self, Admit, Listen};
 
-/// Binds the `[http]` listeners and spawns their tasks.
+/// Binds the `[http]` listeners and spawns their accept loops (`crate::listen`).
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {
     let Some(section) = &gw.config.http else {
         return Ok(Vec::new());
     };
+    let opts = Listen {
+        name: "http",
+        max_connections: section.max_connections,
+        // Unmapped clients get a 403 from the proxy (and are counted there).
+        admit: Admit::Everyone,
+    };
     let mut tasks = Vec::new();
     for addr in &section.listen {
-        let bind = |source| StartError::Bind {
-            addr: *addr,
-            what: "http",
-            source,
-        };
-        let listener = TcpListener::bind(addr).await.map_err(bind)?;
-        let local = listener.local_addr().map_err(bind)?;
-        gw.announce("http", local);
-        tasks.push(tokio::spawn(accept_loop(Arc::clone(gw), listener, local)));
+        let listener = listen::bind(gw, "http", *addr).await?;
+        let g = Arc::clone(gw);
+        tasks.push(tokio::spawn(listen::serve(
+            Arc::clone(gw),
+            listener,
+            opts,
+            move |c| proxy::serve_connection(Arc::clone(&g), c.stream, c.peer, c.local),
+        )));
     }
     Ok(tasks)
-}
-
-async fn accept_loop(gw: Arc<Gateway>, listener: TcpListener, local: SocketAddr) {
-    let max = gw.config.http.as_ref().map_or(1024, |h| h.max_connections);
-    let slots = crate::limits::ConnLimit::new(max, Arc::clone(&gw.metrics));
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Some(permit) = slots.try_acquire("http") else {
-                    drop(stream);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let span = tracing::info_span!("http", client.addr = %peer);
-                let gw = Arc::clone(&gw);
-                tokio::spawn(
-                    async move {
-                        proxy::serve_connection(gw, stream, peer, local).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(e) => {
-                // e.g. out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }

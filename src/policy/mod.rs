@@ -11,6 +11,7 @@
 
 mod cidr;
 mod domain;
+pub mod explain;
 mod substring;
 
 use std::collections::HashMap;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
@@ -14,56 +14,46 @@ use super::inspect::{Fate, Inspector};
 use crate::config::RelaySection;
 use crate::detect::{Detector, Dir, Transport};
 use crate::gateway::{Gateway, StartError};
+use crate::listen::{self, Accepted, Admit, Listen};
 
-/// Binds the relay and spawns its accept loop.
+/// Binds the relay and spawns its accept loop (`crate::listen`): clients outside every
+/// `[[clients]]` network are refused at accept and counted.
 pub async fn start(
     gw: Arc<Gateway>,
     r: RelaySection,
     detectors: Arc<[Box<dyn Detector>]>,
 ) -> Result<JoinHandle<()>, StartError> {
-    let bind_err = |source| StartError::Bind {
-        addr: r.listen,
-        what: "relay/tcp",
-        source,
-    };
-    let listener = TcpListener::bind(r.listen).await.map_err(bind_err)?;
-    let local = listener.local_addr().map_err(bind_err)?;
-    gw.announce("relay/tcp", local);
+    let listener = listen::bind(&gw, "relay/tcp", r.listen).await?;
+    let local = listener.local_addr().unwrap_or(r.listen);
     let span = tracing::info_span!("relay", relay.listen = %local, relay.protocol = "tcp");
-    let slots = crate::limits::ConnLimit::new(r.max_connections, Arc::clone(&gw.metrics));
+    let opts = Listen {
+        name: "relay/tcp",
+        max_connections: r.max_connections,
+        admit: Admit::MappedClients { layer: "relay" },
+    };
     let idle = std::time::Duration::from_secs(r.idle_secs.max(1));
-    Ok(tokio::spawn(
+    let g = Arc::clone(&gw);
+    let handler = move |c: Accepted| {
+        // Admission looked the jurisdiction up (`Admit::MappedClients`): always `Some`.
+        let inspector = c.jurisdiction.map(|j| {
+            Inspector::new(
+                Arc::clone(&detectors),
+                Transport::Tcp,
+                c.peer,
+                r.forward,
+                j,
+                r.mode,
+            )
+        });
+        let g = Arc::clone(&g);
         async move {
-            loop {
-                let (conn, client) = match listener.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let Some(j) = gw.policy().jurisdiction_for(client.ip()) else {
-                    tracing::warn!(client = %client, "relay: client not in any [[clients]] network; refused");
-                    drop(conn);
-                    continue;
-                };
-                let Some(permit) = slots.try_acquire("relay/tcp") else {
-                    drop(conn);
-                    continue;
-                };
-                let inspector = Inspector::new(Arc::clone(&detectors), Transport::Tcp, client, r.forward, j, r.mode);
-                let span = tracing::info_span!("flow", client.addr = %client);
-                let gw = Arc::clone(&gw);
-                tokio::spawn(
-                    async move {
-                        splice(gw, conn, r.forward, inspector, idle).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+            if let Some(inspector) = inspector {
+                splice(g, c.stream, r.forward, inspector, idle).await;
             }
         }
-        .instrument(span),
+    };
+    Ok(tokio::spawn(
+        listen::serve(gw, listener, opts, handler).instrument(span),
     ))
 }
 

@@ -1,5 +1,6 @@
 //! The UDP relay: one flow per client address, each with its own upstream socket connected to
-//! `forward`; flows end after [`super::UDP_IDLE`] without packets.
+//! `forward`; flows end after [`super::UDP_IDLE`] without packets. Datagrams from clients
+//! outside every `[[clients]]` network are dropped and counted ([`Refusals`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use super::inspect::{Fate, Inspector};
 use crate::config::RelaySection;
 use crate::detect::{Detector, Dir, Transport};
 use crate::gateway::{Gateway, StartError};
+use crate::listen::Refusals;
 
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 
@@ -54,6 +56,7 @@ async fn serve(
     sock: Arc<UdpSocket>,
 ) {
     let sessions: Sessions = Arc::default();
+    let refusals = Refusals::new("relay/udp", "relay");
     let mut buf = vec![0u8; 65536];
     loop {
         let (n, client) = match sock.recv_from(&mut buf).await {
@@ -67,7 +70,7 @@ async fn serve(
         let existing = sessions.lock().ok().and_then(|s| s.get(&client).cloned());
         let session = match existing {
             Some(s) => s,
-            None => match open(&gw, &r, &detectors, &sock, &sessions, client).await {
+            None => match open(&gw, &r, &detectors, &sock, &sessions, &refusals, client).await {
                 Some(s) => s,
                 None => continue,
             },
@@ -120,10 +123,12 @@ async fn open(
     detectors: &Arc<[Box<dyn Detector>]>,
     sock: &Arc<UdpSocket>,
     sessions: &Sessions,
+    refusals: &Refusals,
     client: SocketAddr,
 ) -> Option<Arc<Session>> {
     let Some(j) = gw.policy().jurisdiction_for(client.ip()) else {
-        tracing::warn!(client = %client, "relay: client not in any [[clients]] network; dropped");
+        // Counted per datagram; the warning is rate-limited.
+        refusals.refuse(gw, client, "");
         return None;
     };
     let bind: SocketAddr = if r.forward.is_ipv4() {

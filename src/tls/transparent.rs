@@ -14,15 +14,15 @@ use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use super::flow::{self, Sniffed};
 use super::intercept::{self, Interceptor};
 use super::throttle::Throttled;
 use super::verdict::{self, Verdict};
 use crate::gateway::{Gateway, StartError};
+use crate::listen::{self, Admit, Listen};
 use crate::policy::Policy;
 
 /// How long connecting to the origin may take.
@@ -48,58 +48,24 @@ pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError>
         }
         _ => None,
     };
+    let opts = Listen {
+        name: "tls",
+        max_connections: section.max_connections,
+        // Unmapped clients are reset by `handle` (and counted there).
+        admit: Admit::Everyone,
+    };
     let mut tasks = Vec::new();
     for addr in &section.listen {
-        let bind = |source| StartError::Bind {
-            addr: *addr,
-            what: "tls",
-            source,
-        };
-        let listener = TcpListener::bind(addr).await.map_err(bind)?;
-        let local = listener.local_addr().map_err(bind)?;
-        gw.announce("tls", local);
-        tasks.push(tokio::spawn(accept_loop(
+        let listener = listen::bind(gw, "tls", *addr).await?;
+        let (g, icp) = (Arc::clone(gw), icp.clone());
+        tasks.push(tokio::spawn(listen::serve(
             Arc::clone(gw),
             listener,
-            local,
-            icp.clone(),
+            opts,
+            move |c| handle(Arc::clone(&g), c.stream, c.peer, c.local, icp.clone()),
         )));
     }
     Ok(tasks)
-}
-
-async fn accept_loop(
-    gw: Arc<Gateway>,
-    listener: TcpListener,
-    local: SocketAddr,
-    icp: Option<Arc<Interceptor>>,
-) {
-    let max = gw.config.tls.as_ref().map_or(1024, |t| t.max_connections);
-    let slots = crate::limits::ConnLimit::new(max, Arc::clone(&gw.metrics));
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let Some(permit) = slots.try_acquire("tls") else {
-                    drop(stream);
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let span = tracing::info_span!("tls", client.addr = %peer);
-                let (gw, icp) = (Arc::clone(&gw), icp.clone());
-                tokio::spawn(
-                    async move {
-                        handle(gw, stream, peer, local, icp).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// The destination the client meant, if the connection was redirected to us.
