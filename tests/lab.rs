@@ -22,7 +22,7 @@ fn usable() -> bool {
                 .map(|u| u.split_whitespace().next() == Some("0"))
         })
         .unwrap_or(false);
-    let missing: Vec<&str> = ["ip", "nft", "curl", "dig", "iperf3"]
+    let missing: Vec<&str> = ["ip", "nft", "curl", "dig", "iperf3", "python3"]
         .into_iter()
         .filter(|t| {
             Command::new("sh")
@@ -557,5 +557,54 @@ fn bad_configs_and_missing_privileges_make_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs root"), "{err}");
+    assert_clean(&name, &before);
+}
+
+const SPLIT_RULES: [(&str, &str); 2] = [
+    (
+        "nr.toml",
+        "[jurisdiction]\ncode = \"nr\"\nname = \"Non-reassembling censor\"\nutc_offset = \"+00:00\"\n\
+         reassemble = false\n\n[[rule]]\nid = \"nr-facebook\"\ndomains = [\"facebook.com\"]\n\
+         techniques = [\"tls-reset\"]\n",
+    ),
+    (
+        "ra.toml",
+        "[jurisdiction]\ncode = \"ra\"\nname = \"Reassembling censor\"\nutc_offset = \"+00:00\"\n\
+         reassemble = true\n\n[[rule]]\nid = \"ra-facebook\"\ndomains = [\"facebook.com\"]\n\
+         techniques = [\"tls-reset\"]\n",
+    ),
+];
+
+#[test]
+fn split_client_hello_passes_only_a_non_reassembling_censor() {
+    if !usable() {
+        return;
+    }
+    let name = lab_name("s");
+    let before = snapshot(&name);
+    // The config and its rules directory live in one temporary directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    for (file, text) in SPLIT_RULES {
+        std::fs::write(dir.path().join("rules").join(file), text).unwrap();
+    }
+    let rules = dir.path().join("rules");
+    let cfg = format!(
+        "rules = {:?}\n[[clients]]\nname = \"nr\"\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"nr\"\n\
+         [[clients]]\nname = \"ra\"\nnetworks = [\"10.7.2.0/24\"]\njurisdiction = \"ra\"\n",
+        rules.to_str().unwrap()
+    );
+    let mut lab = Lab::up(&name, Some(&cfg));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lab/split_hello.py");
+    // Both censors reset a ClientHello sent in one piece.
+    assert_eq!(lab.curl("nr", "https://facebook.com/").0, 35);
+    assert_eq!(lab.curl("ra", "https://facebook.com/").0, 35);
+    let out = lab.exec("nr", &["python3", script, "facebook.com"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.trim(), "HTTP/1.1 200 OK", "{out:?}");
+    let out = lab.exec("ra", &["python3", script, "facebook.com"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.trim(), "reset", "{out:?}");
+    assert_eq!(lab.stop("-TERM"), Some(0));
     assert_clean(&name, &before);
 }
