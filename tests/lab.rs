@@ -608,3 +608,59 @@ fn split_client_hello_passes_only_a_non_reassembling_censor() {
     assert_eq!(lab.stop("-TERM"), Some(0));
     assert_clean(&name, &before);
 }
+
+/// Headless Chromium in the `ru` namespace: https://facebook.com/ fails with
+/// ERR_CONNECTION_RESET; an allowed page renders (certificate errors ignored: Chromium reads
+/// its own trust store, not SSL_CERT_FILE).
+#[test]
+fn chromium_sees_connection_reset_for_facebook() {
+    if !usable() {
+        return;
+    }
+    let has = Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("chromium is missing");
+        }
+        eprintln!("SKIPPED: chromium is missing");
+        return;
+    }
+    let name = lab_name("c");
+    let before = snapshot(&name);
+    let mut lab = Lab::up(&name, None);
+    let profile = tempfile::tempdir().unwrap();
+    let run = |tag: &str, url: &str| {
+        let dir = profile.path().join(tag);
+        let dir = format!("--user-data-dir={}", dir.display());
+        lab.exec(
+            "ru",
+            &[
+                "timeout",
+                "60",
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--ignore-certificate-errors",
+                &dir,
+                "--dump-dom",
+                url,
+            ],
+        )
+    };
+    let out = run("fb", "https://facebook.com/");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("net::ERR_CONNECTION_RESET"), "{err}");
+    let out = run("ok", "https://example.org/");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<h1>example.org</h1>"),
+        "{dom} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(lab.stop("-TERM"), Some(0));
+    assert_clean(&name, &before);
+}
