@@ -664,3 +664,94 @@ fn chromium_sees_connection_reset_for_facebook() {
     assert_eq!(lab.stop("-TERM"), Some(0));
     assert_clean(&name, &before);
 }
+
+/// `GET path` over QUIC (HTTP/0.9, ALPN hq-interop) from a thread inside namespace `ns`,
+/// trusting the lab CA; the body, or why it failed.
+fn quic_get(ns: &str, ca: PathBuf, server: &str, sni: &str, path: &str) -> Result<Vec<u8>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let (ns, server, sni, path) = (
+        ns.to_string(),
+        server.to_string(),
+        sni.to_string(),
+        path.to_string(),
+    );
+    std::thread::spawn(move || {
+        blocklab::lab::netns::enter(&ns).map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tls.alpn_protocols = vec![b"hq-interop".to_vec()];
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+            let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+            let mut transport = quinn::TransportConfig::default();
+            transport.max_idle_timeout(Some(Duration::from_secs(3).try_into().unwrap()));
+            cfg.transport_config(Arc::new(transport));
+            let mut ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(cfg);
+            let conn = ep
+                .connect(server.parse().unwrap(), &sni)
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(format!("GET {path}\r\n").as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            recv.read_to_end(16 << 20).await.map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The QUIC origin through the gateway's QUIC relay: `eu` gets the page and the bytes; `ru`
+/// in March 2022 has every big QUIC v1 Initial dropped (ru-quic-v1), so no handshake.
+#[test]
+fn quic_origin_passes_in_eu_and_is_dropped_in_ru() {
+    if !usable() {
+        return;
+    }
+    let name = lab_name("q");
+    let before = snapshot(&name);
+    let mut lab = Lab::up(&name, None);
+    let ca = PathBuf::from("/run/blocklab/lab")
+        .join(&name)
+        .join("ca.pem");
+    let eu = format!("{name}-eu");
+    let page = quic_get(&eu, ca.clone(), "10.77.0.2:443", "example.org", "/").unwrap();
+    assert!(String::from_utf8_lossy(&page).contains("<h1>example.org</h1>"));
+    let bytes = quic_get(
+        &eu,
+        ca.clone(),
+        "10.77.0.2:443",
+        "example.org",
+        "/bytes/200000",
+    )
+    .unwrap();
+    assert!(bytes == pattern(200_000), "QUIC body differs");
+    let ru = quic_get(
+        &format!("{name}-ru"),
+        ca,
+        "10.77.0.2:443",
+        "example.org",
+        "/",
+    );
+    let err = ru.expect_err("QUIC passed in ru 2022");
+    assert!(err.contains("timed out"), "{err}");
+    assert_eq!(lab.stop("-TERM"), Some(0));
+    assert_clean(&name, &before);
+}

@@ -1,11 +1,13 @@
-//! The catch-all origins of the internet namespace (`[lab] origins = true`): HTTP on :80 and
-//! HTTPS on :443 of every address (the namespace has AnyIP local routes), for any name, with
-//! certificates minted per SNI by the lab CA; and an authoritative DNS giving every name its
-//! `[hosts]` addresses or the internet namespace's own address.
+//! The catch-all origins of the internet namespace (`[lab] origins = true`): HTTP on :80,
+//! HTTPS on :443 and QUIC on UDP :443 of every address (the namespace has AnyIP local routes),
+//! for any name, with certificates minted per SNI by the lab CA; and an authoritative DNS
+//! giving every name its `[hosts]` addresses or the internet namespace's own address.
 //!
 //! `GET /` answers a small page naming the host; `GET /bytes/N` answers N bytes of a fixed
 //! pattern (byte `i` is `(i * 7) ^ (i >> 8)`, truncated), streamed, for throughput, throttle
-//! and freeze experiments.
+//! and freeze experiments. The QUIC origin speaks HTTP/0.9 over QUIC v1 (ALPN `hq-interop`,
+//! as QUIC interop runners do: one `GET /path` per bidirectional stream, the body, FIN), not
+//! HTTP/3; enough to see a QUIC handshake and a transfer pass or be dropped.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -276,6 +278,99 @@ where
     })
 }
 
+/// What a QUIC stream answers (HTTP/0.9: a body, no status line or headers).
+enum QuicAnswer {
+    /// `/bytes/N`.
+    Bytes(Pattern),
+    /// A page (the host's, or an error text).
+    Page(String),
+}
+
+/// The answer to `GET path` over QUIC: the same pages as HTTP.
+fn quic_body(path: &str, host: &str, local: SocketAddr) -> QuicAnswer {
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        return match n.parse::<u64>() {
+            Ok(n) if n <= MAX_BYTES => QuicAnswer::Bytes(Pattern { pos: 0, end: n }),
+            _ => QuicAnswer::Page(format!("/bytes/N: N must be a number up to {MAX_BYTES}\n")),
+        };
+    }
+    let h = html_escape(host);
+    QuicAnswer::Page(format!(
+        "<!doctype html>\n<html><head><title>{h}</title></head><body>\n\
+         <h1>{h}</h1>\n<p>blocklab lab origin: host={h} scheme=quic address={local}</p>\n\
+         </body></html>\n"
+    ))
+}
+
+async fn quic_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    host: String,
+    local: SocketAddr,
+) {
+    let Ok(req) = recv.read_to_end(8192).await else {
+        return;
+    };
+    let line = String::from_utf8_lossy(&req);
+    let path = line
+        .strip_prefix("GET ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("/")
+        .to_string();
+    match quic_body(&path, &host, local) {
+        QuicAnswer::Bytes(mut body) => {
+            while body.pos < body.end {
+                let off = (body.pos % 65536) as usize;
+                let n = ((65536 - off) as u64).min(body.end - body.pos) as usize;
+                if send.write_all(&period()[off..off + n]).await.is_err() {
+                    return;
+                }
+                body.pos += n as u64;
+            }
+        }
+        QuicAnswer::Page(page) => {
+            if send.write_all(page.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}
+
+async fn quic_conn(incoming: quinn::Incoming) {
+    let local = SocketAddr::from((
+        incoming
+            .local_ip()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        443,
+    ));
+    let Ok(conn) = incoming.await else { return };
+    let host = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.server_name)
+        .unwrap_or_else(|| local.ip().to_string());
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        tokio::spawn(quic_stream(send, recv, host.clone(), local));
+    }
+}
+
+/// The QUIC origin's endpoint on UDP `addr`.
+fn quic_endpoint(addr: SocketAddr, ca: &Arc<LabCa>) -> Result<quinn::Endpoint, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(super::ca::Resolver(Arc::clone(ca))));
+    tls.alpn_protocols = vec![b"hq-interop".to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    quinn::Endpoint::server(cfg, addr).map_err(|e| format!("quic {addr}: {e}"))
+}
+
 /// Binds every origin listener (on the current runtime, inside the internet namespace) and
 /// starts serving; returns the tasks.
 pub async fn start(spec: Spec) -> Result<Vec<JoinHandle<()>>, String> {
@@ -296,6 +391,12 @@ pub async fn start(spec: Spec) -> Result<Vec<JoinHandle<()>>, String> {
         .map_err(|e| bind("https", any(443), e))?;
     let ca = Arc::clone(&spec.ca);
     tasks.push(accept_loop(https, move |s| https_conn(s, Arc::clone(&ca))));
+    let quic = quic_endpoint(any(443), &spec.ca)?;
+    tasks.push(tokio::spawn(async move {
+        while let Some(incoming) = quic.accept().await {
+            tokio::spawn(quic_conn(incoming));
+        }
+    }));
     let udp = UdpSocket::bind(spec.dns)
         .await
         .map_err(|e| bind("dns/udp", spec.dns, e))?;
