@@ -640,6 +640,15 @@ mod tests {
         assert!(err.0[0].contains("needs `name"), "{err}");
         assert!(err.0[1].contains("`Bad Name`"), "{err}");
         assert!(err.0[2].contains("IPv4 network"), "{err}");
+        // Unknown keys and modes in [lab] are rejected with their line.
+        for bad in [
+            "[lab]\njunk = 1\n",
+            "[lab]\nmode = \"bridge\"\n",
+            "[lab]\ninternet = \"x\"\n",
+        ] {
+            let err = Config::from_str("lab.toml", bad).unwrap_err();
+            assert_eq!(err.diagnostics[0].line, 2, "{err}");
+        }
         assert!(check_name("Has Space").is_err());
         assert!(check_name("lab-1").is_ok());
     }
