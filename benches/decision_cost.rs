@@ -8,9 +8,9 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use blocklab::enforce::verdict;
 use blocklab::policy::{At, ClientNet, Policy};
 use blocklab::rules::RuleSet;
-use blocklab::tls::verdict;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rules = RuleSet::embedded()?;

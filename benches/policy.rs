@@ -190,25 +190,17 @@ fn header() -> Jurisdiction {
         dns_blockpage: Vec::new(),
         http_blockpage: None,
         reassemble: true,
+        isps: Vec::new(),
     }
 }
 
 fn rule(id: &str, import: Import, technique: Technique) -> Rule {
     Rule {
         id: id.into(),
-        domains: Vec::new(),
-        exact: Vec::new(),
-        substrings: Vec::new(),
-        ips: Vec::new(),
-        urls: Vec::new(),
         since: Some("2020-01-01".parse().expect("date")),
-        until: None,
         techniques: [technique].into_iter().collect(),
-        throttle_kbps: None,
-        allow: false,
-        basis: None,
-        source: None,
         import: Some(import),
+        ..Rule::default()
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::policy::{At, ClientNet, Policy};
+use crate::policy::{At, ClientGroup, ClientNet, Policy};
 use crate::rules::{Day, Diagnostic, IpNet, RuleSet, RulesError};
 
 /// The whole config file.
@@ -61,8 +61,12 @@ pub struct ClientsSection {
     pub networks: Vec<Spanned<String>>,
     /// Jurisdiction code, as in a rules file's `[jurisdiction] code`.
     pub jurisdiction: Spanned<String>,
-    /// In a lab: the group's name (its namespace is `LAB-NAME`).
+    /// The group's name (`blocklab check --client-group`, the lab's namespaces).
     pub name: Option<Spanned<String>>,
+    /// One of the jurisdiction's `[[isp]]` profile ids: how this group's ISP blocks.
+    pub isp: Option<Spanned<String>>,
+    /// A simulated date for this group only (`YYYY-MM-DD`), beating the top-level `date`.
+    pub date: Option<Spanned<String>>,
 }
 
 /// `[lab]`: the network `blocklab lab up` builds (see [`crate::lab`]).
@@ -360,7 +364,36 @@ impl Config {
                 err(d.span().start, format!("`date`: {e}"));
             }
         }
+        let mut names: Vec<&str> = Vec::new();
         for c in &self.clients {
+            if let Some(d) = &c.date {
+                if let Err(e) = d.get_ref().parse::<Day>() {
+                    err(d.span().start, format!("`date`: {e}"));
+                }
+            }
+            if let Some(n) = &c.name {
+                let ok = !n.get_ref().is_empty()
+                    && n.get_ref().len() <= 32
+                    && n.get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !ok {
+                    err(
+                        n.span().start,
+                        format!(
+                            "`name`: `{}` must be 1-32 letters, digits, `-` or `_`",
+                            n.get_ref()
+                        ),
+                    );
+                } else if names.contains(&n.get_ref().as_str()) {
+                    err(
+                        n.span().start,
+                        format!("`name`: two [[clients]] groups are named `{}`", n.get_ref()),
+                    );
+                } else {
+                    names.push(n.get_ref());
+                }
+            }
             for n in &c.networks {
                 if parse_net(n.get_ref()).is_none() {
                     err(
@@ -401,6 +434,8 @@ impl Config {
                 ],
                 jurisdiction: Spanned::new(0..0, "ru".into()),
                 name: None,
+                isp: None,
+                date: None,
             }],
             dns: Some(DnsSection {
                 listen: vec!["127.0.0.1:5353".parse().expect("literal address")],
@@ -442,6 +477,25 @@ impl Config {
             .collect()
     }
 
+    /// The client groups (networks with jurisdiction, name, ISP and own date), as the
+    /// policy wants them.
+    pub fn client_groups(&self) -> Vec<ClientGroup> {
+        self.clients
+            .iter()
+            .map(|c| ClientGroup {
+                nets: c
+                    .networks
+                    .iter()
+                    .filter_map(|n| parse_net(n.get_ref()))
+                    .collect(),
+                jurisdiction: c.jurisdiction.get_ref().clone(),
+                name: c.name.as_ref().map(|n| n.get_ref().clone()),
+                isp: c.isp.as_ref().map(|n| n.get_ref().clone()),
+                date: c.date.as_ref().and_then(|d| d.get_ref().parse().ok()),
+            })
+            .collect()
+    }
+
     /// A path from the config, resolved against the config file's directory.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         let base = self
@@ -474,7 +528,7 @@ impl Config {
     /// Loads the rules and compiles the policy with this config's client networks.
     pub fn compile_policy(&self) -> Result<Policy, String> {
         let rules = self.load_rules().map_err(|e| e.to_string())?;
-        Policy::compile(&rules, &self.client_nets()).map_err(|e| e.to_string())
+        Policy::compile_groups(&rules, &self.client_groups()).map_err(|e| e.to_string())
     }
 }
 

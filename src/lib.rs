@@ -8,6 +8,11 @@
 //!   allow / block how". Pure, synchronous, allocation-free and lock-free on the lookup path.
 //! - [`config`]: the gateway config (`blocklab.toml`).
 //! - [`detect`]: VPN / protocol detectors, pure functions over a flow's first packets.
+//! - [`sniff`]: pure parsers of what a censor reads without decrypting (ClientHello with SNI,
+//!   ALPN, ECH and JA4; HTTP head; QUIC Initial).
+//! - [`enforce`]: what a connection or flow gets (verdicts, the resolve-and-check pipeline,
+//!   reset/swallow/splice, throttle, live VPN inspection, blockpage responses), shared by the
+//!   TCP frontends and the relays.
 //! - [`experiment`]: offline detector experiments over pcap/pcapng files.
 //! - [`serve`]: starts the frontends named in the config and owns the shared, swappable policy.
 //! - [`resolve`]: the upstream resolver shared by the frontends.
@@ -28,6 +33,7 @@ pub mod config;
 pub mod decision_log;
 pub mod detect;
 pub mod dns;
+pub mod enforce;
 pub mod experiment;
 pub mod gateway;
 pub mod http;
@@ -41,5 +47,6 @@ pub mod relay;
 pub mod resolve;
 pub mod rules;
 pub mod serve;
+pub mod sniff;
 pub mod tls;
 pub mod watch;

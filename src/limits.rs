@@ -1,5 +1,8 @@
-//! Per-client and per-listener limits: a DNS rate limit and a cap on open TCP connections.
+//! Per-client and per-listener limits: the token bucket, a DNS rate limit and a cap on open
+//! TCP connections.
 //!
+//! [`Bucket`] is the one token bucket of the gateway (pure arithmetic on the caller's clock):
+//! every `throttle` (`crate::enforce::throttle`) and the DNS rate limit use it.
 //! [`RateLimiter`] is a token bucket per client address (`[dns] rate_limit_qps` and
 //! `rate_limit_burst`), kept in a map split into [`SHARDS`] mutex-guarded shards so concurrent
 //! sockets rarely contend; one query costs a hash, a short lock and a little arithmetic. Memory
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -22,10 +25,92 @@ use crate::metrics::Metrics;
 /// Shards of the rate limiter's map.
 pub const SHARDS: usize = 16;
 
+/// The smallest grant worth waking up for (unless the bucket is smaller).
+const MIN_GRANT: usize = 512;
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up, starting full.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct Bucket {
+    rate: f64,
+    burst: f64,
     tokens: f64,
     last: Instant,
+}
+
+impl Bucket {
+    /// A bucket refilling `rate` tokens a second up to `burst`, full at `now`.
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            rate: rate.max(f64::MIN_POSITIVE),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// A byte bucket refilling at `kbps` kilobits per second (1 kbit = 1000 bit), with a small
+    /// burst: a quarter second of traffic, at least one full-size segment, at most 64 KiB.
+    pub fn for_kbps(kbps: u32, now: Instant) -> Bucket {
+        let rate = f64::from(kbps.max(1)) * 1000.0 / 8.0;
+        Bucket::new(rate, (rate / 4.0).clamp(1500.0, 64.0 * 1024.0), now)
+    }
+
+    /// Tokens per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// How many of `want` tokens may be used now, or how long to wait before asking again
+    /// (a stream's read or write asks for what fits; pass what was used to [`Bucket::consume`]).
+    pub fn grant(&mut self, want: usize, now: Instant) -> Result<usize, Duration> {
+        self.refill(now);
+        let floor = (want.min(MIN_GRANT) as f64).min(self.burst);
+        if self.tokens >= floor && self.tokens >= 1.0 {
+            return Ok((self.tokens as usize).min(want).max(1));
+        }
+        let missing = floor.max(1.0) - self.tokens;
+        Err(Duration::from_secs_f64(missing / self.rate))
+    }
+
+    /// Records that `n` granted tokens were used.
+    pub fn consume(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+
+    /// Takes `n` tokens at `now` if the bucket holds them (a rate limit: `false` = over it).
+    pub fn take(&mut self, n: f64, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Spends `len` tokens at `now` and returns how long the packet must wait until the rate
+    /// has paid for it (zero within the burst). Later packets queue behind it.
+    pub fn delay(&mut self, len: usize, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= len as f64;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// Whether the bucket, untouched since its last use, is full again at `now` even if it
+    /// was empty then (a limiter may forget it without changing any answer).
+    pub fn refilled(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last).as_secs_f64() >= self.burst / self.rate
+    }
 }
 
 /// A token bucket per client address.
@@ -61,25 +146,14 @@ impl RateLimiter {
             return true;
         };
         if map.len() >= self.per_shard && !map.contains_key(&client) {
-            let full_after = self.burst / self.qps;
-            map.retain(|_, b| now.saturating_duration_since(b.last).as_secs_f64() < full_after);
+            map.retain(|_, b| !b.refilled(now));
             if map.len() >= self.per_shard {
                 map.clear();
             }
         }
-        let b = map.entry(client).or_insert(Bucket {
-            tokens: self.burst,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.qps).min(self.burst);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        map.entry(client)
+            .or_insert_with(|| Bucket::new(self.qps, self.burst, now))
+            .take(1.0, now)
     }
 
     /// Addresses tracked now (for tests and metrics).

@@ -163,3 +163,68 @@ fn junk_key_in_any_shipped_table_is_rejected() {
     }
     assert!(checked >= 16, "checked {checked} tables");
 }
+
+#[test]
+fn every_new_key_rejects_bad_values_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("xx.toml");
+    let text = r#"[jurisdiction]
+code = "xx"
+
+[[isp]]
+id = "Bad ISP"
+
+[[isp]]
+id = "home"
+techniques = { "tls-rst" = "http-blockpage" }
+
+[[rule]]
+id = "c"
+domains = ["example.com"]
+ports = ["tcp/443", "sctp/1", "udp/9-1"]
+ech = "yes"
+ja4 = ["t13d1516h2_8daaf6152771"]
+hours = ["25:00-26:00"]
+isp = ["mobile"]
+techniques = ["freeze"]
+residual_secs = -1
+"#;
+    std::fs::write(&p, text).unwrap();
+    let (code, out) = lint(&[&p]);
+    assert_eq!(code, Some(1), "{out}");
+    let shown = p.display().to_string();
+    let want = [
+        (5, 6, "bad ISP id"),
+        (9, 14, "unknown technique `tls-rst`"),
+        (14, 21, "sctp"),
+        (14, 31, "udp/9-1"),
+        (15, 7, "`ech` must be true or false"),
+        (16, 8, "not a JA4 fingerprint"),
+        (17, 10, "25:00"),
+        (18, 8, "no [[isp]] profile `mobile`"),
+        (19, 14, "`freeze` needs `freeze_after_bytes`"),
+        (20, 17, "`residual_secs` must be a positive integer"),
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), want.len(), "{out}");
+    for (line, (l, c, msg)) in lines.iter().zip(want) {
+        assert!(
+            line.starts_with(&format!("{shown}:{l}:{c}: ")) && line.contains(msg),
+            "want {l}:{c} {msg}, got: {line}\n{out}"
+        );
+    }
+}
+
+#[test]
+fn freeze_after_bytes_needs_freeze() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("xx.toml");
+    let text = GOOD.to_string() + "freeze_after_bytes = 16384\n";
+    std::fs::write(&p, &text).unwrap();
+    let (code, out) = lint(&[&p]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(":11:1: `freeze_after_bytes` is set but `freeze`"),
+        "{out}"
+    );
+}

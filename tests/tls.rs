@@ -372,7 +372,7 @@ async fn udp_echo() -> std::net::SocketAddr {
 
 /// Sends a client Initial for `sni` of `size` bytes from a fresh socket; whether it came back.
 async fn quic_initial_echoed(relay: std::net::SocketAddr, sni: &str, size: usize) -> bool {
-    use blocklab::tls::quic::seal_initial;
+    use blocklab::sniff::quic::seal_initial;
     let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)

@@ -2,7 +2,8 @@
 //! as blocklists of VPN providers' addresses are used by censors (e.g. the Roskomnadzor
 //! registry entries for VPN services). The list is a rules import in the `cidrs` format
 //! (one CIDR or address per line, `#` comments), so every bad line is reported with its line
-//! number. Decides on the first packet (rule `cidr`).
+//! number. Decides on the first packet (rule `cidr`). The caller reads the file; this module
+//! only parses text.
 
 use std::net::IpAddr;
 
@@ -34,18 +35,6 @@ impl Endpoints {
         nets.sort_unstable();
         nets.dedup();
         Ok(Endpoints { nets })
-    }
-
-    /// Reads and parses a `cidrs` list file.
-    pub fn load(path: &std::path::Path) -> Result<Endpoints, RulesError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            RulesError::single(crate::rules::Diagnostic::file(
-                &shown,
-                format!("cannot read: {e}"),
-            ))
-        })?;
-        Endpoints::parse(&shown, &text)
     }
 
     /// Whether `ip` is in one of the networks.

@@ -139,54 +139,41 @@ pub fn select(
         .collect())
 }
 
-/// Runs detectors incrementally over a growing flow, remembering each one's decision.
+/// Runs detectors incrementally over a growing flow, remembering each one's decision. The
+/// one detector loop: offline experiments, the live relays and observed tunnels all use it.
+/// `D` is any handle on the detector list (`&[..]`, `Arc<[..]>`, `Vec<..>`).
 #[derive(Debug)]
-pub struct Classifier<'d> {
-    detectors: &'d [Box<dyn Detector>],
+pub struct Classifier<D> {
+    detectors: D,
     state: Vec<Result<Option<Verdict>, Incomplete>>,
 }
 
-impl<'d> Classifier<'d> {
+impl<D: AsRef<[Box<dyn Detector>]>> Classifier<D> {
     /// A classifier for one flow.
-    pub fn new(detectors: &'d [Box<dyn Detector>]) -> Classifier<'d> {
+    pub fn new(detectors: D) -> Classifier<D> {
+        let n = detectors.as_ref().len();
         Classifier {
             detectors,
-            state: vec![Err(Incomplete); detectors.len()],
+            state: vec![Err(Incomplete); n],
         }
     }
 
     /// Asks every undecided detector about the flow (call after each new packet).
     /// Returns true while some detector is still undecided.
     pub fn update(&mut self, flow: &Flow<'_>) -> bool {
-        self.update_with(flow, |_, d, f| d.detect(f))
+        self.update_each(flow, |_, d, f| d.detect(f))
     }
 
-    /// [`Classifier::update`], adding each detector's time (ns) and calls to `cost_ns`/`calls`
-    /// (indexed like the detectors).
-    pub fn update_timed(
-        &mut self,
-        flow: &Flow<'_>,
-        cost_ns: &mut [u64],
-        calls: &mut [u64],
-    ) -> bool {
-        self.update_with(flow, |i, d, f| {
-            let t = std::time::Instant::now();
-            let r = d.detect(f);
-            if let (Some(c), Some(n)) = (cost_ns.get_mut(i), calls.get_mut(i)) {
-                *c += t.elapsed().as_nanos() as u64;
-                *n += 1;
-            }
-            r
-        })
-    }
-
-    fn update_with(
+    /// [`Classifier::update`] with `ask(index, detector, flow)` standing in for each
+    /// `detector.detect(flow)` call, e.g. to time it.
+    pub fn update_each(
         &mut self,
         flow: &Flow<'_>,
         mut ask: impl FnMut(usize, &dyn Detector, &Flow<'_>) -> Outcome,
     ) -> bool {
         let mut pending = false;
-        for (i, (d, s)) in self.detectors.iter().zip(self.state.iter_mut()).enumerate() {
+        let detectors = self.detectors.as_ref();
+        for (i, (d, s)) in detectors.iter().zip(self.state.iter_mut()).enumerate() {
             if s.is_err() {
                 *s = ask(i, d.as_ref(), flow);
                 if flow.packets.len() >= MAX_PACKETS && s.is_err() {
@@ -210,6 +197,7 @@ impl<'d> Classifier<'d> {
     /// Every detector's current answer, in detector order.
     pub fn outcomes(&self) -> impl Iterator<Item = (&'static str, Outcome)> + '_ {
         self.detectors
+            .as_ref()
             .iter()
             .map(|d| d.name())
             .zip(self.state.iter().copied())
@@ -217,8 +205,38 @@ impl<'d> Classifier<'d> {
 
     /// The first detector (in order) that found its protocol.
     pub fn verdict(&self) -> Option<Verdict> {
-        self.state.iter().find_map(|s| s.ok().flatten())
+        self.found().map(|(_, v)| v)
     }
+
+    /// The first detector (in order) that found its protocol, with the detector's name.
+    pub fn found(&self) -> Option<(&'static str, Verdict)> {
+        self.outcomes()
+            .find_map(|(n, o)| o.ok().flatten().map(|v| (n, v)))
+    }
+}
+
+/// Calls `f` with the [`Flow`] made of owned `payloads` (what a classifier keeps of a flow
+/// until the detectors decide) between `client` and `server`.
+pub fn with_flow<R>(
+    transport: Transport,
+    client: SocketAddr,
+    server: SocketAddr,
+    payloads: &[(Dir, Vec<u8>)],
+    f: impl FnOnce(&Flow<'_>) -> R,
+) -> R {
+    let packets: Vec<Packet<'_>> = payloads
+        .iter()
+        .map(|(dir, p)| Packet {
+            dir: *dir,
+            payload: p,
+        })
+        .collect();
+    f(&Flow {
+        transport,
+        client,
+        server,
+        packets: &packets,
+    })
 }
 
 /// Whether `b` is printable ASCII (0x20..=0x7e), as Wu et al. define it.

@@ -40,21 +40,21 @@ pub const BLOCKPAGE_TTL: u32 = 300;
 /// of uncached names cannot pile up tasks and memory.
 pub const MAX_PENDING: usize = 4096;
 
-/// The transport a query came over (it bounds the response size).
+/// The DNS transport a query came over, UDP or TCP (it bounds the response size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub enum DnsTransport {
     /// UDP: the client's EDNS payload size, or 512 bytes; larger answers are truncated.
     Udp,
     /// TCP: up to 65535 bytes.
     Tcp,
 }
 
-impl Transport {
+impl DnsTransport {
     /// `udp` or `tcp`.
     pub const fn as_str(self) -> &'static str {
         match self {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
+            DnsTransport::Udp => "udp",
+            DnsTransport::Tcp => "tcp",
         }
     }
 }
@@ -122,7 +122,7 @@ impl Frontend {
         &self,
         client: SocketAddr,
         buf: &[u8],
-        transport: Transport,
+        transport: DnsTransport,
     ) -> Option<Vec<u8>> {
         match self.answer_now(client, buf, transport) {
             Step::Reply(b) => Some(b),
@@ -132,7 +132,7 @@ impl Frontend {
     }
 
     /// The part of answering that needs no I/O.
-    pub fn answer_now(&self, client: SocketAddr, buf: &[u8], transport: Transport) -> Step {
+    pub fn answer_now(&self, client: SocketAddr, buf: &[u8], transport: DnsTransport) -> Step {
         Metrics::inc(&self.gw.metrics.dns_queries);
         let span = tracing::debug_span!(
             "dns",
@@ -373,10 +373,10 @@ struct Ctx<'a> {
     decision: &'a Decision,
 }
 
-fn limit_for(transport: Transport, udp_limit: usize) -> usize {
+fn limit_for(transport: DnsTransport, udp_limit: usize) -> usize {
     match transport {
-        Transport::Udp => udp_limit,
-        Transport::Tcp => MAX_TCP_MESSAGE,
+        DnsTransport::Udp => udp_limit,
+        DnsTransport::Tcp => MAX_TCP_MESSAGE,
     }
 }
 
@@ -446,7 +446,7 @@ mod tests {
             .answer(
                 stranger,
                 &query("example.org.", RecordType::A),
-                Transport::Udp,
+                DnsTransport::Udp,
             )
             .await;
         let m = Message::from_vec(&bytes.unwrap()).unwrap();
@@ -468,7 +468,7 @@ mod tests {
             .unwrap();
         let client: SocketAddr = "127.0.0.2:5000".parse().unwrap();
         let q = query("allowed.example.", RecordType::A);
-        let Step::Reply(bytes) = f.answer_now(client, &q, Transport::Udp) else {
+        let Step::Reply(bytes) = f.answer_now(client, &q, DnsTransport::Udp) else {
             panic!("must not wait for the upstream");
         };
         let m = Message::from_vec(&bytes).unwrap();
@@ -484,13 +484,13 @@ mod tests {
             .answer(
                 client,
                 &query("www.LinkedIn.com.", RecordType::A),
-                Transport::Tcp,
+                DnsTransport::Tcp,
             )
             .await;
         let m = Message::from_vec(&bytes.unwrap()).unwrap();
         assert_eq!(m.answers().len(), 1);
         assert_eq!(m.answers()[0].data().to_string(), "95.167.13.50");
-        assert_eq!(f.answer(client, &[0u8; 5], Transport::Udp).await, None);
+        assert_eq!(f.answer(client, &[0u8; 5], DnsTransport::Udp).await, None);
         assert_eq!(count(&f.metrics().malformed), 1);
         assert_eq!(count(&f.metrics().dns_queries), 2);
         assert!(

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use crate::gateway::{Gateway, StartError};
-pub use answer::{Frontend, Transport};
+pub use answer::{DnsTransport, Frontend};
 
 /// Binds the `[dns]` listeners and spawns their tasks.
 pub async fn start(gw: &Arc<Gateway>) -> Result<Vec<JoinHandle<()>>, StartError> {

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use super::answer::{Frontend, Step, Transport};
+use super::answer::{DnsTransport, Frontend, Step};
 use crate::gateway::Gateway;
 use crate::listen::{self, Admit, Listen};
 use crate::metrics::Metrics;
@@ -95,7 +95,7 @@ async fn connection(front: Arc<Frontend>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         }
-        match front.answer_now(peer, &buf, Transport::Tcp) {
+        match front.answer_now(peer, &buf, DnsTransport::Tcp) {
             Step::Reply(bytes) => {
                 if tx.send(bytes).await.is_err() {
                     break;

@@ -19,7 +19,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::runtime::Handle;
 
-use super::answer::{Frontend, Step, Transport};
+use super::answer::{DnsTransport, Frontend, Step};
 
 /// Receive buffer asked of the kernel per socket, to ride out bursts.
 const RECV_BUFFER: usize = 4 << 20;
@@ -66,7 +66,7 @@ pub fn serve(front: Arc<Frontend>, sock: Arc<UdpSocket>, rt: Handle) {
                 continue;
             }
         };
-        match front.answer_now(peer, &buf[..n], Transport::Udp) {
+        match front.answer_now(peer, &buf[..n], DnsTransport::Udp) {
             Step::Reply(bytes) => send(&sock, &bytes, peer),
             Step::Silent => {}
             Step::Upstream(pending) => {

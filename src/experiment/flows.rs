@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::pcap::Decoded;
-use crate::detect::{Classifier, Detector, Dir, Flow, Packet, Transport, Verdict, MAX_PACKETS};
+use crate::detect::{Classifier, Detector, Dir, Transport, Verdict, MAX_PACKETS};
 
 /// A finished flow and what each detector said about it.
 #[derive(Debug, Clone)]
@@ -107,7 +107,7 @@ struct Active<'d> {
     first_ns: u64,
     last_ns: u64,
     payloads: Vec<(Dir, Vec<u8>)>,
-    classifier: Classifier<'d>,
+    classifier: Classifier<&'d [Box<dyn Detector>]>,
     pending: bool,
     tcp: [TcpDir; 2],
     closing: bool,
@@ -228,28 +228,19 @@ impl<'d> FlowTable<'d> {
             }
         }
         if a.payloads.len() > before_len {
-            let packets: Vec<Packet<'_>> = a
-                .payloads
-                .iter()
-                .map(|(dir, p)| Packet {
-                    dir: *dir,
-                    payload: p,
-                })
-                .collect();
-            let flow = Flow {
-                transport: a.transport,
-                client: a.client,
-                server: a.server,
-                packets: &packets,
-            };
+            let (classifier, cost_ns, calls) =
+                (&mut a.classifier, &mut self.cost_ns, &mut self.calls);
             // Detector cost is sampled on one flow in eight: reading the clock around every
             // call would cost more than most detectors.
-            a.pending = if a.sampled {
-                a.classifier
-                    .update_timed(&flow, &mut self.cost_ns, &mut self.calls)
-            } else {
-                a.classifier.update(&flow)
-            };
+            let sampled = a.sampled;
+            a.pending =
+                crate::detect::with_flow(a.transport, a.client, a.server, &a.payloads, |flow| {
+                    if sampled {
+                        classifier.update_each(flow, |i, d, f| timed(i, d, f, cost_ns, calls))
+                    } else {
+                        classifier.update(flow)
+                    }
+                });
             if !a.pending {
                 a.payloads = Vec::new();
             }
@@ -263,6 +254,24 @@ impl<'d> FlowTable<'d> {
         out.sort_by_key(|f| f.first_ns);
         out
     }
+}
+
+/// Asks detector `d` (index `i`) about `flow`, adding its time (ns) and one call to
+/// `cost_ns[i]`/`calls[i]`.
+fn timed(
+    i: usize,
+    d: &dyn Detector,
+    flow: &crate::detect::Flow<'_>,
+    cost_ns: &mut [u64],
+    calls: &mut [u64],
+) -> crate::detect::Outcome {
+    let t = std::time::Instant::now();
+    let r = d.detect(flow);
+    if let (Some(c), Some(n)) = (cost_ns.get_mut(i), calls.get_mut(i)) {
+        *c += t.elapsed().as_nanos() as u64;
+        *n += 1;
+    }
+    r
 }
 
 /// Delivers a TCP segment's new bytes in order, buffering what arrives early.

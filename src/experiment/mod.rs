@@ -93,7 +93,10 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
         None => None,
     };
     let endpoints = match &args.endpoints {
-        Some(p) => Endpoints::load(p)?,
+        Some(p) => {
+            let (shown, text) = read_text(p)?;
+            Endpoints::parse(&shown, &text)?
+        }
         None => Endpoints::default(),
     };
     let detectors = if args.detectors.is_empty() {
@@ -191,7 +194,8 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
     })
 }
 
-fn load_labels(p: &Path) -> Result<Labels, ExperimentError> {
+/// The shown name and text of the file at `p`; a read error names the file.
+fn read_text(p: &Path) -> Result<(String, String), crate::rules::RulesError> {
     let shown = p.display().to_string();
     let text = std::fs::read_to_string(p).map_err(|e| {
         crate::rules::RulesError::single(crate::rules::Diagnostic::file(
@@ -199,6 +203,11 @@ fn load_labels(p: &Path) -> Result<Labels, ExperimentError> {
             format!("cannot read: {e}"),
         ))
     })?;
+    Ok((shown, text))
+}
+
+fn load_labels(p: &Path) -> Result<Labels, ExperimentError> {
+    let (shown, text) = read_text(p)?;
     Ok(Labels::parse(&shown, &text)?)
 }
 

@@ -3,13 +3,12 @@
 //! Each `[http] listen` address gets an accept loop; each connection is served by `hyper`
 //! ([`proxy`]). Only clients in a mapped network are served: others get 403 and are counted
 //! (`Gateway::record_refused`, the `refused_clients` metric). Plain HTTP requests are checked
-//! by URL (host and path) and answered with the blockpage ([`blockpage`]) when the rule says
+//! by URL (host and path) and answered with the blockpage (`crate::enforce::blockpage`) when the rule says
 //! `http-blockpage`; CONNECT tunnels are checked
 //! by target and by the SNI/Host of their first bytes, then reset, swallowed, throttled or
-//! spliced (`crate::tls::flow`). Origins are resolved with the gateway's resolver and their
+//! spliced (`crate::enforce::flow`). Origins are resolved with the gateway's resolver and their
 //! addresses checked for `ip-drop`/`ip-reset`.
 
-pub mod blockpage;
 pub mod pool;
 pub mod proxy;
 

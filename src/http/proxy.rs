@@ -1,5 +1,5 @@
 //! One forward-proxy client connection: the hyper service for absolute-form requests and
-//! `CONNECT`, enacting the verdicts of `crate::tls::verdict`.
+//! `CONNECT`, enacting the verdicts of `crate::enforce::verdict`.
 //!
 //! Plain HTTP: URL verdict (blockpage, reset, drop, throttle), then the origin's addresses
 //! (`ip-drop`, `ip-reset`), then the request goes to the origin over a connection kept for the
@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderValue, HOST};
@@ -26,41 +25,15 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use super::blockpage;
+use crate::enforce::flow::{self, FlowCtx, Sniffed};
+use crate::enforce::respond::{self, bad_gateway, full};
+use crate::enforce::respond::{Body, ProxyError};
+use crate::enforce::throttle::Throttled;
+use crate::enforce::verdict::Verdict;
 use crate::gateway::Gateway;
-use crate::policy::{JurisdictionId, Policy};
-use crate::tls::flow::{self, Sniffed};
-use crate::tls::throttle::Throttled;
-use crate::tls::verdict::{self, Verdict};
-
-/// The response body type of the proxy.
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// How long connecting to an origin may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why a request ended without a response (the connection is closed or reset).
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// The connection was reset on purpose (`tls-reset`, `ip-reset`).
-    #[error("connection reset by policy")]
-    Reset,
-    /// The connection was swallowed on purpose (`tls-drop`, `ip-drop`) and is now closed.
-    #[error("connection dropped by policy")]
-    Dropped,
-}
-
-/// Hop-by-hop headers, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
-];
 
 /// The origin connection kept for the next request of the same client connection.
 struct Pooled {
@@ -126,16 +99,6 @@ pub async fn serve_connection(
     }
 }
 
-fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r
-}
-
 fn refuse(gw: &Gateway, peer: SocketAddr, target: &str) -> Response<Body> {
     gw.record_refused("http", peer, target);
     tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
@@ -150,18 +113,25 @@ fn bare(host: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// A CONNECT tunnel waiting for its first bytes: its target, the verdict so far, and the
+/// origin connection (absent when the target name is already blocked).
+struct Tunnel {
+    target: String,
+    verdict: Verdict,
+    upstream: Option<TcpStream>,
+}
+
 impl Conn {
     fn hold(&self) -> Duration {
         Duration::from_secs(self.gw.config.http.as_ref().map_or(120, |h| h.hold_secs))
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
-        let policy: Arc<Policy> = arc_swap::Guard::into_inner(self.gw.policy());
-        let Some(j) = policy.jurisdiction_for(self.peer.ip()) else {
+        let Some(ctx) = FlowCtx::new(&self.gw, self.peer, self.local) else {
             return Ok(refuse(&self.gw, self.peer, &req.uri().to_string()));
         };
         if req.method() == Method::CONNECT {
-            return self.connect(policy, j, req).await;
+            return self.connect(ctx, req).await;
         }
         if req.uri().scheme_str() != Some("http") || req.uri().host().is_none() {
             return Ok(full(
@@ -169,34 +139,23 @@ impl Conn {
                 "400 Bad Request: send absolute-form http:// requests or CONNECT to this proxy\n",
             ));
         }
-        self.forward(policy, j, req).await
+        self.forward(ctx, req).await
     }
 
     /// Enacts a blocking verdict on a plain HTTP request.
     async fn block(
         &self,
-        policy: &Policy,
-        j: JurisdictionId,
+        ctx: &FlowCtx,
         v: Verdict,
         url: &str,
     ) -> Result<Response<Body>, ProxyError> {
-        v.record(&self.gw, policy, j, "http", self.peer, url);
-        let rule = v.rule().map(|r| policy.rule(r).id.as_str()).unwrap_or("");
+        ctx.record(v, "http", url);
+        let rule = ctx.rule_id(v);
         tracing::info!(client.addr = %self.peer, url, decision = v.name(), rule, "blocked");
         match v {
             Verdict::Blockpage { rule } => {
                 let gateway = format!("http://{}/", self.local);
-                let pg = blockpage::page(policy, j, rule, url, &gateway);
-                let mut r = full(
-                    StatusCode::from_u16(pg.status).unwrap_or(StatusCode::FORBIDDEN),
-                    pg.body,
-                );
-                for (k, val) in pg.headers {
-                    if let Ok(val) = HeaderValue::from_str(&val) {
-                        r.headers_mut().insert(k, val);
-                    }
-                }
-                Ok(r)
+                Ok(respond::blockpage(&ctx.policy, ctx.j, rule, url, &gateway))
             }
             Verdict::Reset { .. } => {
                 self.arm_reset();
@@ -218,43 +177,31 @@ impl Conn {
         }
     }
 
-    /// Resolves `host` and checks its address; `Ok(addr)` when the connection may go on.
-    async fn resolve(
+    /// The pipeline for `host` after its own verdict `first`: `Ok` with the combined verdict
+    /// and the address to connect to, or the response ending the request (block or 502).
+    async fn route(
         &self,
-        policy: &Policy,
-        j: JurisdictionId,
+        ctx: &FlowCtx,
+        first: Verdict,
         host: &str,
-    ) -> Result<IpAddr, Result<Verdict, String>> {
-        let at = self.gw.at();
-        let name_ips = verdict::for_name_ips(policy, j, host, at);
-        if !name_ips.passes() {
-            return Err(Ok(name_ips));
+        shown: &str,
+    ) -> Result<(Verdict, IpAddr), Result<Response<Body>, ProxyError>> {
+        let route = ctx.route(first, host, None).await;
+        if !route.verdict.passes() {
+            return Err(self.block(ctx, route.verdict, shown).await);
         }
-        let addrs = self
-            .gw
-            .upstream
-            .lookup_ip(host)
-            .await
-            .map_err(|e| Err(format!("cannot resolve {host}: {e}")))?;
-        let Some(ip) = addrs
-            .iter()
-            .find(|a| a.is_ipv4())
-            .or(addrs.first())
-            .copied()
-        else {
-            return Err(Err(format!("cannot resolve {host}: no addresses")));
-        };
-        let v = verdict::for_ip(policy, j, ip, at);
-        match v {
-            Verdict::Reset { .. } | Verdict::Drop { .. } => Err(Ok(v)),
-            _ => Ok(ip),
+        match (route.addr, route.unresolved) {
+            (Some(ip), _) => Ok((route.verdict, ip)),
+            (None, e) => Err(Ok(bad_gateway(format_args!(
+                "cannot resolve {host}: {}",
+                e.unwrap_or_default()
+            )))),
         }
     }
 
     async fn forward(
         self: Arc<Self>,
-        policy: Arc<Policy>,
-        j: JurisdictionId,
+        ctx: FlowCtx,
         mut req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
         let uri = req.uri().clone();
@@ -262,38 +209,28 @@ impl Conn {
         let port = uri.port_u16().unwrap_or(80);
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
         let url = uri.to_string();
-        let at = self.gw.at();
-        let v = verdict::for_http(&policy, j, &host, path, at);
+        let v = ctx.for_http(&host, path);
         if !v.passes() {
-            return self.block(&policy, j, v, &url).await;
+            return self.block(&ctx, v, &url).await;
         }
-        let ip = match self.resolve(&policy, j, &host).await {
-            Ok(ip) => ip,
-            Err(Ok(block)) => return self.block(&policy, j, block, &url).await,
-            Err(Err(msg)) => {
-                return Ok(full(
-                    StatusCode::BAD_GATEWAY,
-                    format!("502 Bad Gateway: {msg}\n"),
-                ))
-            }
+        let (v, ip) = match self.route(&ctx, v, &host, &url).await {
+            Ok(r) => r,
+            Err(end) => return end,
         };
-        let v = v.and(verdict::for_ip(&policy, j, ip, at));
-        v.record(&self.gw, &policy, j, "http", self.peer, &url);
+        ctx.record(v, "http", &url);
         let kbps = match v {
-            Verdict::Throttle { kbps, rule } => {
-                tracing::info!(client.addr = %self.peer, url, decision = "throttle", rule = policy.rule(rule).id.as_str(), kbps, "throttled");
+            Verdict::Throttle { kbps, .. } => {
+                tracing::info!(client.addr = %self.peer, url, decision = "throttle", rule = ctx.rule_id(v), kbps, "throttled");
                 Some(kbps)
             }
             _ => None,
         };
-        drop(policy);
+        drop(ctx);
 
         // Origin-form request without hop-by-hop headers.
         let origin_form = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         *req.uri_mut() = origin_form.parse().unwrap_or_default();
-        for h in HOP_BY_HOP {
-            req.headers_mut().remove(h);
-        }
+        respond::strip_hop_by_hop(req.headers_mut());
         if !req.headers().contains_key(HOST) {
             if let Some(a) = uri.authority() {
                 if let Ok(v) = HeaderValue::from_str(a.as_str()) {
@@ -320,12 +257,7 @@ impl Conn {
             Some(s) => s,
             None => match self.open(ip, port, kbps).await {
                 Ok(s) => s,
-                Err(msg) => {
-                    return Ok(full(
-                        StatusCode::BAD_GATEWAY,
-                        format!("502 Bad Gateway: {host}:{port}: {msg}\n"),
-                    ))
-                }
+                Err(msg) => return Ok(bad_gateway(format_args!("{host}:{port}: {msg}"))),
             },
         };
         let resp = match sender.try_send_request(req).await {
@@ -345,21 +277,14 @@ impl Conn {
                 };
                 match retried {
                     Ok(r) => r,
-                    Err(msg) => {
-                        return Ok(full(
-                            StatusCode::BAD_GATEWAY,
-                            format!("502 Bad Gateway: {host}:{port}: {msg}\n"),
-                        ))
-                    }
+                    Err(msg) => return Ok(bad_gateway(format_args!("{host}:{port}: {msg}"))),
                 }
             }
         };
         *pool = Some(Pooled { key, sender });
         drop(pool);
         let (mut parts, body) = resp.into_parts();
-        for h in HOP_BY_HOP {
-            parts.headers.remove(h);
-        }
+        respond::strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body.boxed()))
     }
 
@@ -377,22 +302,12 @@ impl Conn {
                 Err(_) => return Err("connect timed out".into()),
             };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Throttled::new(stream, kbps));
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "origin connection ended");
-            }
-        });
-        Ok(sender)
+        respond::origin(Throttled::new(stream, kbps)).await
     }
 
     async fn connect(
         self: Arc<Self>,
-        policy: Arc<Policy>,
-        j: JurisdictionId,
+        ctx: FlowCtx,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, ProxyError> {
         let Some(authority) = req.uri().authority().cloned() else {
@@ -408,44 +323,36 @@ impl Conn {
                 "400 Bad Request: CONNECT needs host:port\n",
             ));
         };
-        let at = self.gw.at();
         let target = format!("{host}:{port}");
-        let name_v = verdict::for_name(&policy, j, &host, at);
-        let mut upstream = None;
-        let mut v = name_v;
-        if name_v.passes() {
-            let ip = match self.resolve(&policy, j, &host).await {
-                Ok(ip) => ip,
-                Err(Ok(block)) => return self.block(&policy, j, block, &target).await,
-                Err(Err(msg)) => {
-                    return Ok(full(
-                        StatusCode::BAD_GATEWAY,
-                        format!("502 Bad Gateway: {msg}\n"),
-                    ))
-                }
+        let mut tunnel = Tunnel {
+            verdict: ctx.for_name(&host),
+            target,
+            upstream: None,
+        };
+        if tunnel.verdict.passes() {
+            let (v, ip) = match self
+                .route(&ctx, tunnel.verdict, &host, &tunnel.target)
+                .await
+            {
+                Ok(r) => r,
+                Err(end) => return end,
             };
-            v = v.and(verdict::for_ip(&policy, j, ip, at));
+            tunnel.verdict = v;
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((ip, port))).await {
                 Ok(Ok(s)) => {
                     let _ = s.set_nodelay(true);
-                    upstream = Some(s);
+                    tunnel.upstream = Some(s);
                 }
-                Ok(Err(e)) => {
-                    return Ok(full(
-                        StatusCode::BAD_GATEWAY,
-                        format!("502 Bad Gateway: {target}: {e}\n"),
-                    ))
-                }
+                Ok(Err(e)) => return Ok(bad_gateway(format_args!("{}: {e}", tunnel.target))),
                 Err(_) => {
                     return Ok(full(
                         StatusCode::GATEWAY_TIMEOUT,
-                        format!("504 Gateway Timeout: {target}\n"),
+                        format!("504 Gateway Timeout: {}\n", tunnel.target),
                     ))
                 }
             }
         }
         let conn = Arc::clone(&self);
-        let reassemble = policy.jurisdiction(j).reassemble;
         tokio::spawn(async move {
             let upgraded = match hyper::upgrade::on(req).await {
                 Ok(u) => u,
@@ -460,44 +367,32 @@ impl Conn {
             };
             let client = parts.io.into_inner();
             let first = parts.read_buf.to_vec();
-            conn.tunnel(policy, j, client, first, target, v, upstream, reassemble)
-                .await;
+            conn.tunnel(ctx, client, first, tunnel).await;
         });
         Ok(full(StatusCode::OK, Bytes::new()))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn tunnel(
-        &self,
-        policy: Arc<Policy>,
-        j: JurisdictionId,
-        mut client: TcpStream,
-        mut first: Vec<u8>,
-        target: String,
-        v: Verdict,
-        upstream: Option<TcpStream>,
-        reassemble: bool,
-    ) {
+    async fn tunnel(&self, ctx: FlowCtx, mut client: TcpStream, mut first: Vec<u8>, t: Tunnel) {
         let _active = flow::ActiveFlow::new(&self.gw.metrics);
-        let sniffed = flow::sniff(&mut client, &mut first, reassemble).await;
-        let at = self.gw.at();
+        let sniffed = flow::sniff(&mut client, &mut first, ctx.reassemble()).await;
         let seen = match sniffed.name() {
-            Some(name) => verdict::for_name(&policy, j, name, at),
+            Some(name) => ctx.for_name(name),
             None => Verdict::Pass,
         };
-        let v = v.and(seen);
-        v.record(&self.gw, &policy, j, "tls", self.peer, &target);
-        let rule = v
-            .rule()
-            .map(|r| policy.rule(r).id.clone())
-            .unwrap_or_default();
+        let Tunnel {
+            target,
+            verdict,
+            upstream,
+        } = t;
+        let v = verdict.and(seen);
+        ctx.record(v, "tls", &target);
+        let rule = ctx.rule_id(v).to_string();
         let sni = sniffed.name().unwrap_or("").to_string();
         let kind = match sniffed {
             Sniffed::Tls(_) => "tls",
             Sniffed::Http(_) => "http",
             Sniffed::Other => "other",
         };
-        drop(policy);
         match (v, upstream) {
             (Verdict::Reset { .. }, _) => {
                 tracing::info!(client.addr = %self.peer, target, tls.sni = sni, kind, decision = v.name(), rule, "blocked");
@@ -516,11 +411,11 @@ impl Conn {
                     }
                     _ => None,
                 };
-                let observer = up.peer_addr().ok().map(|server| {
-                    crate::relay::observe::Observer::new(
-                        &self.gw, "tls", self.peer, server, j, &target,
-                    )
-                });
+                let observer = up
+                    .peer_addr()
+                    .ok()
+                    .map(|server| ctx.observer("tls", server, &target));
+                drop(ctx);
                 match flow::splice(client, &first, up, kbps, observer).await {
                     Ok((up, down)) => tracing::debug!(target, up, down, "tunnel closed"),
                     Err(e) => tracing::debug!(target, error = %e, "tunnel ended"),

@@ -51,7 +51,7 @@ pub struct Group {
     pub networks: Vec<IpNet>,
     /// The group's jurisdiction.
     pub jurisdiction: String,
-    /// The simulated date its clients see (the config's `date`), if set.
+    /// The simulated date its clients see (its own `date`, else the config's), if set.
     pub date: Option<String>,
     /// Its ISP profile, if the config names one.
     pub isp: Option<String>,
@@ -175,6 +175,8 @@ pub fn default_config() -> Config {
         networks: vec![s(net)],
         jurisdiction: s(name),
         name: Some(s(name)),
+        isp: None,
+        date: None,
     };
     Config {
         date: Some(s(DEFAULT_DATE)),
@@ -284,8 +286,12 @@ impl Plan {
                 prefix: link.prefix_len(),
                 networks,
                 jurisdiction: c.jurisdiction.get_ref().clone(),
-                date: cfg.date.as_ref().map(|d| d.get_ref().clone()),
-                isp: None,
+                date: c
+                    .date
+                    .as_ref()
+                    .or(cfg.date.as_ref())
+                    .map(|d| d.get_ref().clone()),
+                isp: c.isp.as_ref().map(|i| i.get_ref().clone()),
             });
         }
         for (i, a) in groups.iter().enumerate() {

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use serde_json::json;
 
-use super::{At, Decision, JurisdictionId, Policy, Target};
+use super::{At, Conn, Decision, IspId, JurisdictionId, Policy, Target};
 use crate::rules::{normalize_domain, Day};
 
 /// A target with its host normalised (IDN to punycode, lower case).
@@ -79,6 +79,8 @@ pub struct Explanation<'p> {
     pub day: Day,
     /// The decision.
     pub decision: Decision,
+    /// The client's ISP profile the decision was made for, if any.
+    pub isp: Option<IspId>,
 }
 
 /// Normalises `target` and decides it in jurisdiction `jid` on `day`.
@@ -88,8 +90,20 @@ pub fn explain<'p>(
     target: &str,
     day: Day,
 ) -> Result<Explanation<'p>, String> {
+    explain_conn(policy, jid, target, day, &Conn::NONE)
+}
+
+/// Normalises `target` and decides it for connection `conn` (port, ECH, JA4, hour, ISP,
+/// destination address) in jurisdiction `jid` on `day`.
+pub fn explain_conn<'p>(
+    policy: &'p Policy,
+    jid: JurisdictionId,
+    target: &str,
+    day: Day,
+    conn: &Conn<'_>,
+) -> Result<Explanation<'p>, String> {
     let normalised = normalise_target(target)?;
-    let decision = policy.decide_in(jid, normalised.target(), At::Day(day));
+    let decision = policy.decide_conn_in(jid, normalised.target(), conn, At::Day(day));
     Ok(Explanation {
         policy,
         target: target.to_string(),
@@ -97,14 +111,24 @@ pub fn explain<'p>(
         jurisdiction: jid,
         day,
         decision,
+        isp: conn.isp,
     })
 }
 
 impl Explanation<'_> {
     /// The JSON object of this decision (one line of `blocklab check --json`, the body of
     /// `/decide`): target, jurisdiction, at, verdict, rule, techniques, basis, source, and
-    /// `throttle_kbps` or `exception` when they apply.
+    /// `throttle_kbps`, `freeze_after_bytes`, `residual_secs`, `conditions`, `isp` or
+    /// `exception` when they apply.
     pub fn json(&self) -> serde_json::Value {
+        let mut v = self.json_core();
+        if let Some(p) = self.isp.and_then(|i| self.policy.isp(self.jurisdiction, i)) {
+            v["isp"] = json!(p.id);
+        }
+        v
+    }
+
+    fn json_core(&self) -> serde_json::Value {
         let policy = self.policy;
         let code = &policy.jurisdiction(self.jurisdiction).code;
         let (target, day) = (&self.target, self.day.to_string());
@@ -123,6 +147,15 @@ impl Explanation<'_> {
                 });
                 if let Some(k) = r.throttle_kbps {
                     v["throttle_kbps"] = json!(k);
+                }
+                if let Some(n) = r.freeze_after_bytes {
+                    v["freeze_after_bytes"] = json!(n);
+                }
+                if let Some(n) = r.residual_secs {
+                    v["residual_secs"] = json!(n);
+                }
+                if !r.conditions.is_empty() {
+                    v["conditions"] = json!(r.conditions);
                 }
                 v
             }
@@ -153,6 +186,10 @@ impl Explanation<'_> {
     pub fn text(&self) -> String {
         let policy = self.policy;
         let code = &policy.jurisdiction(self.jurisdiction).code;
+        let code = match self.isp.and_then(|i| policy.isp(self.jurisdiction, i)) {
+            Some(p) => format!("{code} (ISP {})", p.id),
+            None => code.clone(),
+        };
         let (target, day) = (&self.target, self.day);
         let mut out = String::new();
         // Writing to a String cannot fail.
@@ -164,7 +201,16 @@ impl Explanation<'_> {
                 if let Some(k) = r.throttle_kbps {
                     let _ = write!(out, " ({k} kbit/s)");
                 }
+                if let Some(n) = r.freeze_after_bytes {
+                    let _ = write!(out, " (freeze after {n} bytes)");
+                }
+                if let Some(n) = r.residual_secs {
+                    let _ = write!(out, " (residual block {n} s)");
+                }
                 out.push('\n');
+                for c in &r.conditions {
+                    let _ = writeln!(out, "  when: {c}");
+                }
                 if let Some(s) = &r.basis {
                     let _ = writeln!(out, "  basis: {s}");
                 }

@@ -8,6 +8,13 @@
 //! by host. Precedence (DESIGN.md): an active allow rule beats every block; among active blocks
 //! the most specific match wins (longest suffix, longest prefix, longest substring); ties go to
 //! the rule listed first. Dates are compared as local day numbers of the jurisdiction.
+//!
+//! Rules may carry conditions (`ports`, `ech`, `ja4`, `hours`, `isp`): such a rule applies
+//! only to a connection known to satisfy all of them ([`Conn`], [`Policy::decide_conn`]). A
+//! rule without conditions costs one branch more than before. A connection that names both its
+//! SNI and its destination address is decided on both: an allow matching either wins.
+//! Client networks form groups ([`ClientGroup`]) that may carry their own simulated date and
+//! ISP profile, so one gateway can serve `ru` in 2021 and `ru` in 2025 side by side.
 
 mod cidr;
 mod domain;
@@ -21,7 +28,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::rules::{
-    Day, Entry, ImportFormat, Jurisdiction, Rule, RuleSet, Techniques, VpnRule, MAX_NAME_LEN,
+    Day, Entry, ImportFormat, IspProfile, Jurisdiction, Port, PortRange, Rule, RuleSet, Techniques,
+    VpnRule, Window, MAX_NAME_LEN,
 };
 use cidr::{CidrTable, Spans};
 use domain::{finish, hash_step, refs, DomainMatcher, NamesBuilder, FNV_OFFSET};
@@ -44,6 +52,136 @@ impl At {
             At::Instant(t) => Day::at_instant(t, utc_offset).0,
         }
     }
+
+    /// The local minute of the day, known only for an instant.
+    #[inline]
+    fn local_minute(self, utc_offset: i32) -> Option<u16> {
+        match self {
+            At::Day(_) => None,
+            At::Instant(t) => Some(((t + i64::from(utc_offset)).rem_euclid(86_400) / 60) as u16),
+        }
+    }
+}
+
+/// An index into a jurisdiction's `[[isp]]` profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IspId(pub u8);
+
+/// What a frontend knows of a connection, for rules with conditions. Fill what you know and
+/// leave the rest at its default: a condition holds only when the connection is known to
+/// satisfy it (an unknown port matches no `ports`, an unknown ISP no `isp`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Conn<'a> {
+    /// Server protocol and port (`tcp/443`).
+    pub port: Option<Port>,
+    /// Whether the ClientHello carries an ECH extension (`encrypted_client_hello`).
+    pub ech: bool,
+    /// The ClientHello's JA4 fingerprint (lowercase), if computed.
+    pub ja4: Option<&'a str>,
+    /// Local time of day in minutes (0..1440) in the jurisdiction's `utc_offset`; absent =
+    /// taken from an [`At::Instant`], unknown for an [`At::Day`].
+    pub local_minute: Option<u16>,
+    /// The client's ISP profile; absent = its client group's (see [`ClientGroup::isp`]).
+    pub isp: Option<IspId>,
+    /// The destination address when the target is a name (SNI): an allow rule matching the
+    /// address also wins, and address blocks apply when no name rule blocks.
+    pub dst: Option<IpAddr>,
+}
+
+impl Conn<'_> {
+    /// A connection nothing is known of.
+    pub const NONE: Conn<'static> = Conn {
+        port: None,
+        ech: false,
+        ja4: None,
+        local_minute: None,
+        isp: None,
+        dst: None,
+    };
+}
+
+/// The compiled conditions of one rule.
+#[derive(Debug, Clone, Default)]
+struct Cond {
+    ports: Vec<PortRange>,
+    ech: Option<bool>,
+    ja4: Vec<String>,
+    hours: Vec<Window>,
+    /// Bit `i` = ISP profile `i`; 0 = any client.
+    isps: u64,
+}
+
+impl Cond {
+    #[inline]
+    fn holds(&self, q: &Query<'_>) -> bool {
+        if !self.ports.is_empty() {
+            let Some(p) = q.conn.port else { return false };
+            if !self.ports.iter().any(|r| r.contains(p.proto, p.port)) {
+                return false;
+            }
+        }
+        if let Some(want) = self.ech {
+            if q.conn.ech != want {
+                return false;
+            }
+        }
+        if !self.ja4.is_empty() {
+            let Some(fp) = q.conn.ja4 else { return false };
+            if !self.ja4.iter().any(|x| x.eq_ignore_ascii_case(fp)) {
+                return false;
+            }
+        }
+        if !self.hours.is_empty() {
+            let Some(m) = q.minute else { return false };
+            if !self.hours.iter().any(|w| w.contains(m)) {
+                return false;
+            }
+        }
+        if self.isps != 0 {
+            let Some(i) = q.isp else { return false };
+            if self.isps & (1u64 << i.0) == 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One decision's inputs, resolved once.
+struct Query<'a> {
+    day: i32,
+    minute: Option<u16>,
+    isp: Option<IspId>,
+    conn: &'a Conn<'a>,
+}
+
+/// A group of client networks (one `[[clients]]` of the gateway config): its jurisdiction
+/// and, optionally, its own name, ISP profile and simulated date.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientGroup {
+    /// The networks.
+    pub nets: Vec<IpNet>,
+    /// The jurisdiction code.
+    pub jurisdiction: String,
+    /// The group's name (`--client-group`, lab namespaces).
+    pub name: Option<String>,
+    /// The id of one of the jurisdiction's `[[isp]]` profiles.
+    pub isp: Option<String>,
+    /// A simulated date for this group only (beats the gateway's).
+    pub date: Option<Day>,
+}
+
+/// A compiled client group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group's name, if it has one.
+    pub name: Option<String>,
+    /// Its jurisdiction.
+    pub jurisdiction: JurisdictionId,
+    /// Its ISP profile.
+    pub isp: Option<IspId>,
+    /// Its own simulated date.
+    pub date: Option<Day>,
 }
 
 /// What is being reached.
@@ -167,6 +305,12 @@ pub struct RuleInfo {
     pub since: Option<Day>,
     /// End day.
     pub until: Option<Day>,
+    /// Server->client bytes before a `freeze`.
+    pub freeze_after_bytes: Option<u32>,
+    /// In-path: seconds a block outlives its trigger.
+    pub residual_secs: Option<u32>,
+    /// The rule's conditions in rules-file syntax (`ports = tcp/443`, `ech = true`, ...).
+    pub conditions: Vec<String>,
 }
 
 /// A client network mapped to a jurisdiction code (from the gateway config).
@@ -191,6 +335,18 @@ pub enum CompileError {
         /// The defined codes.
         have: String,
     },
+    /// A client group names an ISP profile its jurisdiction does not define.
+    #[error("client group {group} names ISP profile `{isp}`, which jurisdiction `{code}` does not define (have: {have})")]
+    UnknownIsp {
+        /// The group (its name, or its first network).
+        group: String,
+        /// The ISP id.
+        isp: String,
+        /// The jurisdiction.
+        code: String,
+        /// The defined ISP ids.
+        have: String,
+    },
     /// More rules than the compact references can address.
     #[error("too many rules ({0}); at most 2^30 compiled rules are supported")]
     TooManyRules(usize),
@@ -211,7 +367,11 @@ struct Compiled {
     techniques: Techniques,
     info: u32,
     order: u32,
+    /// Index into `Policy::conds`, or `NO_COND`.
+    cond: u32,
 }
+
+const NO_COND: u32 = u32::MAX;
 
 impl Compiled {
     #[inline]
@@ -270,8 +430,11 @@ pub struct JurisdictionStats {
 pub struct Policy {
     jurisdictions: Vec<CompiledJurisdiction>,
     compiled: Vec<Compiled>,
+    conds: Vec<Cond>,
     infos: Vec<RuleInfo>,
+    /// Client address -> index into `groups`.
     clients: CidrTable,
+    groups: Vec<GroupInfo>,
     client_nets: Vec<ClientNet>,
     generation: u64,
 }
@@ -284,7 +447,21 @@ pub type SharedPolicy = Arc<Policy>;
 impl Policy {
     /// Compiles `rules` with the client networks `clients`.
     pub fn compile(rules: &RuleSet, clients: &[ClientNet]) -> Result<Policy, CompileError> {
+        let groups: Vec<ClientGroup> = clients
+            .iter()
+            .map(|c| ClientGroup {
+                nets: vec![c.net],
+                jurisdiction: c.jurisdiction.clone(),
+                ..ClientGroup::default()
+            })
+            .collect();
+        Self::compile_groups(rules, &groups)
+    }
+
+    /// Compiles `rules` with client groups (networks plus per-group name, ISP and date).
+    pub fn compile_groups(rules: &RuleSet, groups: &[ClientGroup]) -> Result<Policy, CompileError> {
         let mut compiled: Vec<Compiled> = Vec::new();
+        let mut conds: Vec<Cond> = Vec::new();
         let mut infos: Vec<RuleInfo> = Vec::new();
         let mut jurisdictions = Vec::with_capacity(rules.files.len());
         for (jidx, file) in rules.files.iter().enumerate() {
@@ -302,8 +479,17 @@ impl Policy {
                     source: rule.source.clone(),
                     since: rule.since,
                     until: rule.until,
+                    freeze_after_bytes: rule.freeze_after_bytes,
+                    residual_secs: rule.residual_secs,
+                    conditions: describe_conditions(rule),
                 });
-                b.add_rule(rule, info, &mut compiled);
+                let cond = if rule.has_conditions() {
+                    conds.push(compile_cond(rule, &file.jurisdiction.isps));
+                    (conds.len() - 1) as u32
+                } else {
+                    NO_COND
+                };
+                b.add_rule(rule, info, cond, &mut compiled);
             }
             if compiled.len() > INDEX_MASK as usize {
                 return Err(CompileError::TooManyRules(compiled.len()));
@@ -315,27 +501,63 @@ impl Policy {
                 &compiled,
             ));
         }
-        let mut client_nets = Vec::with_capacity(clients.len());
-        let mut pairs = Vec::with_capacity(clients.len());
-        for c in clients {
+        let have = || {
+            rules
+                .files
+                .iter()
+                .map(|f| f.jurisdiction.code.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut client_nets = Vec::new();
+        let mut pairs = Vec::new();
+        let mut infos_g = Vec::with_capacity(groups.len());
+        for (gi, g) in groups.iter().enumerate() {
             let Some(j) = rules
                 .files
                 .iter()
-                .position(|f| f.jurisdiction.code == c.jurisdiction)
+                .position(|f| f.jurisdiction.code == g.jurisdiction)
             else {
                 return Err(CompileError::UnknownJurisdiction {
-                    net: c.net,
-                    code: c.jurisdiction.clone(),
-                    have: rules
-                        .files
-                        .iter()
-                        .map(|f| f.jurisdiction.code.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    net: g.nets.first().copied().unwrap_or_default(),
+                    code: g.jurisdiction.clone(),
+                    have: have(),
                 });
             };
-            pairs.push((c.net.trunc(), j as u32));
-            client_nets.push(c.clone());
+            let isps = &rules.files[j].jurisdiction.isps;
+            let isp = match &g.isp {
+                None => None,
+                Some(id) => match isps.iter().position(|p| &p.id == id) {
+                    Some(i) => Some(IspId(i as u8)),
+                    None => {
+                        return Err(CompileError::UnknownIsp {
+                            group: g.name.clone().unwrap_or_else(|| {
+                                g.nets.first().map_or_else(String::new, |n| n.to_string())
+                            }),
+                            isp: id.clone(),
+                            code: g.jurisdiction.clone(),
+                            have: isps
+                                .iter()
+                                .map(|p| p.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        })
+                    }
+                },
+            };
+            infos_g.push(GroupInfo {
+                name: g.name.clone(),
+                jurisdiction: JurisdictionId(j as u16),
+                isp,
+                date: g.date,
+            });
+            for net in &g.nets {
+                pairs.push((net.trunc(), gi as u32));
+                client_nets.push(ClientNet {
+                    net: *net,
+                    jurisdiction: g.jurisdiction.clone(),
+                });
+            }
         }
         // The innermost network decides; among equal networks the first listed.
         let clients = CidrTable::build(pairs.into_iter().collect(), |chain| {
@@ -345,8 +567,10 @@ impl Policy {
         Ok(Policy {
             jurisdictions,
             compiled,
+            conds,
             infos,
             clients,
+            groups: infos_g,
             client_nets,
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
@@ -355,7 +579,68 @@ impl Policy {
     /// The jurisdiction of `client` (longest-prefix match over the configured networks).
     #[inline]
     pub fn jurisdiction_for(&self, client: IpAddr) -> Option<JurisdictionId> {
-        self.clients.get(client).map(|j| JurisdictionId(j as u16))
+        self.group_for(client).map(|g| g.jurisdiction)
+    }
+
+    /// The client group of `client` (longest-prefix match over the configured networks).
+    #[inline]
+    pub fn group_for(&self, client: IpAddr) -> Option<&GroupInfo> {
+        self.clients
+            .get(client)
+            .and_then(|g| self.groups.get(g as usize))
+    }
+
+    /// The client group named `name`.
+    pub fn group_by_name(&self, name: &str) -> Option<&GroupInfo> {
+        self.groups.iter().find(|g| g.name.as_deref() == Some(name))
+    }
+
+    /// Every client group, in config order.
+    pub fn groups(&self) -> &[GroupInfo] {
+        &self.groups
+    }
+
+    /// The moment to decide at for `client`: its group's own date if it has one, else `at`.
+    #[inline]
+    pub fn at_for(&self, client: IpAddr, at: At) -> At {
+        match self.group_for(client).and_then(|g| g.date) {
+            Some(d) => At::Day(d),
+            None => at,
+        }
+    }
+
+    /// The `[[isp]]` profile `id` of jurisdiction `j`.
+    pub fn isp_by_id(&self, j: JurisdictionId, id: &str) -> Option<IspId> {
+        self.jurisdiction(j)
+            .isps
+            .iter()
+            .position(|p| p.id == id)
+            .map(|i| IspId(i as u8))
+    }
+
+    /// The `[[isp]]` profile `isp` of jurisdiction `j`.
+    pub fn isp(&self, j: JurisdictionId, isp: IspId) -> Option<&IspProfile> {
+        self.jurisdiction(j).isps.get(usize::from(isp.0))
+    }
+
+    /// The `dns-blockpage` addresses for a client of ISP `isp` (the ISP's, else the
+    /// jurisdiction's).
+    pub fn dns_blockpage(&self, j: JurisdictionId, isp: Option<IspId>) -> &[IpAddr] {
+        let info = self.jurisdiction(j);
+        match isp.and_then(|i| info.isps.get(usize::from(i.0))) {
+            Some(p) if !p.dns_blockpage.is_empty() => &p.dns_blockpage,
+            _ => &info.dns_blockpage,
+        }
+    }
+
+    /// The `http-blockpage` redirect for a client of ISP `isp` (the ISP's, else the
+    /// jurisdiction's; `None` = the local 451 page).
+    pub fn http_blockpage(&self, j: JurisdictionId, isp: Option<IspId>) -> Option<&str> {
+        let info = self.jurisdiction(j);
+        match isp.and_then(|i| info.isps.get(usize::from(i.0))) {
+            Some(p) if p.http_blockpage.is_some() => p.http_blockpage.as_deref(),
+            _ => info.http_blockpage.as_deref(),
+        }
     }
 
     /// The jurisdiction with code `code`.
@@ -406,28 +691,83 @@ impl Policy {
     }
 
     /// The decision for `client` reaching `target` at `at`; `Err` for an unmapped client.
+    /// The client's group supplies its own date and ISP profile, if it has them.
     #[inline]
     pub fn decide(&self, client: IpAddr, target: Target<'_>, at: At) -> Result<Decision, Unmapped> {
-        let j = self.jurisdiction_for(client).ok_or(Unmapped(client))?;
-        Ok(self.decide_in(j, target, at))
+        self.decide_conn(client, target, &Conn::NONE, at)
+    }
+
+    /// The decision for `client` reaching `target` over connection `conn` at `at` (the
+    /// client's group supplies its date, and its ISP unless `conn` names one).
+    #[inline]
+    pub fn decide_conn(
+        &self,
+        client: IpAddr,
+        target: Target<'_>,
+        conn: &Conn<'_>,
+        at: At,
+    ) -> Result<Decision, Unmapped> {
+        let g = self.group_for(client).ok_or(Unmapped(client))?;
+        let at = g.date.map_or(at, At::Day);
+        let isp = conn.isp.or(g.isp);
+        Ok(self.decide_query(g.jurisdiction, target, conn, isp, at))
     }
 
     /// The decision for `target` at `at` in jurisdiction `j`.
+    #[inline]
     pub fn decide_in(&self, j: JurisdictionId, target: Target<'_>, at: At) -> Decision {
+        self.decide_query(j, target, &Conn::NONE, None, at)
+    }
+
+    /// The decision for `target` over connection `conn` at `at` in jurisdiction `j`.
+    #[inline]
+    pub fn decide_conn_in(
+        &self,
+        j: JurisdictionId,
+        target: Target<'_>,
+        conn: &Conn<'_>,
+        at: At,
+    ) -> Decision {
+        self.decide_query(j, target, conn, conn.isp, at)
+    }
+
+    fn decide_query(
+        &self,
+        j: JurisdictionId,
+        target: Target<'_>,
+        conn: &Conn<'_>,
+        isp: Option<IspId>,
+        at: At,
+    ) -> Decision {
         let cj = &self.jurisdictions[usize::from(j.0)];
-        let day = at.local_day(cj.info.utc_offset);
+        let off = cj.info.utc_offset;
+        let q = Query {
+            day: at.local_day(off),
+            minute: conn.local_minute.or_else(|| at.local_minute(off)),
+            isp,
+            conn,
+        };
         let mut best = Best::default();
-        let allowed = match target {
-            Target::Domain(name) => self.match_name(cj, name.as_bytes(), day, &mut best),
-            Target::Ip(ip) => self.match_ip(cj, ip, day, &mut best),
+        let mut allowed = match target {
+            Target::Domain(name) => self.match_name(cj, name.as_bytes(), &q, &mut best),
+            Target::Ip(ip) => self.match_ip(cj, ip, &q, &mut best),
             Target::Url { host, path } => {
-                let a = self.match_url(cj, host, path, day, &mut best);
+                let a = self.match_url(cj, host, path, &q, &mut best);
                 a.or_else(|| match host.parse::<IpAddr>() {
-                    Ok(ip) => self.match_ip(cj, ip, day, &mut best),
-                    Err(_) => self.match_name(cj, host.as_bytes(), day, &mut best),
+                    Ok(ip) => self.match_ip(cj, ip, &q, &mut best),
+                    Err(_) => self.match_name(cj, host.as_bytes(), &q, &mut best),
                 })
             }
         };
+        // A name with its destination address: an allow on either wins; address blocks
+        // apply only when no name rule blocks.
+        if let (Some(dst), None, false) = (conn.dst, allowed, matches!(target, Target::Ip(_))) {
+            let mut by_ip = Best::default();
+            allowed = self.match_ip(cj, dst, &q, &mut by_ip);
+            if best.rule.is_none() {
+                best = by_ip;
+            }
+        }
         if let Some(rule) = allowed {
             return Decision::Allow {
                 jurisdiction: j,
@@ -437,10 +777,18 @@ impl Policy {
         match best.rule {
             Some(r) => {
                 let c = &self.compiled[r as usize];
+                let mut techniques = c.techniques;
+                if let Some(p) = isp.and_then(|i| cj.info.isps.get(usize::from(i.0))) {
+                    for &(from, to) in &p.overrides {
+                        if c.techniques.contains(from) {
+                            techniques = techniques.without(from).with(to);
+                        }
+                    }
+                }
                 Decision::Block(Block {
                     jurisdiction: j,
                     rule: RuleId(c.info),
-                    techniques: c.techniques,
+                    techniques,
                 })
             }
             None => Decision::Allow {
@@ -493,9 +841,12 @@ impl Policy {
 
     /// Considers `r` matched with `specificity`; returns `Some(r)` if it is an active allow.
     #[inline]
-    fn consider(&self, r: u32, specificity: u32, day: i32, best: &mut Best) -> Option<u32> {
+    fn consider(&self, r: u32, specificity: u32, q: &Query<'_>, best: &mut Best) -> Option<u32> {
         let c = &self.compiled[r as usize];
-        if !c.active(day) {
+        if !c.active(q.day) {
+            return None;
+        }
+        if c.cond != NO_COND && !self.conds[c.cond as usize].holds(q) {
             return None;
         }
         if c.allow {
@@ -522,7 +873,7 @@ impl Policy {
         &self,
         cj: &CompiledJurisdiction,
         raw: &[u8],
-        day: i32,
+        q: &Query<'_>,
         best: &mut Best,
     ) -> Option<u32> {
         let raw = raw.strip_suffix(b".").unwrap_or(raw);
@@ -558,7 +909,7 @@ impl Policy {
                             allowed = allowed.or(self.consider(
                                 r & INDEX_MASK,
                                 suffix.len() as u32,
-                                day,
+                                q,
                                 best,
                             ));
                         }
@@ -575,18 +926,18 @@ impl Policy {
                     if r & SUBS_ONLY != 0 {
                         continue;
                     }
-                    allowed =
-                        allowed.or(self.consider(r & INDEX_MASK, name.len() as u32, day, best));
+                    allowed = allowed.or(self.consider(r & INDEX_MASK, name.len() as u32, q, best));
                 }
             }
         }
         for &r in &cj.root {
-            allowed = allowed.or(self.consider(r, 0, day, best));
+            allowed = allowed.or(self.consider(r, 0, q, best));
         }
-        if !cj.substrings.is_empty() && cj.substring_days.0 <= day && day < cj.substring_days.1 {
+        if !cj.substrings.is_empty() && cj.substring_days.0 <= q.day && q.day < cj.substring_days.1
+        {
             cj.substrings.for_each_match(name, |spec, list| {
                 for &r in list {
-                    allowed = allowed.or(self.consider(r, spec, day, best));
+                    allowed = allowed.or(self.consider(r, spec, q, best));
                 }
             });
         }
@@ -597,7 +948,7 @@ impl Policy {
         &self,
         cj: &CompiledJurisdiction,
         ip: IpAddr,
-        day: i32,
+        q: &Query<'_>,
         best: &mut Best,
     ) -> Option<u32> {
         let list = cj.cidrs.get(ip)?;
@@ -605,7 +956,7 @@ impl Policy {
         // Chains are stored innermost first; specificity is the prefix length.
         let (start, len) = cj.chain_spans[list as usize];
         for &(plen, r) in &cj.chains[start as usize..(start + len) as usize] {
-            allowed = allowed.or(self.consider(r, u32::from(plen), day, best));
+            allowed = allowed.or(self.consider(r, u32::from(plen), q, best));
         }
         allowed
     }
@@ -615,7 +966,7 @@ impl Policy {
         cj: &CompiledJurisdiction,
         host: &str,
         path: &str,
-        day: i32,
+        q: &Query<'_>,
         best: &mut Best,
     ) -> Option<u32> {
         if cj.urls.is_empty() {
@@ -627,11 +978,57 @@ impl Policy {
             if path.starts_with(prefix.as_str()) {
                 // URLs are more specific than any name: specificity above the longest name.
                 let spec = (MAX_NAME_LEN + prefix.len()) as u32;
-                allowed = allowed.or(self.consider(*r, spec, day, best));
+                allowed = allowed.or(self.consider(*r, spec, q, best));
             }
         }
         allowed
     }
+}
+
+/// The compiled conditions of `rule` (ISP ids resolved against `isps`; the parser has
+/// checked that every one exists).
+fn compile_cond(rule: &Rule, isps: &[IspProfile]) -> Cond {
+    let mut mask = 0u64;
+    for id in &rule.isp {
+        if let Some(i) = isps.iter().position(|p| &p.id == id) {
+            mask |= 1u64 << i;
+        }
+    }
+    Cond {
+        ports: rule.ports.clone(),
+        ech: rule.ech,
+        ja4: rule.ja4.clone(),
+        hours: rule.hours.clone(),
+        isps: mask,
+    }
+}
+
+/// The conditions of `rule` as `key = values` lines, for explanations.
+fn describe_conditions(rule: &Rule) -> Vec<String> {
+    let join = |v: Vec<String>| v.join(", ");
+    let mut out = Vec::new();
+    if !rule.ports.is_empty() {
+        out.push(format!(
+            "ports = {}",
+            join(rule.ports.iter().map(ToString::to_string).collect())
+        ));
+    }
+    if let Some(e) = rule.ech {
+        out.push(format!("ech = {e}"));
+    }
+    if !rule.ja4.is_empty() {
+        out.push(format!("ja4 = {}", rule.ja4.join(", ")));
+    }
+    if !rule.hours.is_empty() {
+        out.push(format!(
+            "hours = {}",
+            join(rule.hours.iter().map(ToString::to_string).collect())
+        ));
+    }
+    if !rule.isp.is_empty() {
+        out.push(format!("isp = {}", rule.isp.join(", ")));
+    }
+    out
 }
 
 #[derive(Debug, Default)]
@@ -653,7 +1050,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn add_rule(&mut self, rule: &Rule, info: u32, compiled: &mut Vec<Compiled>) {
+    fn add_rule(&mut self, rule: &Rule, info: u32, cond: u32, compiled: &mut Vec<Compiled>) {
         let base = Compiled {
             since: rule.since.map_or(i32::MIN, |d| d.0),
             until: rule.until.map_or(i32::MAX, |d| d.0),
@@ -661,6 +1058,7 @@ impl Builder {
             techniques: rule.techniques,
             info,
             order: info,
+            cond,
         };
         let base_idx = compiled.len() as u32;
         compiled.push(base);

@@ -4,7 +4,7 @@
 //! Each relay binds `listen`, logs its `listening listener=relay/udp|relay/tcp addr=...`
 //! line, and forwards every flow to `forward`. Clients outside the configured `[[clients]]`
 //! networks are refused (UDP datagrams dropped, TCP connections closed): a relay is never
-//! open. Each flow gets an [`inspect::Inspector`], which logs the detectors' verdict and, in
+//! open. Each flow gets an `enforce::inspect::Inspector`, which logs the detectors' verdict and, in
 //! `enforce` mode, applies the client jurisdiction's `[[vpn]]` rules (the protocol blocking
 //! Russia deployed against WireGuard from 2021 and OpenVPN/WireGuard from 2023-08-07, per
 //! net4people/bbs#76 and #274).
@@ -17,9 +17,8 @@ use tokio::task::JoinHandle;
 use crate::config::RelaySection;
 use crate::detect::{self, endpoints::Endpoints, Detector};
 use crate::gateway::{Gateway, StartError};
+use crate::rules::Diagnostic;
 
-pub mod inspect;
-pub mod observe;
 pub mod tcp;
 pub mod udp;
 
@@ -40,8 +39,14 @@ pub fn detectors_for(
                 .and_then(std::path::Path::parent)
                 .map(PathBuf::from)
                 .unwrap_or_default();
-            Endpoints::load(&base.join(p))
-                .map_err(|e| StartError::Other(format!("[[relay]] {}: endpoints: {e}", r.listen)))?
+            let path = base.join(p);
+            let shown = path.display().to_string();
+            let bad =
+                |e: String| StartError::Other(format!("[[relay]] {}: endpoints: {e}", r.listen));
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                bad(Diagnostic::file(&shown, format!("cannot read: {e}")).to_string())
+            })?;
+            Endpoints::parse(&shown, &text).map_err(|e| bad(e.to_string()))?
         }
         None => Endpoints::default(),
     };

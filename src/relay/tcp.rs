@@ -10,9 +10,9 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
-use super::inspect::{Fate, Inspector};
 use crate::config::RelaySection;
 use crate::detect::{Detector, Dir, Transport};
+use crate::enforce::inspect::{Fate, Inspector};
 use crate::gateway::{Gateway, StartError};
 use crate::listen::{self, Accepted, Admit, Listen};
 

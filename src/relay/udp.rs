@@ -11,9 +11,9 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
-use super::inspect::{Fate, Inspector};
 use crate::config::RelaySection;
 use crate::detect::{Detector, Dir, Transport};
+use crate::enforce::inspect::{Fate, Inspector};
 use crate::gateway::{Gateway, StartError};
 use crate::listen::Refusals;
 
@@ -23,6 +23,16 @@ type Sessions = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
 struct Session {
     upstream: UdpSocket,
     inspector: Mutex<Inspector>,
+}
+
+impl Session {
+    /// The inspector's fate for one datagram travelling in `dir`.
+    fn fate(&self, gw: &Gateway, dir: Dir, data: &[u8]) -> Fate {
+        match self.inspector.lock() {
+            Ok(mut i) => i.on_packet(dir, data, &gw.policy(), gw.at(), Instant::now()),
+            Err(_) => Fate::Discard,
+        }
+    }
 }
 
 /// Binds the relay and spawns its receive loop.
@@ -75,16 +85,7 @@ async fn serve(
                 None => continue,
             },
         };
-        let fate = match session.inspector.lock() {
-            Ok(mut i) => i.on_packet(
-                Dir::ToServer,
-                &buf[..n],
-                &gw.policy(),
-                gw.at(),
-                Instant::now(),
-            ),
-            Err(_) => Fate::Discard,
-        };
+        let fate = session.fate(&gw, Dir::ToServer, &buf[..n]);
         let s = Arc::clone(&session);
         send(fate, &buf[..n], move |d| async move {
             s.upstream.send(&d).await
@@ -176,16 +177,7 @@ async fn open(
             loop {
                 match tokio::time::timeout(super::UDP_IDLE, s.upstream.recv(&mut buf)).await {
                     Ok(Ok(n)) => {
-                        let fate = match s.inspector.lock() {
-                            Ok(mut i) => i.on_packet(
-                                Dir::ToClient,
-                                &buf[..n],
-                                &gw.policy(),
-                                gw.at(),
-                                Instant::now(),
-                            ),
-                            Err(_) => Fate::Discard,
-                        };
+                        let fate = s.fate(&gw, Dir::ToClient, &buf[..n]);
                         let sock = Arc::clone(&sock);
                         send(fate, &buf[..n], move |d| async move {
                             sock.send_to(&d, client).await

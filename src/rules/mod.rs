@@ -7,6 +7,7 @@
 //! first. Imports (`import = { path, format }`) are read and checked here, line by line; the
 //! policy compiler later streams their entries with [`Import::for_each`].
 
+mod cond;
 mod date;
 mod diag;
 mod import;
@@ -17,6 +18,7 @@ mod technique;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+pub use cond::{check_ja4, parse_hhmm, Port, PortRange, Proto, Window};
 pub use date::{parse_utc_offset, DateError, Day};
 pub use diag::{Diagnostic, RulesError};
 pub use import::{url_host, Entry, Import, ImportFormat};
@@ -33,6 +35,11 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../rules/ru/registry.lst"),
     ),
     ("ru/ipsum.lst", include_str!("../../rules/ru/ipsum.lst")),
+    (
+        "ru/foreign-hosting.lst",
+        include_str!("../../rules/ru/foreign-hosting.lst"),
+    ),
+    ("ru/ovh.lst", include_str!("../../rules/ru/ovh.lst")),
 ];
 
 /// All the rules files of one rules directory, parsed and checked.
@@ -72,10 +79,32 @@ pub struct Jurisdiction {
     pub http_blockpage: Option<String>,
     /// Whether the censor reassembles a ClientHello split across segments (default true).
     pub reassemble: bool,
+    /// `[[isp]]` profiles: per-ISP blockpages and technique overrides (at most 64).
+    pub isps: Vec<IspProfile>,
+}
+
+/// Most `[[isp]]` profiles one jurisdiction may have (rules name them in a 64-bit mask).
+pub const MAX_ISPS: usize = 64;
+
+/// One `[[isp]]` profile of a jurisdiction: how one ISP enacts the jurisdiction's blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IspProfile {
+    /// Short id, named by rules' `isp` conditions and the gateway's `[[clients]] isp`.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Addresses this ISP answers for `dns-blockpage`; empty = the jurisdiction's.
+    pub dns_blockpage: Vec<IpAddr>,
+    /// This ISP's `http-blockpage` redirect target; `None` = the jurisdiction's.
+    pub http_blockpage: Option<String>,
+    /// Techniques this ISP enacts differently: `(as the rule says, as this ISP does it)`.
+    pub overrides: Vec<(Technique, Technique)>,
+    /// Where the profile's facts (blockpages, overrides) come from.
+    pub source: Option<String>,
 }
 
 /// One `[[rule]]`: what it matches, when, and how it blocks (or allows).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Rule {
     /// Unique id, named in every decision the rule causes.
     pub id: String,
@@ -105,6 +134,31 @@ pub struct Rule {
     pub source: Option<String>,
     /// Entries read from a list file.
     pub import: Option<Import>,
+    /// Condition: only connections to these protocol/port ranges (empty = any).
+    pub ports: Vec<PortRange>,
+    /// Condition: only ClientHellos with (`true`) or without (`false`) an ECH extension.
+    pub ech: Option<bool>,
+    /// Condition: only ClientHellos with one of these JA4 fingerprints (lowercase; empty = any).
+    pub ja4: Vec<String>,
+    /// Condition: only at these local times of day (empty = all day).
+    pub hours: Vec<Window>,
+    /// Condition: only for clients of these `[[isp]]` profiles (empty = every client).
+    pub isp: Vec<String>,
+    /// For `freeze`: server->client bytes relayed before the flow silently stops.
+    pub freeze_after_bytes: Option<u32>,
+    /// In-path: seconds the same client/server/port stays blocked after the rule fired.
+    pub residual_secs: Option<u32>,
+}
+
+impl Rule {
+    /// Whether the rule has any condition (`ports`, `ech`, `ja4`, `hours`, `isp`).
+    pub fn has_conditions(&self) -> bool {
+        !self.ports.is_empty()
+            || self.ech.is_some()
+            || !self.ja4.is_empty()
+            || !self.hours.is_empty()
+            || !self.isp.is_empty()
+    }
 }
 
 /// What a `[[vpn]]` rule does to a flow a detector identified.

@@ -8,8 +8,9 @@ use toml_edit::{ImDocument, Item, Table, Value};
 
 use super::import::{Import, ImportFormat};
 use super::{
-    normalize_domain, parse_utc_offset, Day, Diagnostic, Jurisdiction, Reader, Rule, RulesError,
-    RulesFile, Technique, Techniques, VpnRule, VpnTechnique, VPN_PROTOCOLS,
+    check_ja4, normalize_domain, parse_utc_offset, Day, Diagnostic, IspProfile, Jurisdiction,
+    PortRange, Reader, Rule, RulesError, RulesFile, Technique, Techniques, VpnRule, VpnTechnique,
+    Window, MAX_ISPS, VPN_PROTOCOLS,
 };
 
 /// Reads and parses the file at `path`.
@@ -100,6 +101,21 @@ const RULE_KEYS: &[&str] = &[
     "basis",
     "source",
     "import",
+    "ports",
+    "ech",
+    "ja4",
+    "hours",
+    "isp",
+    "freeze_after_bytes",
+    "residual_secs",
+];
+const ISP_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "dns_blockpage",
+    "http_blockpage",
+    "techniques",
+    "source",
 ];
 const JURISDICTION_KEYS: &[&str] = &[
     "code",
@@ -232,9 +248,25 @@ impl Cx<'_> {
     }
 
     fn file(&mut self, root: &Table, base: &Path, reader: &dyn Reader) -> Option<RulesFile> {
-        self.unknown_keys(root, &["jurisdiction", "rule", "vpn"], "a rules file");
+        self.unknown_keys(
+            root,
+            &["jurisdiction", "isp", "rule", "vpn"],
+            "a rules file",
+        );
+        let isps = self.isps(root);
+        // Ids of every [[isp]] table, also of bad ones (already reported), so that rules
+        // naming them are not reported twice.
+        let isp_ids: Vec<String> = root
+            .get("isp")
+            .and_then(Item::as_array_of_tables)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.get("id").and_then(Item::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
         let jurisdiction = match root.get("jurisdiction") {
-            Some(Item::Table(t)) => self.jurisdiction(t),
+            Some(Item::Table(t)) => self.jurisdiction(t, isps),
             Some(other) => {
                 self.err(span_of(other), "`jurisdiction` must be a table".into());
                 None
@@ -258,7 +290,7 @@ impl Cx<'_> {
                             }
                         }
                     }
-                    if let Some(r) = self.rule(t, base, reader) {
+                    if let Some(r) = self.rule(t, base, reader, &isp_ids) {
                         rules.push(r);
                     }
                 }
@@ -291,7 +323,132 @@ impl Cx<'_> {
         })
     }
 
-    fn jurisdiction(&mut self, t: &Table) -> Option<Jurisdiction> {
+    /// The `[[isp]]` profiles of the file (every bad one reported, the good ones kept).
+    fn isps(&mut self, root: &Table) -> Vec<IspProfile> {
+        let mut out: Vec<IspProfile> = Vec::new();
+        match root.get("isp") {
+            None => {}
+            Some(Item::ArrayOfTables(arr)) => {
+                for t in arr.iter() {
+                    if let Some(p) = self.isp(t, &out) {
+                        if out.len() == MAX_ISPS {
+                            let off = t.span().map_or(0, |s| s.start);
+                            self.err(
+                                off,
+                                format!("at most {MAX_ISPS} [[isp]] profiles per jurisdiction"),
+                            );
+                        } else {
+                            out.push(p);
+                        }
+                    }
+                }
+            }
+            Some(other) => self.err(
+                span_of(other),
+                "`isp` must be an array of tables ([[isp]])".into(),
+            ),
+        }
+        out
+    }
+
+    fn isp(&mut self, t: &Table, earlier: &[IspProfile]) -> Option<IspProfile> {
+        let before = self.errors.len();
+        self.unknown_keys(t, ISP_KEYS, "[[isp]]");
+        let start = t.span().map_or(0, |s| s.start);
+        let id = match self.string(t, "id") {
+            Some((id, off)) => {
+                let ok = !id.is_empty()
+                    && id.len() <= 32
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !ok {
+                    self.err(
+                        off,
+                        format!("bad ISP id `{id}`: use lowercase letters, digits and `-`"),
+                    );
+                } else if earlier.iter().any(|p| p.id == id) {
+                    self.err(off, format!("duplicate ISP id `{id}`"));
+                }
+                Some(id)
+            }
+            None => {
+                self.err(start, "[[isp]] needs an `id`".into());
+                None
+            }
+        };
+        let name = self.string(t, "name").map(|x| x.0);
+        let dns_blockpage = self.dns_blockpage(t);
+        let http_blockpage = self.http_blockpage(t);
+        let mut overrides = Vec::new();
+        if let Some(item) = t.get("techniques") {
+            let table = item
+                .as_inline_table()
+                .map(|x| x.clone().into_table())
+                .or_else(|| item.as_table().cloned());
+            match table {
+                None => self.err(
+                    span_of(item),
+                    "`techniques` of an [[isp]] must be a table of overrides, e.g. { \"tls-reset\" = \"http-blockpage\" }".into(),
+                ),
+                Some(tbl) => {
+                    let off = span_of(item);
+                    for (from, v) in tbl.iter() {
+                        let from_t = from.parse::<Technique>();
+                        let to_t = v.as_str().map(str::parse::<Technique>);
+                        match (from_t, to_t) {
+                            (Ok(f), Some(Ok(to))) => overrides.push((f, to)),
+                            (Err(e), _) => self.err(off, format!("`techniques`: {e}")),
+                            (_, Some(Err(e))) => self.err(off, format!("`techniques`: {e}")),
+                            (_, None) => self.err(
+                                off,
+                                format!("`techniques`: the override of `{from}` must be a technique name"),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        let source = self.string(t, "source").map(|x| x.0);
+        if self.errors.len() > before {
+            return None;
+        }
+        let id = id?;
+        Some(IspProfile {
+            name: name.unwrap_or_else(|| id.clone()),
+            id,
+            dns_blockpage,
+            http_blockpage,
+            overrides,
+            source,
+        })
+    }
+
+    fn dns_blockpage(&mut self, t: &Table) -> Vec<IpAddr> {
+        let mut dns_blockpage = Vec::new();
+        for (s, off) in self.strings(t, "dns_blockpage") {
+            match s.parse::<IpAddr>() {
+                Ok(ip) => dns_blockpage.push(ip),
+                Err(_) => self.err(off, format!("`dns_blockpage`: `{s}` is not an IP address")),
+            }
+        }
+        dns_blockpage
+    }
+
+    fn http_blockpage(&mut self, t: &Table) -> Option<String> {
+        let (s, off) = self.string(t, "http_blockpage")?;
+        if !(s.starts_with("http://") || s.starts_with("https://"))
+            || s.contains(char::is_whitespace)
+        {
+            self.err(
+                off,
+                format!("`http_blockpage`: `{s}` is not an http(s) URL"),
+            );
+        }
+        Some(s)
+    }
+
+    fn jurisdiction(&mut self, t: &Table, isps: Vec<IspProfile>) -> Option<Jurisdiction> {
         self.unknown_keys(t, JURISDICTION_KEYS, "[jurisdiction]");
         let start = t.span().map_or(0, |s| s.start);
         let code = match self.string(t, "code") {
@@ -327,27 +484,8 @@ impl Cx<'_> {
             },
             None => 0,
         };
-        let mut dns_blockpage = Vec::new();
-        for (s, off) in self.strings(t, "dns_blockpage") {
-            match s.parse::<IpAddr>() {
-                Ok(ip) => dns_blockpage.push(ip),
-                Err(_) => self.err(off, format!("`dns_blockpage`: `{s}` is not an IP address")),
-            }
-        }
-        let http_blockpage = match self.string(t, "http_blockpage") {
-            Some((s, off)) => {
-                if !(s.starts_with("http://") || s.starts_with("https://"))
-                    || s.contains(char::is_whitespace)
-                {
-                    self.err(
-                        off,
-                        format!("`http_blockpage`: `{s}` is not an http(s) URL"),
-                    );
-                }
-                Some(s)
-            }
-            None => None,
-        };
+        let dns_blockpage = self.dns_blockpage(t);
+        let http_blockpage = self.http_blockpage(t);
         let reassemble = self.bool(t, "reassemble").unwrap_or(true);
         let code = code?;
         Some(Jurisdiction {
@@ -358,10 +496,17 @@ impl Cx<'_> {
             dns_blockpage,
             http_blockpage,
             reassemble,
+            isps,
         })
     }
 
-    fn rule(&mut self, t: &Table, base: &Path, reader: &dyn Reader) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        t: &Table,
+        base: &Path,
+        reader: &dyn Reader,
+        isp_ids: &[String],
+    ) -> Option<Rule> {
         let before = self.errors.len();
         self.unknown_keys(t, RULE_KEYS, "[[rule]]");
         let start = t.span().map_or(0, |s| s.start);
@@ -442,6 +587,77 @@ impl Cx<'_> {
                 "`throttle_kbps` is set but `throttle` is not among the techniques".into(),
             );
         }
+        let mut ports = Vec::new();
+        for (s, off) in self.strings(t, "ports") {
+            match s.parse::<PortRange>() {
+                Ok(p) => ports.push(p),
+                Err(e) => self.err(off, format!("`ports`: {e}")),
+            }
+        }
+        let ech = self.bool(t, "ech");
+        let mut ja4 = Vec::new();
+        for (s, off) in self.strings(t, "ja4") {
+            match check_ja4(&s) {
+                Ok(fp) => ja4.push(fp),
+                Err(e) => self.err(off, format!("`ja4`: {e}")),
+            }
+        }
+        let mut hours = Vec::new();
+        for (s, off) in self.strings(t, "hours") {
+            match s.parse::<Window>() {
+                Ok(w) => hours.push(w),
+                Err(e) => self.err(off, format!("`hours`: {e}")),
+            }
+        }
+        let mut isp = Vec::new();
+        for (s, off) in self.strings(t, "isp") {
+            if isp_ids.contains(&s) {
+                isp.push(s);
+            } else if isp_ids.is_empty() {
+                self.err(
+                    off,
+                    format!(
+                        "`isp`: no [[isp]] profile `{s}`: this file defines no [[isp]] profiles"
+                    ),
+                );
+            } else {
+                self.err(
+                    off,
+                    format!(
+                        "`isp`: no [[isp]] profile `{s}` in this file (have: {})",
+                        isp_ids.join(", ")
+                    ),
+                );
+            }
+        }
+        for key in ["ports", "ja4", "hours", "isp"] {
+            if let Some(arr) = t.get(key).and_then(Item::as_array) {
+                if arr.is_empty() {
+                    let off = span_of(&t[key]);
+                    self.err(off, format!("`{key}` is empty: leave it out to mean any"));
+                }
+            }
+        }
+        let freeze_after_bytes = self.positive_int(t, "freeze_after_bytes");
+        if techniques.contains(Technique::Freeze) && t.get("freeze_after_bytes").is_none() {
+            let off = t.get("techniques").map_or(start, span_of);
+            self.err(off, "technique `freeze` needs `freeze_after_bytes`".into());
+        }
+        if freeze_after_bytes.is_some() && !techniques.contains(Technique::Freeze) {
+            let off = self.key_offset(t, "freeze_after_bytes");
+            self.err(
+                off,
+                "`freeze_after_bytes` is set but `freeze` is not among the techniques".into(),
+            );
+        }
+        let residual_secs = self.positive_int(t, "residual_secs");
+        if residual_secs.is_some() && allow {
+            let off = self.key_offset(t, "residual_secs");
+            self.err(
+                off,
+                "an `allow = true` rule takes no `residual_secs`".into(),
+            );
+        }
         let basis = self.string(t, "basis").map(|x| x.0);
         let source = self.string(t, "source").map(|x| x.0);
         let import = match t.get("import") {
@@ -472,6 +688,13 @@ impl Cx<'_> {
             basis,
             source,
             import,
+            ports,
+            ech,
+            ja4,
+            hours,
+            isp,
+            freeze_after_bytes,
+            residual_secs,
         })
     }
 

@@ -35,6 +35,9 @@ pub enum Technique {
     Throttle = 10,
     /// QUIC v1 Initials to the blocked name are dropped.
     QuicDrop = 11,
+    /// After the rule's `freeze_after_bytes` server->client bytes the flow silently stops
+    /// both ways (no RST): Russia's 2025 "16 KB" behaviour.
+    Freeze = 12,
 }
 
 /// The layer of the network at which a technique is enacted.
@@ -48,7 +51,7 @@ pub enum Layer {
     Tls,
     /// Any connection to an address (TCP or UDP).
     Ip,
-    /// Throttling of a passing flow.
+    /// Throttling or freezing of a passing flow.
     Flow,
     /// UDP/443 QUIC.
     Quic,
@@ -56,7 +59,7 @@ pub enum Layer {
 
 impl Technique {
     /// Every technique, in bit order.
-    pub const ALL: [Technique; 12] = [
+    pub const ALL: [Technique; 13] = [
         Technique::DnsNxdomain,
         Technique::DnsRefused,
         Technique::DnsServfail,
@@ -69,6 +72,7 @@ impl Technique {
         Technique::IpReset,
         Technique::Throttle,
         Technique::QuicDrop,
+        Technique::Freeze,
     ];
 
     /// The name used in rules files and output (`dns-nxdomain`, `tls-reset`, ...).
@@ -86,6 +90,7 @@ impl Technique {
             Technique::IpReset => "ip-reset",
             Technique::Throttle => "throttle",
             Technique::QuicDrop => "quic-drop",
+            Technique::Freeze => "freeze",
         }
     }
 
@@ -100,7 +105,7 @@ impl Technique {
             Technique::HttpBlockpage => Layer::Http,
             Technique::TlsReset | Technique::TlsDrop => Layer::Tls,
             Technique::IpDrop | Technique::IpReset => Layer::Ip,
-            Technique::Throttle => Layer::Flow,
+            Technique::Throttle | Technique::Freeze => Layer::Flow,
             Technique::QuicDrop => Layer::Quic,
         }
     }
@@ -142,6 +147,16 @@ pub struct Techniques(u16);
 impl Techniques {
     /// The empty set.
     pub const EMPTY: Techniques = Techniques(0);
+
+    /// The set without `t`.
+    pub const fn without(self, t: Technique) -> Techniques {
+        Techniques(self.0 & !t.bit())
+    }
+
+    /// The set with `t`.
+    pub const fn with(self, t: Technique) -> Techniques {
+        Techniques(self.0 | t.bit())
+    }
 
     /// Whether the set holds `t`.
     pub const fn contains(self, t: Technique) -> bool {

@@ -12,23 +12,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderValue, HOST};
-use hyper::{Request, Response, StatusCode};
+use hyper::header::HOST;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::verdict::{self, Verdict};
 use crate::config::InterceptSection;
-use crate::gateway::Gateway;
-use crate::http::proxy::Body;
-use crate::policy::{JurisdictionId, Policy};
+use crate::enforce::flow::FlowCtx;
+use crate::enforce::respond::{self, bad_gateway, Body, ProxyError};
+use crate::enforce::verdict::Verdict;
 
 /// Minted certificates kept at most (the cache is emptied when full).
 const CACHE_MAX: usize = 10_000;
@@ -150,31 +148,17 @@ impl Interceptor {
 
 /// One intercepted connection's context.
 struct Session {
-    gw: Arc<Gateway>,
+    ctx: FlowCtx,
     icp: Arc<Interceptor>,
-    policy: Arc<Policy>,
-    j: JurisdictionId,
     sni: String,
     dest: SocketAddr,
-    local: SocketAddr,
-    peer: SocketAddr,
     upstream: tokio::sync::Mutex<Option<SendRequest<Incoming>>>,
 }
 
 /// Terminates TLS on `client` (whose ClientHello named `sni`) and serves its HTTP requests,
 /// blocking by URL and forwarding the rest to `dest`.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve<S>(
-    icp: Arc<Interceptor>,
-    gw: Arc<Gateway>,
-    policy: Arc<Policy>,
-    j: JurisdictionId,
-    client: S,
-    sni: String,
-    dest: SocketAddr,
-    peer: SocketAddr,
-    local: SocketAddr,
-) where
+pub async fn serve<S>(icp: Arc<Interceptor>, ctx: FlowCtx, client: S, sni: String, dest: SocketAddr)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = match icp.server_config(&sni) {
@@ -192,14 +176,10 @@ pub async fn serve<S>(
         }
     };
     let s = Arc::new(Session {
-        gw,
+        ctx,
         icp,
-        policy,
-        j,
         sni,
         dest,
-        local,
-        peer,
         upstream: tokio::sync::Mutex::new(None),
     });
     let svc = hyper::service::service_fn(move |req| {
@@ -214,26 +194,14 @@ pub async fn serve<S>(
     }
 }
 
-fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *r.status_mut() = status;
-    r
-}
-
 impl Session {
-    async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-    ) -> Result<Response<Body>, crate::http::proxy::ProxyError> {
+    async fn handle(&self, mut req: Request<Incoming>) -> Result<Response<Body>, ProxyError> {
+        let ctx = &self.ctx;
         let host = req
             .headers()
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .and_then(super::http_head::split_host_port)
+            .and_then(crate::sniff::http_head::split_host_port)
             .map_or_else(|| self.sni.clone(), |(h, _)| h);
         let path = req
             .uri()
@@ -241,42 +209,24 @@ impl Session {
             .map_or("/", |p| p.as_str())
             .to_string();
         let url = format!("https://{host}{path}");
-        let at = self.gw.at();
-        let v = verdict::for_http(&self.policy, self.j, &host, &path, at);
-        v.record(&self.gw, &self.policy, self.j, "tls", self.peer, &url);
-        if let Some(rule) = v.rule() {
-            if !v.passes() {
-                let id = self.policy.rule(rule).id.as_str();
-                tracing::info!(client.addr = %self.peer, url, decision = v.name(), rule = id, intercepted = true, "blocked");
-            }
+        let v = ctx.for_http(&host, &path);
+        ctx.record(v, "tls", &url);
+        if !v.passes() {
+            let rule = ctx.rule_id(v);
+            tracing::info!(client.addr = %ctx.peer, url, decision = v.name(), rule, intercepted = true, "blocked");
         }
         match v {
             Verdict::Blockpage { rule } => {
-                let pg = crate::http::blockpage::page(
-                    &self.policy,
-                    self.j,
-                    rule,
-                    &url,
-                    &format!("http://{}/", self.local),
-                );
-                let mut r = full(
-                    StatusCode::from_u16(pg.status).unwrap_or(StatusCode::FORBIDDEN),
-                    pg.body,
-                );
-                for (k, val) in pg.headers {
-                    if let Ok(val) = HeaderValue::from_str(&val) {
-                        r.headers_mut().insert(k, val);
-                    }
-                }
-                return Ok(r);
+                let gateway = format!("http://{}/", ctx.local);
+                return Ok(respond::blockpage(&ctx.policy, ctx.j, rule, &url, &gateway));
             }
-            Verdict::Reset { .. } => return Err(crate::http::proxy::ProxyError::Reset),
+            Verdict::Reset { .. } => return Err(ProxyError::Reset),
             Verdict::Drop { .. } => {
                 tokio::time::sleep(Duration::from_secs(
-                    self.gw.config.tls.as_ref().map_or(120, |t| t.hold_secs),
+                    ctx.gw.config.tls.as_ref().map_or(120, |t| t.hold_secs),
                 ))
                 .await;
-                return Err(crate::http::proxy::ProxyError::Dropped);
+                return Err(ProxyError::Dropped);
             }
             Verdict::Pass | Verdict::Throttle { .. } => {}
         }
@@ -291,28 +241,20 @@ impl Session {
             Some(s) => s,
             None => match self.open().await {
                 Ok(s) => s,
-                Err(msg) => {
-                    return Ok(full(
-                        StatusCode::BAD_GATEWAY,
-                        format!("502 Bad Gateway: {}: {msg}\n", self.sni),
-                    ))
-                }
+                Err(msg) => return Ok(bad_gateway(format_args!("{}: {msg}", self.sni))),
             },
         };
         *req.uri_mut() = path.parse().unwrap_or_default();
+        respond::strip_hop_by_hop(req.headers_mut());
         let resp = match sender.send_request(req).await {
             Ok(r) => r,
-            Err(e) => {
-                return Ok(full(
-                    StatusCode::BAD_GATEWAY,
-                    format!("502 Bad Gateway: {}: {e}\n", self.sni),
-                ))
-            }
+            Err(e) => return Ok(bad_gateway(format_args!("{}: {e}", self.sni))),
         };
         *up = Some(sender);
-        Ok(resp.map(|b| b.boxed()))
+        let (mut parts, body) = resp.into_parts();
+        respond::strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body.boxed()))
     }
-
     async fn open(&self) -> Result<SendRequest<Incoming>, String> {
         let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(self.dest))
             .await
@@ -324,14 +266,6 @@ impl Session {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("origin TLS: {e}"))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "origin connection ended");
-            }
-        });
-        Ok(sender)
+        respond::origin(tls).await
     }
 }

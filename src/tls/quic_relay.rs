@@ -2,7 +2,7 @@
 //! `quic-drop`.
 //!
 //! Per client address (a flow) the relay collects the client's first Initials, decrypts them
-//! (`super::quic`) to read the SNI, and decides: QUIC v1 Initials of at least 1001 bytes are
+//! (`crate::sniff::quic`) to read the SNI, and decides: QUIC v1 Initials of at least 1001 bytes are
 //! dropped when the name or the destination address is blocked with `quic-drop` (the shipped
 //! `ru-quic-v1` rule does this for every address from 2022-03-04, as the Russian censor did);
 //! everything else is relayed both ways. With the jurisdiction's `reassemble = false` only the
@@ -19,10 +19,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::quic::{self, CryptoStream, InitialInfo};
 use crate::gateway::{Gateway, StartError};
 use crate::policy::{JurisdictionId, Policy, RuleId, Target};
 use crate::rules::Technique;
+use crate::sniff::quic::{self, CryptoStream, InitialInfo};
 
 /// A flow with no traffic this long is forgotten.
 const IDLE: Duration = Duration::from_secs(60);
@@ -69,7 +69,7 @@ struct Flow {
     state: State,
     upstream: Option<Arc<UdpSocket>>,
     last: Arc<AtomicU64>,
-    _active: super::flow::ActiveFlow,
+    _active: crate::enforce::flow::ActiveFlow,
 }
 
 struct Relay {
@@ -136,7 +136,7 @@ impl Relay {
             },
             upstream: None,
             last: Arc::new(AtomicU64::new(now)),
-            _active: super::flow::ActiveFlow::new(&self.gw.metrics),
+            _active: crate::enforce::flow::ActiveFlow::new(&self.gw.metrics),
         });
         flow.last.store(now, Ordering::Relaxed);
         let sni = match &mut flow.state {

@@ -17,13 +17,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::flow::{self, Sniffed};
 use super::intercept::{self, Interceptor};
-use super::throttle::Throttled;
-use super::verdict::{self, Verdict};
+use crate::enforce::blockpage;
+use crate::enforce::flow::{self, FlowCtx, Sniffed};
+use crate::enforce::throttle::Throttled;
+use crate::enforce::verdict::Verdict;
 use crate::gateway::{Gateway, StartError};
 use crate::listen::{self, Admit, Listen};
-use crate::policy::Policy;
 
 /// How long connecting to the origin may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,8 +90,7 @@ async fn handle(
     icp: Option<Arc<Interceptor>>,
 ) {
     let _active = flow::ActiveFlow::new(&gw.metrics);
-    let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
-    let Some(j) = policy.jurisdiction_for(peer.ip()) else {
+    let Some(ctx) = FlowCtx::new(&gw, peer, local) else {
         gw.record_refused("tls", peer, "");
         tracing::info!(client.addr = %peer, decision = "refused", "client is in no configured network");
         flow::reset(client);
@@ -102,50 +101,29 @@ async fn handle(
     let direct_port = section.map_or(443, |s| s.direct_tls_port);
     let orig = original_dst(&client);
     let mut first = Vec::new();
-    let reassemble = policy.jurisdiction(j).reassemble;
-    let sniffed = flow::sniff(&mut client, &mut first, reassemble).await;
-    let at = gw.at();
-    let mut v = match &sniffed {
-        Sniffed::Tls(Some(sni)) => verdict::for_name(&policy, j, sni.as_str(), at),
-        Sniffed::Http(Some(h)) => verdict::for_http(&policy, j, &h.host, &h.path, at),
-        _ => Verdict::Pass,
-    };
+    let sniffed = flow::sniff(&mut client, &mut first, ctx.reassemble()).await;
     let name = sniffed.name().unwrap_or("").to_string();
-    let mut dest = orig;
-    if v.passes() {
-        if !name.is_empty() {
-            v = v.and(verdict::for_name_ips(&policy, j, &name, at));
-        }
-        if dest.is_none() && !name.is_empty() {
-            let port = match &sniffed {
-                Sniffed::Http(Some(h)) => h.port.unwrap_or(80),
-                _ => direct_port,
-            };
-            match gw.upstream.lookup_ip(&name).await {
-                Ok(addrs) => {
-                    dest = addrs
-                        .iter()
-                        .find(|a| a.is_ipv4())
-                        .or(addrs.first())
-                        .map(|ip| SocketAddr::new(*ip, port));
-                }
-                Err(e) => tracing::info!(name, error = %e, "cannot resolve"),
-            }
-        }
-        if let Some(d) = dest {
-            v = v.and(verdict::for_ip(&policy, j, d.ip(), at));
-        }
+    let route = ctx
+        .route(ctx.for_sniffed(&sniffed), &name, orig.map(|d| d.ip()))
+        .await;
+    if let Some(e) = &route.unresolved {
+        tracing::info!(name, error = %e, "cannot resolve");
     }
+    let v = route.verdict;
+    let dest = orig.or_else(|| {
+        let port = match &sniffed {
+            Sniffed::Http(Some(h)) => h.port.unwrap_or(80),
+            _ => direct_port,
+        };
+        route.addr.map(|ip| SocketAddr::new(ip, port))
+    });
     let target = match &sniffed {
         Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
         _ if !name.is_empty() => name.clone(),
         _ => dest.map(|d| d.to_string()).unwrap_or_default(),
     };
-    v.record(&gw, &policy, j, "tls", peer, &target);
-    let rule = v
-        .rule()
-        .map(|r| policy.rule(r).id.clone())
-        .unwrap_or_default();
+    ctx.record(v, "tls", &target);
+    let rule = ctx.rule_id(v).to_string();
     let shown_dest = dest.map(|d| d.to_string()).unwrap_or_default();
     if !v.passes() {
         tracing::info!(client.addr = %peer, dest = shown_dest, tls.sni = name, decision = v.name(), rule, "blocked");
@@ -156,9 +134,8 @@ async fn handle(
                 Sniffed::Http(Some(h)) => format!("http://{}{}", h.host, h.path),
                 _ => format!("http://{name}/"),
             };
-            let pg =
-                crate::http::blockpage::page(&policy, j, rule, &url, &format!("http://{local}/"));
-            drop(policy);
+            let pg = blockpage::page(&ctx.policy, ctx.j, rule, &url, &format!("http://{local}/"));
+            drop(ctx);
             let _ = client.write_all(&pg.to_bytes()).await;
             let _ = client.shutdown().await;
         }
@@ -175,21 +152,9 @@ async fn handle(
                     _ => None,
                 };
                 let client = Throttled::new(flow::Prefixed::new(first, client), kbps);
-                intercept::serve(
-                    icp,
-                    Arc::clone(&gw),
-                    policy,
-                    j,
-                    client,
-                    name,
-                    dest,
-                    peer,
-                    local,
-                )
-                .await;
+                intercept::serve(icp, ctx, client, name, dest).await;
                 return;
             }
-            drop(policy);
             let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -203,6 +168,8 @@ async fn handle(
                 }
             };
             let _ = up.set_nodelay(true);
+            let observer = Some(ctx.observer("tls", dest, &dest.to_string()));
+            drop(ctx);
             let kbps = match v {
                 Verdict::Throttle { kbps, .. } => {
                     tracing::info!(client.addr = %peer, dest = %dest, tls.sni = name, decision = "throttle", rule, kbps, "throttled");
@@ -210,14 +177,6 @@ async fn handle(
                 }
                 _ => None,
             };
-            let observer = Some(crate::relay::observe::Observer::new(
-                &gw,
-                "tls",
-                peer,
-                dest,
-                j,
-                &dest.to_string(),
-            ));
             match flow::splice(client, &first, up, kbps, observer).await {
                 Ok((up, down)) => tracing::debug!(dest = %dest, up, down, "flow closed"),
                 Err(e) => tracing::debug!(dest = %dest, error = %e, "flow ended"),

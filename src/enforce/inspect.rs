@@ -2,13 +2,16 @@
 //! frontend that relays a flow, such as a CONNECT tunnel).
 //!
 //! An [`Inspector`] is fed every packet of one flow. Until the detectors decide (or
-//! [`MAX_PACKETS`] payload packets were seen) it keeps the payloads and asks the undecided
-//! detectors after each one. The first verdict is logged (`tracing`, target `blocklab::vpn`,
+//! [`MAX_PACKETS`](crate::detect::MAX_PACKETS) payload packets were seen) it keeps the payloads and asks the undecided
+//! detectors after each one, through the one `detect::Classifier` the offline experiments
+//! use too. The first verdict is logged (`tracing`, target `blocklab::vpn`,
 //! fields `client`, `jurisdiction`, `detector`, `verdict`, `rule`, `decided_after`, `action`,
 //! `vpn_rule`, `mode`) and, in `enforce` mode, turned into the action of the client
 //! jurisdiction's `[[vpn]]` rule at the gateway's date: `drop` (nothing more is forwarded),
 //! `reset` (TCP: both sides get a RST), `throttle` (`throttle_kbps` in both directions) or
-//! `cut-after` (`cut_after` packets of the flow pass, then drop). As reported from Russia,
+//! `cut-after` (`cut_after` packets of the flow pass, then drop). A throttled flow is shaped by
+//! the shared token bucket (`super::throttle::Bucket`): a short burst passes at once, then
+//! each packet waits until the rate has paid for it. As reported from Russia,
 //! the packet that completes the identification still passes: enforcement starts with the
 //! next one. `observe` mode only logs and never changes traffic.
 
@@ -16,10 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::throttle::Bucket;
 use crate::config::RelayMode;
-use crate::detect::{
-    Detector, Dir, Flow, Incomplete, Outcome, Packet, Transport, Verdict, MAX_PACKETS,
-};
+use crate::detect::{self, Classifier, Detector, Dir, Transport, Verdict};
 use crate::policy::{At, JurisdictionId, Policy};
 use crate::rules::VpnTechnique;
 
@@ -70,28 +72,10 @@ impl Action {
     }
 }
 
-/// Token bucket for `throttle`: a packet waits until the rate allows it.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    bytes_per_sec: f64,
-    /// When the link is next free.
-    free_at: Instant,
-}
-
-impl Bucket {
-    fn delay(&mut self, len: usize, now: Instant) -> Duration {
-        let start = self.free_at.max(now);
-        let cost = Duration::from_secs_f64(len as f64 / self.bytes_per_sec.max(1.0));
-        self.free_at = start + cost;
-        start.saturating_duration_since(now)
-    }
-}
-
 /// Inspects one relayed flow and decides each packet's fate.
 #[derive(Debug)]
 pub struct Inspector {
-    detectors: Arc<[Box<dyn Detector>]>,
-    state: Vec<Outcome>,
+    classifier: Classifier<Arc<[Box<dyn Detector>]>>,
     transport: Transport,
     client: SocketAddr,
     server: SocketAddr,
@@ -115,10 +99,8 @@ impl Inspector {
         jurisdiction: JurisdictionId,
         mode: RelayMode,
     ) -> Inspector {
-        let n = detectors.len();
         Inspector {
-            detectors,
-            state: vec![Err(Incomplete); n],
+            classifier: Classifier::new(detectors),
             transport,
             client,
             server,
@@ -186,36 +168,16 @@ impl Inspector {
     }
 
     fn classify(&mut self, policy: &Policy, at: At, now: Instant) {
-        let packets: Vec<Packet<'_>> = self
-            .payloads
-            .iter()
-            .map(|(d, p)| Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect();
-        let flow = Flow {
-            transport: self.transport,
-            client: self.client,
-            server: self.server,
-            packets: &packets,
-        };
-        let mut pending = false;
-        let mut found: Option<(&'static str, Verdict)> = None;
-        for (d, s) in self.detectors.iter().zip(self.state.iter_mut()) {
-            if s.is_err() {
-                *s = d.detect(&flow);
-                if s.is_err() && packets.len() >= MAX_PACKETS {
-                    *s = Ok(None);
-                }
-            }
-            pending |= s.is_err();
-            if let (None, Ok(Some(v))) = (found, *s) {
-                found = Some((d.name(), v));
-            }
-        }
-        let n = packets.len();
-        drop(packets);
+        let classifier = &mut self.classifier;
+        let pending = detect::with_flow(
+            self.transport,
+            self.client,
+            self.server,
+            &self.payloads,
+            |flow| classifier.update(flow),
+        );
+        let found = self.classifier.found();
+        let n = self.payloads.len();
         let code = &policy.jurisdiction(self.jurisdiction).code;
         if let Some((detector, v)) = found {
             self.inspecting = false;
@@ -232,10 +194,7 @@ impl Inspector {
                     VpnTechnique::Reset => Action::Reset,
                     VpnTechnique::Throttle => {
                         let kbps = r.throttle_kbps.unwrap_or(128);
-                        self.bucket = Some(Bucket {
-                            bytes_per_sec: f64::from(kbps) * 1000.0 / 8.0,
-                            free_at: now,
-                        });
+                        self.bucket = Some(Bucket::for_kbps(kbps, now));
                         Action::Throttle { kbps }
                     }
                     VpnTechnique::CutAfter => Action::CutAfter {
@@ -348,11 +307,10 @@ mod tests {
     #[test]
     fn throttle_delays_and_cut_after_counts_packets() {
         let now = Instant::now();
-        let mut b = Bucket {
-            bytes_per_sec: 1000.0,
-            free_at: now,
-        };
+        // 8 kbit/s = 1000 B/s, with the bucket's smallest burst (1500 bytes).
+        let mut b = Bucket::for_kbps(8, now);
         assert_eq!(b.delay(500, now), Duration::ZERO);
+        assert_eq!(b.delay(1000, now), Duration::ZERO);
         assert_eq!(b.delay(500, now), Duration::from_millis(500));
         let p = policy();
         let mut i = inspector(&p, RelayMode::Enforce);

@@ -1,4 +1,5 @@
-//! What the TCP-facing frontends do with a connection, from the policy's decisions.
+//! What the TCP-facing frontends do with a connection, from the policy's decisions. Pure: the
+//! frontends record a verdict through the gateway (`FlowCtx::record`).
 //!
 //! A frontend enacts only the techniques of its layers: a name blocked only with
 //! `dns-nxdomain` passes the proxy, and an address matched only by a `quic-drop` rule (the
@@ -7,7 +8,6 @@
 
 use std::net::IpAddr;
 
-use crate::gateway::Gateway;
 use crate::policy::{At, Block, Decision, JurisdictionId, Policy, RuleId, Target};
 use crate::rules::Technique;
 
@@ -94,25 +94,6 @@ impl Verdict {
                 rule: None,
             },
         }
-    }
-
-    /// Counts and logs this verdict (`Gateway::record`) for `client` reaching `target`.
-    pub fn record(
-        &self,
-        gw: &Gateway,
-        policy: &Policy,
-        j: JurisdictionId,
-        layer: &'static str,
-        client: std::net::SocketAddr,
-        target: &str,
-    ) {
-        gw.record(
-            layer,
-            client,
-            target,
-            &self.decision(policy, j),
-            self.technique(),
-        );
     }
 
     /// The stricter of two verdicts (a block beats a throttle beats a pass).

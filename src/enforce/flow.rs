@@ -1,21 +1,27 @@
-//! Enacting verdicts on a TCP connection: sniffing its first bytes, reset, swallow, splice.
+//! Enacting verdicts on a TCP connection: sniffing its first bytes, reset, swallow, splice,
+//! and the per-flow context every step needs ([`FlowCtx`]).
 //!
 //! Shared by the CONNECT tunnels of the forward proxy and the transparent listener. A reset is
 //! a real TCP RST (`SO_LINGER` 0, then close); a swallowed connection is read and discarded
 //! until the client gives up or the hold time ends, so the gateway keeps nothing forever; a
 //! splice copies both ways, throttled when the verdict says so.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::client_hello::{self, Sni};
-use super::http_head::{self, HttpHead};
+use super::observe::{Observed, Observer};
 use super::throttle::Throttled;
+use super::verdict::Verdict;
 use crate::detect::Dir;
-use crate::relay::observe::{Observed, Observer};
+use crate::gateway::Gateway;
+use crate::policy::{JurisdictionId, Policy};
+use crate::sniff::client_hello::{self, Sni};
+use crate::sniff::http_head::{self, HttpHead};
 
 /// The longest the sniffer waits for a client's first bytes.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,7 +57,7 @@ fn classify(buf: &[u8]) -> Option<Sniffed> {
         return None;
     }
     if client_hello::looks_like_tls(buf) {
-        return client_hello::parse(buf).ok().map(Sniffed::Tls);
+        return client_hello::sni(buf).ok().map(Sniffed::Tls);
     }
     if http_head::looks_like_http(&buf[..buf.len().min(11)]) {
         return http_head::parse(buf).ok().map(Sniffed::Http);
@@ -162,6 +168,79 @@ where
     Ok((up + first.len() as u64, down))
 }
 
+/// One flow's (or one request's) context: the gateway, the policy snapshot it is decided
+/// under, the client's jurisdiction and both ends of the client connection.
+#[derive(Debug, Clone)]
+pub struct FlowCtx {
+    /// The shared gateway context.
+    pub gw: Arc<Gateway>,
+    /// The policy the flow is decided under (read once, so a reload never splits a flow).
+    pub policy: Arc<Policy>,
+    /// The client's jurisdiction.
+    pub j: JurisdictionId,
+    /// The client.
+    pub peer: SocketAddr,
+    /// The listener the client connected to.
+    pub local: SocketAddr,
+}
+
+impl FlowCtx {
+    /// The context of a flow from `peer` on `local`; `None` when `peer` is in no configured
+    /// network (the caller refuses it in its own way).
+    pub fn new(gw: &Arc<Gateway>, peer: SocketAddr, local: SocketAddr) -> Option<FlowCtx> {
+        let policy: Arc<Policy> = arc_swap::Guard::into_inner(gw.policy());
+        let j = policy.jurisdiction_for(peer.ip())?;
+        Some(FlowCtx {
+            gw: Arc::clone(gw),
+            policy,
+            j,
+            peer,
+            local,
+        })
+    }
+
+    /// Whether the client's jurisdiction reassembles messages split across segments.
+    pub fn reassemble(&self) -> bool {
+        self.policy.jurisdiction(self.j).reassemble
+    }
+
+    /// The verdict for a TLS ClientHello (or CONNECT target) naming `name`.
+    pub fn for_name(&self, name: &str) -> Verdict {
+        super::verdict::for_name(&self.policy, self.j, name, self.gw.at())
+    }
+
+    /// The verdict for a plain HTTP request for `host` and `path`.
+    pub fn for_http(&self, host: &str, path: &str) -> Verdict {
+        super::verdict::for_http(&self.policy, self.j, host, path, self.gw.at())
+    }
+
+    /// The verdict for what the first bytes said (`Pass` when they named nothing).
+    pub fn for_sniffed(&self, sniffed: &Sniffed) -> Verdict {
+        match sniffed {
+            Sniffed::Tls(Some(sni)) => self.for_name(sni.as_str()),
+            Sniffed::Http(Some(h)) => self.for_http(&h.host, &h.path),
+            _ => Verdict::Pass,
+        }
+    }
+
+    /// Counts and logs verdict `v` on this flow under `layer`, for `target`.
+    pub fn record(&self, v: Verdict, layer: &'static str, target: &str) {
+        let decision = v.decision(&self.policy, self.j);
+        self.gw
+            .record(layer, self.peer, target, &decision, v.technique());
+    }
+
+    /// The id of the rule behind `v` (empty for a pass), for logs.
+    pub fn rule_id(&self, v: Verdict) -> &str {
+        v.rule().map_or("", |r| self.policy.rule(r).id.as_str())
+    }
+
+    /// An observer feeding this flow to `server` to the VPN detectors (observe mode).
+    pub fn observer(&self, layer: &'static str, server: SocketAddr, target: &str) -> Arc<Observer> {
+        Observer::new(&self.gw, layer, self.peer, server, self.j, target)
+    }
+}
+
 /// Counts one open connection or flow in the `active_flows` gauge while it lives.
 #[derive(Debug)]
 pub struct ActiveFlow(std::sync::Arc<crate::metrics::Metrics>);
@@ -247,7 +326,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::client_hello::tests::{hello, records, sni_ext};
+    use crate::sniff::client_hello::tests::{hello, records, sni_ext};
 
     async fn sniff_segments(segments: Vec<Vec<u8>>, reassemble: bool) -> Sniffed {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);

@@ -1,72 +1,24 @@
-//! Throttling: a token bucket per direction and a stream wrapper that obeys it.
+//! Throttling: every `throttle` goes through the one token bucket, [`Bucket`] (defined with
+//! the other limits in `crate::limits`, since the DNS rate limit uses it too), here wrapped
+//! around streams.
 //!
-//! [`Bucket`] is the pure rate arithmetic (bytes per second, a small initial burst), driven by
-//! `tokio::time::Instant` so tests can pause the clock. [`Throttled`] wraps any stream and
-//! limits its reads and writes each to `kbps` kilobits per second, as the Russian throttling
-//! of 2021 limited both directions of a flow. Without a rate it passes everything through.
+//! The bucket starts full and refills at the rate up to a burst, so a flow's first burst
+//! passes at once and the rest at the rate (a policer's shape, as measured for the Russian
+//! throttling of 2021 and 2024; a pure pacer would delay even the first packets). Its callers:
+//! [`Throttled`] (streams, in bytes, via `Bucket::grant`), the relays' per-packet shaping
+//! (`Bucket::delay`, in `super::inspect`) and the DNS per-client rate limit (`Bucket::take`,
+//! in queries). [`Throttled`] wraps any stream and limits its reads and writes each to `kbps`
+//! kilobits per second, as the Russian throttling of 2021 limited both directions of a flow.
+//! Without a rate it passes everything through.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
-/// The smallest grant worth waking up for (unless the bucket is smaller).
-const MIN_GRANT: usize = 512;
-
-/// A token bucket counting bytes.
-#[derive(Debug, Clone)]
-pub struct Bucket {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    /// A bucket refilling at `kbps` kilobits per second (1 kbit = 1000 bit), starting full.
-    pub fn new(kbps: u32, now: Instant) -> Bucket {
-        let rate = f64::from(kbps.max(1)) * 1000.0 / 8.0;
-        // A small initial burst: a quarter second of traffic, at least one full-size segment.
-        let burst = (rate / 4.0).clamp(1500.0, 64.0 * 1024.0);
-        Bucket {
-            rate,
-            burst,
-            tokens: burst,
-            last: now,
-        }
-    }
-
-    /// Bytes per second.
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        self.last = now;
-    }
-
-    /// How many of `want` bytes may pass now, or how long to wait before asking again.
-    pub fn grant(&mut self, want: usize, now: Instant) -> Result<usize, Duration> {
-        self.refill(now);
-        let floor = (want.min(MIN_GRANT) as f64).min(self.burst);
-        if self.tokens >= floor && self.tokens >= 1.0 {
-            return Ok((self.tokens as usize).min(want).max(1));
-        }
-        let missing = floor.max(1.0) - self.tokens;
-        Err(Duration::from_secs_f64(missing / self.rate))
-    }
-
-    /// Records that `n` granted bytes passed.
-    pub fn consume(&mut self, n: usize) {
-        self.tokens -= n as f64;
-    }
-}
+pub use crate::limits::Bucket;
 
 /// One direction's limiter: its bucket and the timer it sleeps on.
 #[derive(Debug)]
@@ -77,9 +29,9 @@ struct Limiter {
 
 impl Limiter {
     fn new(kbps: u32) -> Limiter {
-        let now = Instant::now();
+        let now = tokio::time::Instant::now();
         Limiter {
-            bucket: Bucket::new(kbps, now),
+            bucket: Bucket::for_kbps(kbps, now.into_std()),
             sleep: Box::pin(tokio::time::sleep_until(now)),
         }
     }
@@ -87,8 +39,8 @@ impl Limiter {
     /// Waits until some bytes may pass; returns how many.
     fn poll_grant(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<usize> {
         loop {
-            let now = Instant::now();
-            match self.bucket.grant(want, now) {
+            let now = tokio::time::Instant::now();
+            match self.bucket.grant(want, now.into_std()) {
                 Ok(n) => return Poll::Ready(n),
                 Err(wait) => {
                     self.sleep.as_mut().reset(now + wait);
@@ -180,12 +132,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn bucket_grants_burst_then_rate() {
         let t0 = Instant::now();
-        let mut b = Bucket::new(140, t0);
+        let mut b = Bucket::for_kbps(140, t0);
         assert_eq!(b.rate(), 17_500.0);
         let n = b.grant(100_000, t0).unwrap();
         assert_eq!(n, 4375, "initial burst is a quarter second");
@@ -213,7 +166,7 @@ mod tests {
         for upload in [false, true] {
             let (a, mut b) = tokio::io::duplex(1 << 20);
             let mut t = Throttled::new(a, Some(140));
-            let start = Instant::now();
+            let start = tokio::time::Instant::now();
             let total = 175_000usize; // 10 s at 17 500 B/s
             if upload {
                 let writer = tokio::spawn(async move {
@@ -241,7 +194,7 @@ mod tests {
     async fn unthrottled_is_instant() {
         let (a, mut b) = tokio::io::duplex(1 << 20);
         let mut t = Throttled::new(a, None);
-        let start = Instant::now();
+        let start = tokio::time::Instant::now();
         b.write_all(&[5u8; 500_000]).await.unwrap();
         let mut got = vec![0u8; 500_000];
         t.read_exact(&mut got).await.unwrap();

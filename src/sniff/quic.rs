@@ -10,7 +10,7 @@
 use ring::aead::{self, quic as hp, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hkdf;
 
-use super::client_hello::{self, Incomplete, Sni};
+use super::client_hello::{self, Carrier, ClientHello, Incomplete, Sni};
 
 /// QUIC version 1.
 pub const VERSION_1: u32 = 1;
@@ -277,7 +277,14 @@ impl CryptoStream {
 
     /// The SNI of the ClientHello, once enough of it has arrived.
     pub fn sni(&self) -> Result<Option<Sni>, Incomplete> {
-        client_hello::parse_handshake(&self.contiguous())
+        Ok(self.client_hello()?.and_then(|h| h.server_name()))
+    }
+
+    /// The ClientHello (ALPN, ECH, JA4 with `q`), once enough of it has arrived.
+    pub fn client_hello(&self) -> Result<Option<ClientHello<'static>>, Incomplete> {
+        let hs = self.contiguous();
+        let hello = client_hello::parse_handshake(&hs, Carrier::Quic)?;
+        Ok(hello.map(ClientHello::into_owned))
     }
 }
 
@@ -380,8 +387,11 @@ mod tests {
 
     #[test]
     fn sealed_hello_split_over_two_initials() {
-        let hs = crate::tls::client_hello::tests::hello(&[
-            (0, crate::tls::client_hello::tests::sni_ext("facebook.com")),
+        let hs = crate::sniff::client_hello::tests::hello(&[
+            (
+                0,
+                crate::sniff::client_hello::tests::sni_ext("facebook.com"),
+            ),
             (0x0015, vec![0; 1500]),
         ]);
         let dcid = [1, 2, 3, 4, 5, 6, 7, 8];
