@@ -631,6 +631,17 @@ mod tests {
         assert!(steps.iter().any(
             |s| matches!(s, Step::Nft { script, .. } if script.contains("redirect to :15443"))
         ));
+        // A group's own date and ISP beat the config's.
+        let text =
+            "date = \"2022-03-15\"\n[[clients]]\nname = \"r21\"\nnetworks = [\"10.7.1.0/24\"]\n\
+                    jurisdiction = \"ru\"\ndate = \"2021-06-01\"\nisp = \"mobile\"\n";
+        let g = &Plan::new("x", &Config::from_str("lab.toml", text).unwrap())
+            .unwrap()
+            .groups[0];
+        assert_eq!(
+            (g.date.as_deref(), g.isp.as_deref()),
+            (Some("2021-06-01"), Some("mobile"))
+        );
         let gw = p.gateway_config(&default_config()).unwrap();
         assert_eq!(gw.dns.unwrap().listen.len(), 2);
     }
