@@ -649,13 +649,13 @@ mod tests {
     #[test]
     fn bad_groups_are_all_reported() {
         let text = "[lab]\ninternet = \"10.7.0.0/16\"\n[[clients]]\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"ru\"\n\
-                    [[clients]]\nnetworks = [\"10.8.1.0/24\"]\njurisdiction = \"ru\"\nname = \"Bad Name\"\n\
+                    [[clients]]\nnetworks = [\"10.8.1.0/24\"]\njurisdiction = \"ru\"\nname = \"gateway\"\n\
                     [[clients]]\nnetworks = [\"fd00::/64\"]\njurisdiction = \"ru\"\nname = \"v6\"\n";
         let cfg = Config::from_str("lab.toml", text).unwrap();
         let err = Plan::new("x", &cfg).unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
         assert!(err.0[0].contains("needs `name"), "{err}");
-        assert!(err.0[1].contains("`Bad Name`"), "{err}");
+        assert!(err.0[1].contains("`gateway`"), "{err}");
         assert!(err.0[2].contains("IPv4 network"), "{err}");
         // Unknown keys and modes in [lab] are rejected with their line.
         for bad in [
