@@ -1,12 +1,13 @@
 //! Detector cost: each detector asked after every packet of a flow until it decides (as the
 //! classifier does), on a flow of its own protocol and on a flow it must reject; and the
-//! whole offline pipeline (pcap parse, flows, all detectors) over the shared OpenVPN
-//! captures. Throughput is in packets. Run: `cargo bench --bench detect -- --quick`.
+//! whole offline pipeline (pcap parse, flows, all detectors) over our own OpenVPN and
+//! non-VPN captures (`tests/data/captures`, or `BLOCKLAB_BENCH_PCAPS=DIR`). Throughput is in packets. Run: `cargo bench --bench detect -- --quick`.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use blocklab::detect::fully_encrypted::pseudo_random as noise;
 use blocklab::detect::{self, Detector, Dir, Flow, Packet, Transport};
 use blocklab::experiment::{flows::FlowTable, pcap};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -33,18 +34,6 @@ fn load(name: &str) -> Vec<(Dir, Vec<u8>)> {
                 },
                 hex(h.trim()),
             )
-        })
-        .collect()
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
         })
         .collect()
 }
@@ -201,17 +190,19 @@ fn detectors(c: &mut Criterion) {
 }
 
 fn pipeline(c: &mut Criterion) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pcaps/openvpn");
-    let files: Vec<Vec<u8>> = [
-        "non-vpn.pcap",
-        "tcp-tls.pcap",
-        "tcp.pcap",
-        "udp-tls.pcap",
-        "udp.pcap",
-    ]
-    .iter()
-    .map(|f| std::fs::read(dir.join(f)).expect("shared captures in ../shared/data/pcaps/openvpn"))
-    .collect();
+    // Our own captures (tests/data/make-captures.sh); BLOCKLAB_BENCH_PCAPS=DIR runs the same
+    // pipeline over every *.pcap of a larger directory instead.
+    let dir = std::env::var_os("BLOCKLAB_BENCH_PCAPS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures"),
+        std::path::PathBuf::from,
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("captures in {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .collect();
+    names.sort();
+    let files: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).unwrap()).collect();
     let packets: usize = files
         .iter()
         .map(|b| pcap::Reader::new(b).map_or(0, |r| r.count()))
@@ -219,7 +210,7 @@ fn pipeline(c: &mut Criterion) {
     let ds = detect::standard(Default::default());
     let mut g = c.benchmark_group("experiment");
     g.throughput(Throughput::Elements(packets as u64));
-    g.bench_function("shared-openvpn-pcaps", |b| {
+    g.bench_function("openvpn-and-plain-pcaps", |b| {
         b.iter(|| {
             let mut flows = 0;
             for bytes in &files {

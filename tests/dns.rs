@@ -1,14 +1,18 @@
 //! End-to-end tests of the DNS gateway with real components on loopback only: a real upstream
 //! (Debian's `dnsmasq`, serving a small zone from files written here), `blocklab serve` as the
 //! real binary on port 0, and real clients (`dig`, `kdig`, and raw sockets speaking the wire
-//! format through `hickory-proto`). A missing tool fails the test; it never skips.
+//! format through `hickory-proto`). A missing tool fails the test; it never skips. The gateway
+//! runs in-process (`tests/common`), except where a signal is the point.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{require, Dnsmasq, Gateway};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -90,216 +94,73 @@ since = "2022-03-01"
 techniques = ["dns-nxdomain"]
 "#;
 
-/// Fails (never skips) when a tool the tests drive is missing.
-fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "required tool `{tool}` is missing (install it: see .ci/run)"
+/// The upstream: a dnsmasq serving [`HOSTS`] plus two CNAMEs and two large TXT records.
+fn upstream() -> Dnsmasq {
+    require("dig");
+    // Over 1232 bytes: the upstream truncates it over UDP and hickory retries over TCP.
+    let huge = format!(
+        "huge.test,{}",
+        ["a", "b", "c", "d", "e", "f", "g"]
+            .map(|c| format!("\"{}\"", c.repeat(250)))
+            .join(",")
     );
+    let big = format!(
+        "big.test,{}",
+        ["x", "y", "z"]
+            .map(|c| format!("\"{}\"", c.repeat(250)))
+            .join(",")
+    );
+    Dnsmasq::config()
+        .hosts(HOSTS)
+        .arg("--cname=alias.test,blocked-target.test")
+        .arg("--cname=plain-alias.test,allowed.test")
+        .arg(&format!("--txt-record={big}"))
+        .arg(&format!("--txt-record={huge}"))
+        .start()
 }
 
-/// A free loopback port for both UDP and TCP (best effort: the OS may hand it out again).
-fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// The gateway in-process with `config` (TOML; `rules = "rules"` reaches `rules` if given),
+/// DNS decisions logged at debug.
+fn start(config: &str, rules: Option<&str>) -> Gateway {
+    let rules: Vec<(&str, &str)> = rules.map(|r| ("lab.toml", r)).into_iter().collect();
+    Gateway::start_logging(config, &rules, "info,blocklab::dns=debug")
 }
 
-/// A dnsmasq serving [`HOSTS`] plus a CNAME and a large TXT record, killed on drop.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
+/// The gateway as the real binary, for the tests that read the DNS frontend's decision lines
+/// (its UDP threads log only in a process of their own).
+fn start_binary(config: &str, rules: Option<&str>) -> common::Blocklab {
+    let rules: Vec<(&str, &str)> = rules.map(|r| ("lab.toml", r)).into_iter().collect();
+    common::Blocklab::start_logging(
+        config,
+        &rules,
+        &["dns/udp", "dns/tcp"],
+        "info,blocklab::dns=debug",
+    )
 }
 
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The lab gateway config: [`LAB_RULES`], 127.0.0.1 mapped to `lab`, upstream `up`.
+fn lab_config(up: &Dnsmasq, date: &str) -> String {
+    format!(
+        "date = \"{date}\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\", \"::1/128\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
+        up.addr
+    )
 }
 
-impl Dnsmasq {
-    fn start() -> Dnsmasq {
-        require("dnsmasq");
-        require("dig");
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = dir.path().join("hosts");
-        std::fs::write(&hosts, HOSTS).unwrap();
-        // Over 1232 bytes: the upstream truncates it over UDP and hickory retries over TCP.
-        let huge = format!(
-            "huge.test,{}",
-            ["a", "b", "c", "d", "e", "f", "g"]
-                .map(|c| format!("\"{}\"", c.repeat(250)))
-                .join(",")
-        );
-        let big = format!(
-            "big.test,{}",
-            ["x", "y", "z"]
-                .map(|c| format!("\"{}\"", c.repeat(250)))
-                .join(",")
-        );
-        for _ in 0..10 {
-            let port = free_port();
-            let mut child = Command::new("dnsmasq")
-                .args([
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--local=/test/",
-                    "--local-ttl=300",
-                    "--user=root",
-                    "--pid-file=",
-                    "--cname=alias.test,blocked-target.test",
-                    "--cname=plain-alias.test,allowed.test",
-                ])
-                .arg(format!("--port={port}"))
-                .arg(format!("--addn-hosts={}", hosts.display()))
-                .arg(format!("--txt-record={big}"))
-                .arg(format!("--txt-record={huge}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dnsmasq");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // the port was taken: try another
-                }
-                if dig(addr, &["allowed.test", "+time=1", "+tries=1"]).answers == ["198.51.100.7"] {
-                    return Dnsmasq {
-                        child,
-                        addr,
-                        _dir: dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("dnsmasq did not start");
-    }
+/// The lab gateway.
+fn lab(up: &Dnsmasq, date: &str) -> Gateway {
+    start(&lab_config(up, date), Some(LAB_RULES))
 }
 
-/// `blocklab serve` as the real binary, killed on drop.
-struct Blocklab {
-    child: Child,
-    udp: Vec<SocketAddr>,
-    tcp: Vec<SocketAddr>,
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+/// A gateway on the shipped rules with loopback mapped to `jurisdiction`.
+fn shipped(up: &Dnsmasq, jurisdiction: &str, date: &str) -> Gateway {
+    start(&shipped_config(up, jurisdiction, date), None)
 }
 
-impl Drop for Blocklab {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Blocklab {
-    /// Starts the gateway with `config` (TOML; `rules = "rules"` reaches `rules` if given).
-    fn start(config: &str, rules: Option<&str>) -> Blocklab {
-        let dir = tempfile::tempdir().unwrap();
-        if let Some(r) = rules {
-            std::fs::create_dir(dir.path().join("rules")).unwrap();
-            std::fs::write(dir.path().join("rules/lab.toml"), r).unwrap();
-        }
-        let path = dir.path().join("blocklab.toml");
-        std::fs::write(&path, config).unwrap();
-        // One UDP and one TCP listener per quoted address of `listen = [...]`.
-        let listeners = config
-            .lines()
-            .find(|l| l.trim_start().starts_with("listen"))
-            .map_or(1, |l| l.matches('"').count() / 2);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info,blocklab::dns=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let keep = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line.clone());
-                keep.lock().unwrap().push(line);
-            }
-        });
-        // Owned from here on, so a failing start still kills the child.
-        let mut gw = Blocklab {
-            child,
-            udp: Vec::new(),
-            tcp: Vec::new(),
-            log: Arc::clone(&log),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while gw.udp.len() < listeners || gw.tcp.len() < listeners {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                panic!(
-                    "blocklab did not announce its listeners: {:?}",
-                    log.lock().unwrap()
-                );
-            };
-            if let Some(addr) = line.split("addr=").nth(1) {
-                let addr: SocketAddr = addr.trim().parse().unwrap();
-                if line.contains("dns/udp") {
-                    gw.udp.push(addr);
-                } else if line.contains("dns/tcp") {
-                    gw.tcp.push(addr);
-                }
-            }
-        }
-        gw
-    }
-
-    /// The lab gateway: [`LAB_RULES`], 127.0.0.1 mapped to `lab`, upstream `up`.
-    fn lab(up: &Dnsmasq, date: &str) -> Blocklab {
-        let cfg = format!(
-            "date = \"{date}\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\", \"::1/128\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
-            up.addr
-        );
-        Blocklab::start(&cfg, Some(LAB_RULES))
-    }
-
-    /// A gateway on the shipped rules with loopback mapped to `jurisdiction`.
-    fn shipped(up: &Dnsmasq, jurisdiction: &str, date: &str) -> Blocklab {
-        let cfg = format!(
-            "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"{jurisdiction}\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
-            up.addr
-        );
-        Blocklab::start(&cfg, None)
-    }
-
-    fn udp(&self) -> SocketAddr {
-        self.udp[0]
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
+fn shipped_config(up: &Dnsmasq, jurisdiction: &str, date: &str) -> String {
+    format!(
+        "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"{jurisdiction}\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
+        up.addr
+    )
 }
 
 /// What `dig` printed, read back.
@@ -407,10 +268,10 @@ fn query(id: u16, name: &str, qtype: RecordType) -> Vec<u8> {
 
 #[test]
 fn ru_2022_facebook_resolves_linkedin_gets_blockpage_allowed_is_upstreams_answer() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::shipped(&up, "ru", "2022-03-10");
+    let up = upstream();
+    let gw = start_binary(&shipped_config(&up, "ru", "2022-03-10"), None);
     // Facebook was blocked by SNI (tls-reset), not DNS: the real address comes back.
-    let fb = dig(gw.udp(), &["facebook.com"]);
+    let fb = dig(gw.addr("dns/udp"), &["facebook.com"]);
     assert_eq!(
         (fb.status.as_str(), fb.answers.clone()),
         ("NOERROR", vec!["157.240.1.35".to_string()]),
@@ -418,14 +279,14 @@ fn ru_2022_facebook_resolves_linkedin_gets_blockpage_allowed_is_upstreams_answer
         fb.raw
     );
     // LinkedIn is under a dns-blockpage rule: the Rostelecom blockpage address.
-    let li = dig(gw.udp(), &["www.linkedin.com"]);
+    let li = dig(gw.addr("dns/udp"), &["www.linkedin.com"]);
     assert_eq!(
         (li.status.as_str(), li.answers.clone()),
         ("NOERROR", vec!["95.167.13.50".to_string()]),
         "{}",
         li.raw
     );
-    let li = dig(gw.udp(), &["linkedin.com", "TXT"]);
+    let li = dig(gw.addr("dns/udp"), &["linkedin.com", "TXT"]);
     assert_eq!(
         (li.status.as_str(), li.answers.len()),
         ("NOERROR", 0),
@@ -434,25 +295,25 @@ fn ru_2022_facebook_resolves_linkedin_gets_blockpage_allowed_is_upstreams_answer
     );
     // An allowed name is exactly what the upstream says.
     let direct = dig(up.addr, &["allowed.test", "AAAA"]);
-    let via = dig(gw.udp(), &["allowed.test", "AAAA"]);
+    let via = dig(gw.addr("dns/udp"), &["allowed.test", "AAAA"]);
     assert_eq!(via.answers, direct.answers);
     assert_eq!(via.answers, ["2001:db8::7"]);
     assert!(
-        gw.log_text().contains("rule=\"ru-linkedin\""),
+        gw.log().contains("rule=\"ru-linkedin\""),
         "the decision is traced with its rule"
     );
 }
 
 #[test]
 fn eu_rt_com_is_nxdomain_and_the_date_switches_it() {
-    let up = Dnsmasq::start();
-    let before = Blocklab::shipped(&up, "eu", "2022-03-01");
-    let after = Blocklab::shipped(&up, "eu", "2022-03-10");
+    let up = upstream();
+    let before = shipped(&up, "eu", "2022-03-01");
+    let after = shipped(&up, "eu", "2022-03-10");
     for name in ["rt.com", "de.rt.com"] {
-        let b = dig(before.udp(), &[name]);
+        let b = dig(before.addr("dns/udp"), &[name]);
         assert_eq!(b.status, "NOERROR", "{name} before the ban: {}", b.raw);
         assert_eq!(b.answers.len(), 1, "{}", b.raw);
-        let a = dig(after.udp(), &[name]);
+        let a = dig(after.addr("dns/udp"), &[name]);
         assert_eq!(a.status, "NXDOMAIN", "{name} after the ban: {}", a.raw);
         assert!(a.answers.is_empty());
     }
@@ -463,8 +324,8 @@ fn eu_rt_com_is_nxdomain_and_the_date_switches_it() {
 
 #[test]
 fn dns_nxdomain_for_every_query_type_and_subdomain() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
+    let up = upstream();
+    let gw = start_binary(&lab_config(&up, "2022-03-10"), Some(LAB_RULES));
     for (name, t) in [
         ("nx.test", "A"),
         ("nx.test", "AAAA"),
@@ -473,21 +334,21 @@ fn dns_nxdomain_for_every_query_type_and_subdomain() {
         ("nx.test", "HTTPS"),
         ("www.nx.test", "A"),
     ] {
-        let d = dig(gw.udp(), &[name, t]);
+        let d = dig(gw.addr("dns/udp"), &[name, t]);
         assert_eq!(d.status, "NXDOMAIN", "{name} {t}: {}", d.raw);
     }
     assert!(
-        gw.log_text().contains("technique=\"dns-nxdomain\""),
+        gw.log().contains("technique=\"dns-nxdomain\""),
         "{}",
-        gw.log_text()
+        gw.log()
     );
 }
 
 #[test]
 fn dns_refused() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
-    let d = dig(gw.udp(), &["refused.test"]);
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
+    let d = dig(gw.addr("dns/udp"), &["refused.test"]);
     assert_eq!(
         (d.status.as_str(), d.answers.len()),
         ("REFUSED", 0),
@@ -498,40 +359,43 @@ fn dns_refused() {
 
 #[test]
 fn dns_servfail() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
-    let d = dig(gw.udp(), &["servfail.test", "AAAA"]);
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
+    let d = dig(gw.addr("dns/udp"), &["servfail.test", "AAAA"]);
     assert_eq!(d.status, "SERVFAIL", "{}", d.raw);
 }
 
 #[test]
 fn dns_drop_times_out_and_the_server_keeps_serving() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
-    let d = dig(gw.udp(), &["drop.test", "+time=1"]);
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
+    let d = dig(gw.addr("dns/udp"), &["drop.test", "+time=1"]);
     assert!(
         d.timed_out && d.status.is_empty(),
         "expected no answer: {}",
         d.raw
     );
-    let t = dig(gw.tcp[0], &["drop.test", "+tcp", "+time=1"]);
+    let t = dig(gw.addr("dns/tcp"), &["drop.test", "+tcp", "+time=1"]);
     assert!(t.status.is_empty(), "no answer over TCP either: {}", t.raw);
-    assert_eq!(dig(gw.udp(), &["allowed.test"]).answers, ["198.51.100.7"]);
+    assert_eq!(
+        dig(gw.addr("dns/udp"), &["allowed.test"]).answers,
+        ["198.51.100.7"]
+    );
 }
 
 #[test]
 fn dns_blockpage_answers_a_and_aaaa_with_the_jurisdictions_addresses() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
     assert_eq!(
-        dig(gw.udp(), &["blockpage.test", "A"]).answers,
+        dig(gw.addr("dns/udp"), &["blockpage.test", "A"]).answers,
         ["10.10.10.10"]
     );
     assert_eq!(
-        dig(gw.udp(), &["sub.blockpage.test", "AAAA"]).answers,
+        dig(gw.addr("dns/udp"), &["sub.blockpage.test", "AAAA"]).answers,
         ["2001:db8::10"]
     );
-    let mx = dig(gw.udp(), &["blockpage.test", "MX"]);
+    let mx = dig(gw.addr("dns/udp"), &["blockpage.test", "MX"]);
     assert_eq!(
         (mx.status.as_str(), mx.answers.len()),
         ("NOERROR", 0),
@@ -542,9 +406,9 @@ fn dns_blockpage_answers_a_and_aaaa_with_the_jurisdictions_addresses() {
 
 #[test]
 fn blocked_only_at_other_layers_resolves_normally() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
-    let d = dig(gw.udp(), &["tlsonly.test"]);
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
+    let d = dig(gw.addr("dns/udp"), &["tlsonly.test"]);
     assert_eq!(
         (d.status.as_str(), d.answers.clone()),
         ("NOERROR", vec!["198.51.100.8".to_string()]),
@@ -558,27 +422,27 @@ fn blocked_only_at_other_layers_resolves_normally() {
 
 #[test]
 fn cname_to_a_blocked_name_is_blocked() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     // The upstream really answers with a CNAME chain...
     let direct = dig(up.addr, &["alias.test"]);
     assert_eq!(direct.types, ["CNAME", "A"], "{}", direct.raw);
-    let gw = Blocklab::lab(&up, "2022-03-10");
+    let gw = start_binary(&lab_config(&up, "2022-03-10"), Some(LAB_RULES));
     // ...whose target is blocked with dns-nxdomain, so the alias is too.
-    let d = dig(gw.udp(), &["alias.test"]);
+    let d = dig(gw.addr("dns/udp"), &["alias.test"]);
     assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
-    assert!(gw.log_text().contains("via=\"cname\""), "{}", gw.log_text());
+    assert!(gw.log().contains("via=\"cname\""), "{}", gw.log());
     // A CNAME to an allowed name is relayed whole.
-    let ok = dig(gw.udp(), &["plain-alias.test"]);
+    let ok = dig(gw.addr("dns/udp"), &["plain-alias.test"]);
     assert_eq!(ok.types, ["CNAME", "A"], "{}", ok.raw);
     assert_eq!(ok.answers, ["allowed.test.", "198.51.100.7"]);
 }
 
 #[test]
 fn address_in_a_blocked_cidr_is_blocked() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
     assert_eq!(dig(up.addr, &["inblocked.test"]).answers, ["192.0.2.5"]);
-    let d = dig(gw.udp(), &["inblocked.test"]);
+    let d = dig(gw.addr("dns/udp"), &["inblocked.test"]);
     assert_eq!(
         d.answers,
         ["10.10.10.10"],
@@ -586,7 +450,10 @@ fn address_in_a_blocked_cidr_is_blocked() {
         d.raw
     );
     // Served from the cache the second time: screened again.
-    assert_eq!(dig(gw.udp(), &["inblocked.test"]).answers, ["10.10.10.10"]);
+    assert_eq!(
+        dig(gw.addr("dns/udp"), &["inblocked.test"]).answers,
+        ["10.10.10.10"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -594,19 +461,19 @@ fn address_in_a_blocked_cidr_is_blocked() {
 
 #[test]
 fn unmapped_client_is_refused() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     let cfg = format!(
         "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\n",
         up.addr
     );
-    let gw = Blocklab::start(&cfg, Some(LAB_RULES));
-    let mapped = dig(gw.udp(), &["-b", "127.0.0.2", "allowed.test"]);
+    let gw = start(&cfg, Some(LAB_RULES));
+    let mapped = dig(gw.addr("dns/udp"), &["-b", "127.0.0.2", "allowed.test"]);
     assert_eq!(mapped.answers, ["198.51.100.7"], "{}", mapped.raw);
     for args in [
         ["-b", "127.0.0.1", "allowed.test", "+notcp"],
         ["-b", "127.0.0.1", "allowed.test", "+tcp"],
     ] {
-        let d = dig(gw.udp(), &args);
+        let d = dig(gw.addr("dns/udp"), &args);
         assert_eq!(
             (d.status.as_str(), d.answers.len()),
             ("REFUSED", 0),
@@ -618,18 +485,19 @@ fn unmapped_client_is_refused() {
 
 #[test]
 fn udp_and_tcp_over_ipv4_and_ipv6() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     let cfg = format!(
         "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\", \"::1/128\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\nupstream = [\"{}\"]\n",
         up.addr
     );
-    let gw = Blocklab::start(&cfg, Some(LAB_RULES));
+    let gw = start(&cfg, Some(LAB_RULES));
+    let (udp, tcp) = (gw.addrs("dns/udp"), gw.addrs("dns/tcp"));
     assert!(
-        gw.udp.iter().any(SocketAddr::is_ipv6) && gw.tcp.iter().any(SocketAddr::is_ipv6),
-        "{:?}",
-        gw.udp
+        udp.iter().any(SocketAddr::is_ipv6) && tcp.iter().any(SocketAddr::is_ipv6),
+        "{udp:?}"
     );
-    for (&u, &t) in gw.udp.iter().zip(&gw.tcp) {
+    assert_eq!((udp.len(), tcp.len()), (2, 2), "{udp:?} {tcp:?}");
+    for (&u, &t) in udp.iter().zip(&tcp) {
         assert_eq!(u, t, "UDP and TCP share the address and port");
         assert_eq!(
             dig(u, &["allowed.test", "+notcp"]).answers,
@@ -649,14 +517,20 @@ fn udp_and_tcp_over_ipv4_and_ipv6() {
 
 #[test]
 fn truncation_and_edns_payload_size() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
     // The TXT answer is ~790 bytes: over 512 without EDNS -> TC, no records.
-    let t = dig(gw.udp(), &["big.test", "TXT", "+noedns", "+ignore"]);
+    let t = dig(
+        gw.addr("dns/udp"),
+        &["big.test", "TXT", "+noedns", "+ignore"],
+    );
     assert!(t.flags.contains(&"tc".to_string()), "{}", t.raw);
     assert!(t.answers.is_empty());
     // A small EDNS payload is honoured too.
-    let t = dig(gw.udp(), &["big.test", "TXT", "+bufsize=600", "+ignore"]);
+    let t = dig(
+        gw.addr("dns/udp"),
+        &["big.test", "TXT", "+bufsize=600", "+ignore"],
+    );
     assert!(t.flags.contains(&"tc".to_string()), "{}", t.raw);
     assert!(
         t.raw.contains("udp: 4096"),
@@ -664,16 +538,19 @@ fn truncation_and_edns_payload_size() {
         t.raw
     );
     // A large enough one gets the whole answer over UDP.
-    let e = dig(gw.udp(), &["big.test", "TXT", "+bufsize=1232", "+ignore"]);
+    let e = dig(
+        gw.addr("dns/udp"),
+        &["big.test", "TXT", "+bufsize=1232", "+ignore"],
+    );
     assert!(!e.flags.contains(&"tc".to_string()), "{}", e.raw);
     assert_eq!(e.answers.len(), 1, "{}", e.raw);
     // dig retries a truncated answer over TCP (same port) and gets it all.
-    let r = dig(gw.udp(), &["big.test", "TXT", "+noedns"]);
+    let r = dig(gw.addr("dns/udp"), &["big.test", "TXT", "+noedns"]);
     assert_eq!(r.answers.len(), 1, "{}", r.raw);
     assert!(r.raw.contains("(TCP)"), "{}", r.raw);
     // An answer the upstream can only give over TCP (1.8 kB) arrives whole over TCP, and
     // over UDP when the client's EDNS size allows it.
-    let h = dig(gw.tcp[0], &["huge.test", "TXT", "+tcp"]);
+    let h = dig(gw.addr("dns/tcp"), &["huge.test", "TXT", "+tcp"]);
     assert_eq!(
         (h.status.as_str(), h.answers.len()),
         ("NOERROR", 1),
@@ -681,19 +558,22 @@ fn truncation_and_edns_payload_size() {
         h.raw
     );
     assert!(h.raw.contains("MSG SIZE  rcvd: 18"), "{}", h.raw);
-    let h = dig(gw.udp(), &["huge.test", "TXT", "+bufsize=4096", "+ignore"]);
+    let h = dig(
+        gw.addr("dns/udp"),
+        &["huge.test", "TXT", "+bufsize=4096", "+ignore"],
+    );
     assert_eq!(h.answers.len(), 1, "{}", h.raw);
     // A query without EDNS gets no OPT record back.
-    assert!(!dig(gw.udp(), &["allowed.test", "+noedns"])
+    assert!(!dig(gw.addr("dns/udp"), &["allowed.test", "+noedns"])
         .raw
         .contains("OPT PSEUDOSECTION"));
 }
 
 #[test]
 fn tcp_pipelines_several_queries_on_one_connection() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
-    let mut s = TcpStream::connect(gw.tcp[0]).unwrap();
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
+    let mut s = TcpStream::connect(gw.addr("dns/tcp")).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut out = Vec::new();
     let asks = [
@@ -731,26 +611,30 @@ fn tcp_pipelines_several_queries_on_one_connection() {
 
 #[test]
 fn malformed_packets_are_dropped_or_formerr_and_never_stop_the_server() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
+    let up = upstream();
+    let gw = lab(&up, "2022-03-10");
     let wait = Duration::from_millis(300);
     // Too short for a header: nothing.
-    assert_eq!(udp_raw(gw.udp(), &[1, 2, 3], wait), None);
+    assert_eq!(udp_raw(gw.addr("dns/udp"), &[1, 2, 3], wait), None);
     // A response (QR set): never answered, so two servers cannot loop.
     let mut resp = query(9, "allowed.test.", RecordType::A);
     resp[2] |= 0x80;
-    assert_eq!(udp_raw(gw.udp(), &resp, wait), None);
+    assert_eq!(udp_raw(gw.addr("dns/udp"), &resp, wait), None);
     // A compression loop: FORMERR with the same ID.
     let pkt = [
         0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
     ];
-    let r = Message::from_vec(&udp_raw(gw.udp(), &pkt, Duration::from_secs(2)).expect("FORMERR"))
-        .unwrap();
+    let r = Message::from_vec(
+        &udp_raw(gw.addr("dns/udp"), &pkt, Duration::from_secs(2)).expect("FORMERR"),
+    )
+    .unwrap();
     assert_eq!((r.id(), r.response_code()), (0xabcd, ResponseCode::FormErr));
     // A bad label length: FORMERR.
     let pkt = [0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a', b'b'];
-    let r = Message::from_vec(&udp_raw(gw.udp(), &pkt, Duration::from_secs(2)).expect("FORMERR"))
-        .unwrap();
+    let r = Message::from_vec(
+        &udp_raw(gw.addr("dns/udp"), &pkt, Duration::from_secs(2)).expect("FORMERR"),
+    )
+    .unwrap();
     assert_eq!(r.response_code(), ResponseCode::FormErr);
     // A burst of pseudo-random garbage, over UDP and TCP.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -765,31 +649,32 @@ fn malformed_packets_are_dropped_or_formerr_and_never_stop_the_server() {
                 x as u8
             })
             .collect();
-        sock.send_to(&bytes, gw.udp()).unwrap();
+        sock.send_to(&bytes, gw.addr("dns/udp")).unwrap();
     }
-    let mut t = TcpStream::connect(gw.tcp[0]).unwrap();
+    let mut t = TcpStream::connect(gw.addr("dns/tcp")).unwrap();
     let _ = t.write_all(&[0, 40, 1, 2, 3]); // a frame cut short, then the connection closes
     drop(t);
     // Still alive and correct.
-    assert_eq!(dig(gw.udp(), &["allowed.test"]).answers, ["198.51.100.7"]);
     assert_eq!(
-        dig(gw.tcp[0], &["allowed.test", "+tcp"]).answers,
+        dig(gw.addr("dns/udp"), &["allowed.test"]).answers,
         ["198.51.100.7"]
     );
-    assert!(gw.child.id() > 0);
+    assert_eq!(
+        dig(gw.addr("dns/tcp"), &["allowed.test", "+tcp"]).answers,
+        ["198.51.100.7"]
+    );
 }
 
 #[test]
 fn answers_are_cached_by_ttl_and_a_dead_upstream_means_servfail() {
-    let mut up = Dnsmasq::start();
-    let gw = Blocklab::lab(&up, "2022-03-10");
-    let first = dig(gw.udp(), &["allowed.test"]);
+    let mut up = upstream();
+    let gw = lab(&up, "2022-03-10");
+    let first = dig(gw.addr("dns/udp"), &["allowed.test"]);
     assert_eq!(first.answers, ["198.51.100.7"]);
-    let _ = up.child.kill();
-    let _ = up.child.wait();
+    up.kill();
     // The upstream is gone: the cached answer is still served, its TTL counting down.
     std::thread::sleep(Duration::from_millis(1100));
-    let cached = dig(gw.udp(), &["allowed.test"]);
+    let cached = dig(gw.addr("dns/udp"), &["allowed.test"]);
     assert_eq!(cached.answers, ["198.51.100.7"], "{}", cached.raw);
     let ttl = |d: &Dig| {
         d.raw
@@ -804,38 +689,38 @@ fn answers_are_cached_by_ttl_and_a_dead_upstream_means_servfail() {
         ttl(&cached)
     );
     // Any case of the name hits the same entry, and the question comes back as asked.
-    let mixed = dig(gw.udp(), &["AlLoWeD.TeSt", "+bufsize=1232"]);
+    let mixed = dig(gw.addr("dns/udp"), &["AlLoWeD.TeSt", "+bufsize=1232"]);
     assert_eq!(mixed.answers, ["198.51.100.7"], "{}", mixed.raw);
     assert!(mixed.raw.contains(";AlLoWeD.TeSt."), "{}", mixed.raw);
     assert!(mixed.raw.contains("udp: 4096"), "{}", mixed.raw);
     // A name not in the cache: SERVFAIL, in bounded time.
     let started = Instant::now();
-    let d = dig(gw.udp(), &["tlsonly.test", "+time=12"]);
+    let d = dig(gw.addr("dns/udp"), &["tlsonly.test", "+time=12"]);
     assert_eq!(d.status, "SERVFAIL", "{}", d.raw);
     assert!(started.elapsed() < Duration::from_secs(11));
 }
 
 #[test]
 fn sigterm_stops_the_gateway_cleanly() {
-    let up = Dnsmasq::start();
-    let mut gw = Blocklab::lab(&up, "2022-03-10");
+    let up = upstream();
+    // The real binary: the signal is the point.
+    let mut gw = common::Blocklab::start(
+        &lab_config(&up, "2022-03-10"),
+        &[("lab.toml", LAB_RULES)],
+        &["dns/udp"],
+    );
     // A gateway that is serving (signal handlers are installed before the listeners bind).
-    assert_eq!(dig(gw.udp(), &["allowed.test"]).answers, ["198.51.100.7"]);
-    let ok = Command::new("kill")
-        .args(["-TERM", &gw.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(st) = gw.child.try_wait().unwrap() {
-            assert!(st.success(), "exit status {st}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still running after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(gw.log_text().contains("shutting down"));
+    assert_eq!(
+        dig(gw.addr("dns/udp"), &["allowed.test"]).answers,
+        ["198.51.100.7"]
+    );
+    gw.signal("TERM");
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "exit status"
+    );
+    assert!(gw.log().contains("shutting down"));
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! `blocklab experiment` end to end, through the real binary, on the shared OpenVPN captures
-//! (`../shared/data/pcaps/openvpn/`: flows on port 1194 are OpenVPN, everything else and all of
-//! `non-vpn.pcap` is not).
+//! `blocklab experiment` end to end, through the real binary, on our own captures
+//! (`tests/data/captures/`, recorded by `tests/data/make-captures.sh`: flows on port 1194 are
+//! OpenVPN, with static key, TLS and TLS with tls-auth, over UDP and TCP; all of `non-vpn.pcap`
+//! (DNS, HTTP, HTTPS) is not).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,28 +9,30 @@ use std::process::Command;
 use blocklab::experiment::pcap::{self, write};
 use serde_json::Value;
 
-fn shared() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/pcaps/openvpn");
-    assert!(
-        dir.join("udp.pcap").exists(),
-        "shared captures missing at {}",
-        dir.display()
-    );
-    dir
+fn captures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/captures")
 }
 
-const CAPTURES: [&str; 5] = [
-    "non-vpn.pcap",
-    "tcp-tls.pcap",
-    "tcp.pcap",
+/// The OpenVPN captures: one OpenVPN flow each.
+const OPENVPN: [&str; 6] = [
+    "udp-static.pcap",
+    "tcp-static.pcap",
     "udp-tls.pcap",
-    "udp.pcap",
+    "tcp-tls.pcap",
+    "udp-tls-auth.pcap",
+    "tcp-tls-auth.pcap",
 ];
+
+/// Frames in a capture, counted with the pcap reader alone.
+fn frames_in(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    pcap::Reader::new(&bytes).unwrap().count()
+}
 
 fn labels(dir: &Path) -> PathBuf {
     let p = dir.join("labels.csv");
     let mut text = String::from("file,server,label\n");
-    for f in ["udp.pcap", "tcp.pcap", "udp-tls.pcap", "tcp-tls.pcap"] {
+    for f in OPENVPN {
         text.push_str(&format!("{f},*:1194,openvpn\n"));
     }
     text.push_str("non-vpn.pcap,none\n");
@@ -58,8 +61,8 @@ fn score<'a>(report: &'a Value, detector: &str) -> &'a Value {
 }
 
 #[test]
-fn shared_openvpn_captures_full_recall_and_no_false_positive() {
-    let dir = shared();
+fn openvpn_captures_full_recall_and_no_false_positive() {
+    let dir = captures();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let labels = labels(tmp.path());
@@ -69,7 +72,11 @@ fn shared_openvpn_captures_full_recall_and_no_false_positive() {
         "--out".as_ref(),
         out.as_os_str(),
     ];
-    let paths: Vec<PathBuf> = CAPTURES.iter().map(|c| dir.join(c)).collect();
+    let paths: Vec<PathBuf> = OPENVPN
+        .iter()
+        .chain(&["non-vpn.pcap"])
+        .map(|c| dir.join(c))
+        .collect();
     args.extend(paths.iter().map(|p| p.as_os_str()));
     let o = run(&args);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -79,8 +86,9 @@ fn shared_openvpn_captures_full_recall_and_no_false_positive() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(stdout.contains("packets/s"), "summary table: {stdout}");
+    let udp_frames = frames_in(&dir.join("udp-tls.pcap"));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("udp.pcap: 772 packets"),
+        String::from_utf8_lossy(&o.stderr).contains(&format!("udp-tls.pcap: {udp_frames} packets")),
         "progress lines"
     );
 
@@ -88,7 +96,7 @@ fn shared_openvpn_captures_full_recall_and_no_false_positive() {
         serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
     let ovpn = score(&report, "openvpn");
     assert!(ovpn["recall"].as_f64().unwrap() >= 0.95, "{ovpn}");
-    assert_eq!(ovpn["tp"], 4, "one OpenVPN flow per capture");
+    assert_eq!(ovpn["tp"], 6, "one OpenVPN flow per capture");
     for d in ["openvpn", "wireguard", "ike", "pptp", "any-vpn"] {
         assert_eq!(
             score(&report, d)["fp"],
@@ -117,10 +125,13 @@ fn shared_openvpn_captures_full_recall_and_no_false_positive() {
         (&"openvpn".into(), &"openvpn".into(), &2.into())
     );
     assert_eq!(udp["label"], "openvpn");
-    assert_eq!(udp["packets"], 549);
+    assert_eq!(
+        udp["packets"], udp_frames,
+        "the capture holds only the tunnel's flow"
+    );
     let dns = flows
         .iter()
-        .find(|f| f["file"] == "udp.pcap" && f["server"].as_str().unwrap().ends_with(":53"))
+        .find(|f| f["file"] == "non-vpn.pcap" && f["server"] == "10.3.0.222:53")
         .unwrap();
     assert_eq!(
         (&dns["verdict"], &dns["label"]),
@@ -138,8 +149,7 @@ fn shared_openvpn_captures_full_recall_and_no_false_positive() {
 
 #[test]
 fn pcapng_and_linux_sll_copies_without_extension_give_the_same_verdicts() {
-    let dir = shared();
-    let bytes = std::fs::read(dir.join("udp-tls.pcap")).unwrap();
+    let bytes = std::fs::read(captures().join("udp-tls.pcap")).unwrap();
     let frames: Vec<(u64, Vec<u8>)> = pcap::Reader::new(&bytes)
         .unwrap()
         .map(|f| {
@@ -191,7 +201,7 @@ fn bad_inputs_fail_with_a_located_message() {
 
     let bad = tmp.path().join("labels.csv");
     std::fs::write(&bad, "udp.pcap,openvpn\nudp.pcap,1194,openvpn\n").unwrap();
-    let cap = shared().join("udp.pcap");
+    let cap = captures().join("udp-static.pcap");
     let o = run(&["--labels".as_ref(), bad.as_os_str(), cap.as_os_str()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(

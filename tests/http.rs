@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{curl, hosts_table, pattern, Blocklab, Origin};
+use common::{curl, hosts_table, pattern, Gateway, Origin};
 
 fn ru_config(date: &str) -> String {
     format!(
@@ -79,7 +79,7 @@ async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
         "{}[admin]\nlisten = \"127.0.0.1:0\"\n",
         ru_config("2022-03-10")
     );
-    let gw = Blocklab::start(&cfg, &[], &["http", "admin"]);
+    let gw = Gateway::start(&cfg, &[]);
     let proxy = format!("http://{}", gw.addr("http"));
     let ca = origin.ca.to_str().unwrap();
 
@@ -184,17 +184,21 @@ async fn ru_2022_03_10_facebook_is_blocked_and_others_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_blockpage_matches_the_ooni_fingerprint() {
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&ru_config("2022-03-10"), &[], &["http"]);
+    let gw = Gateway::start(&ru_config("2022-03-10"), &[]);
     let proxy = format!("http://{}", gw.addr("http"));
     let url = format!("http://facebook.com:{}/", origin.http.port());
     let r = curl(&["-x", &proxy, &url]).await;
     let location = header(&r.headers, "location").expect("a Location header");
 
-    let csv = std::fs::read_to_string(common::ooni_http_fingerprints())
-        .expect("the shared OONI fingerprints");
+    let path = common::ooni_http_fingerprints();
+    let text = std::fs::read_to_string(&path).expect("the OONI fingerprints in src/probe/data");
+    let table = blocklab::rules::csv::Reader::new()
+        .header()
+        .read(&path.display().to_string(), &text)
+        .unwrap();
     let mut matched = Vec::new();
-    for line in csv.lines().skip(1) {
-        let cols: Vec<&str> = line.split(',').collect();
+    for rec in &table.records {
+        let cols: Vec<&str> = rec.fields.iter().map(String::as_str).collect();
         if cols.len() < 8 || cols[3] != "header.location" || !cols[7].contains("RU") {
             continue;
         }
@@ -219,7 +223,7 @@ async fn ru_blockpage_matches_the_ooni_fingerprint() {
 async fn ru_2022_01_01_facebook_is_not_blocked_yet() {
     use std::sync::atomic::Ordering;
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&ru_config("2022-01-01"), &[], &["http"]);
+    let gw = Gateway::start(&ru_config("2022-01-01"), &[]);
     let proxy = format!("http://{}", gw.addr("http"));
     let url = format!("http://facebook.com:{}/", origin.http.port());
     let r = curl(&["-x", &proxy, &url]).await;
@@ -249,7 +253,7 @@ async fn ru_2022_01_01_facebook_is_not_blocked_yet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_rules_every_technique() {
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&lab_config(), &[("lab.toml", LAB_RULES)], &["http"]);
+    let gw = Gateway::start(&lab_config(), &[("lab.toml", LAB_RULES)]);
     let proxy = format!("http://{}", gw.addr("http"));
     let ca = origin.ca.to_str().unwrap();
     let (hp, sp) = (origin.http.port(), origin.https.port());
@@ -324,7 +328,7 @@ fn header(headers: &str, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twitter_2021_throttle_and_microsoft_collateral() {
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&ru_config("2021-04-01"), &[], &["http"]);
+    let gw = Gateway::start(&ru_config("2021-04-01"), &[]);
     let proxy = format!("http://{}", gw.addr("http"));
     let ca = origin.ca.to_str().unwrap().to_string();
     let big = format!("https://twitter.com:{}/bytes/1000000", origin.https.port());
@@ -428,8 +432,8 @@ async fn split_client_hello_and_reassembly() {
         "utc_offset = \"+00:00\"\nreassemble = false",
     );
     assert_ne!(lazy, LAB_RULES);
-    let careful = Blocklab::start(&lab_config(), &[("lab.toml", LAB_RULES)], &["http"]);
-    let lazy = Blocklab::start(&lab_config(), &[("lab.toml", &lazy)], &["http"]);
+    let careful = Gateway::start(&lab_config(), &[("lab.toml", LAB_RULES)]);
+    let lazy = Gateway::start(&lab_config(), &[("lab.toml", &lazy)]);
     assert_eq!(
         split_hello_through(careful.addr("http"), origin.https, "reset.example").await,
         "reset"

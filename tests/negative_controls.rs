@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use blocklab::detect::fully_encrypted::pseudo_random as noise;
 use blocklab::detect::{
     self, fully_encrypted::FullyEncrypted, Classifier, Detector, Dir, Flow, Packet, Transport,
 };
@@ -99,18 +100,6 @@ fn dns_flow(name: &str, id: u16) -> Vec<(Dir, Vec<u8>)> {
         0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 93, 184, 216, 34,
     ]);
     vec![(Dir::ToServer, q), (Dir::ToClient, r)]
-}
-
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// QUIC v1 as it looks on the wire: padded long-header Initials, then short-header packets

@@ -8,106 +8,24 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Blocklab;
+use common::{free_port, require, Blocklab, Dnsmasq, Gateway};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 
-/// Fails (never skips) when a tool the tests drive is missing.
-fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "required tool `{tool}` is missing (see .ci/run)");
-}
-
-/// A dnsmasq answering `allowed.test` and `probe.test` on a free loopback port.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Dnsmasq {
-    fn start() -> Dnsmasq {
-        require("dnsmasq");
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = dir.path().join("hosts");
-        std::fs::write(
-            &hosts,
-            "198.51.100.7 allowed.test\n198.51.100.20 probe.test\n198.51.100.21 other.test\n",
-        )
-        .unwrap();
-        for _ in 0..10 {
-            let port = free_udp_tcp_port();
-            let mut child = Command::new("dnsmasq")
-                .args([
-                    "--keep-in-foreground",
-                    "--conf-file=/dev/null",
-                    "--listen-address=127.0.0.1",
-                    "--bind-interfaces",
-                    "--no-resolv",
-                    "--no-hosts",
-                    "--local=/test/",
-                    "--user=root",
-                    "--pid-file=",
-                    "--dns-forward-max=1000",
-                ])
-                .arg(format!("--port={port}"))
-                .arg(format!("--addn-hosts={}", hosts.display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("dnsmasq");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if let Some(m) = ask(addr, "allowed.test", Duration::from_millis(300)) {
-                    if m.response_code() == ResponseCode::NoError {
-                        return Dnsmasq {
-                            child,
-                            addr,
-                            _dir: dir,
-                        };
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("dnsmasq did not start");
-    }
-}
-
-fn free_udp_tcp_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// The upstream: a dnsmasq answering `allowed.test`, `probe.test` and `other.test`.
+fn upstream() -> Dnsmasq {
+    Dnsmasq::config()
+        .hosts("198.51.100.7 allowed.test\n198.51.100.20 probe.test\n198.51.100.21 other.test\n")
+        .arg("--dns-forward-max=1000")
+        .start()
 }
 
 fn query(id: u16, name: &str) -> Vec<u8> {
@@ -210,8 +128,8 @@ fn config_dns(up: SocketAddr, dns_extra: &str, extra: &str) -> String {
     )
 }
 
-fn write_rules(gw: &Blocklab, text: &str) {
-    std::fs::write(gw.dir.path().join("rules/lab.toml"), text).unwrap();
+fn write_rules(dir: &tempfile::TempDir, text: &str) {
+    std::fs::write(dir.path().join("rules/lab.toml"), text).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -219,12 +137,8 @@ fn write_rules(gw: &Blocklab, text: &str) {
 
 #[test]
 fn healthz_and_metrics_move_with_real_queries() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::start(
-        &config(up.addr, ""),
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let up = upstream();
+    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_block_probe())]);
     let admin = gw.addr("admin");
     assert_eq!(http(admin, "GET", "/healthz", None), (200, "ok\n".into()));
     let before = http(admin, "GET", "/metrics", None).1;
@@ -271,12 +185,8 @@ fn healthz_and_metrics_move_with_real_queries() {
 
 #[test]
 fn decide_is_the_same_json_as_check() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::start(
-        &config(up.addr, ""),
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let up = upstream();
+    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_block_probe())]);
     let admin = gw.addr("admin");
     for target in ["probe.test", "allowed.test", "https%3A%2F%2Fprobe.test%2Fx"] {
         let (status, body) = http(
@@ -330,24 +240,20 @@ fn decide_is_the_same_json_as_check() {
 
 #[test]
 fn reload_switches_on_good_rules_and_keeps_the_old_policy_on_broken_ones() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::start(
-        &config(up.addr, ""),
-        &[("lab.toml", &rules_allow_probe())],
-        &["dns/udp", "admin"],
-    );
+    let up = upstream();
+    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_allow_probe())]);
     let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
     assert_eq!(rcode(dns, "other.test"), ResponseCode::NXDomain);
     // Only GET is wrong for /reload.
     assert_eq!(http(admin, "GET", "/reload", None).0, 405);
 
-    write_rules(&gw, &rules_block_probe());
+    write_rules(&gw.dir, &rules_block_probe());
     assert_eq!(http(admin, "POST", "/reload", None).0, 200);
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
     assert_eq!(rcode(dns, "other.test"), ResponseCode::NoError);
 
-    write_rules(&gw, &rules_broken());
+    write_rules(&gw.dir, &rules_broken());
     let (status, body) = http(admin, "POST", "/reload", None);
     assert_eq!(status, 422, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -376,17 +282,13 @@ fn reload_switches_on_good_rules_and_keeps_the_old_policy_on_broken_ones() {
 
 #[test]
 fn a_missing_import_at_reload_keeps_the_old_policy() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::start(
-        &config(up.addr, ""),
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let up = upstream();
+    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_block_probe())]);
     let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
     let with_import = format!(
         "{JURISDICTION}\n[[rule]]\nid = \"lab-list\"\nimport = {{ path = \"gone.txt\", format = \"domains\" }}\ntechniques = [\"dns-nxdomain\"]\n"
     );
-    write_rules(&gw, &with_import);
+    write_rules(&gw.dir, &with_import);
     let (status, body) = http(admin, "POST", "/reload", None);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("gone.txt"), "{body}");
@@ -395,11 +297,10 @@ fn a_missing_import_at_reload_keeps_the_old_policy() {
 
 #[test]
 fn the_token_is_required_when_configured() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::start(
+    let up = upstream();
+    let gw = Gateway::start(
         &config(up.addr, "token = \"s3cret\"\n"),
         &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
     );
     let admin = gw.addr("admin");
     for (m, p) in [
@@ -420,7 +321,7 @@ fn the_token_is_required_when_configured() {
 
 #[test]
 fn sighup_reloads_the_rules() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     let gw = Blocklab::start(
         &config(up.addr, ""),
         &[("lab.toml", &rules_allow_probe())],
@@ -428,12 +329,12 @@ fn sighup_reloads_the_rules() {
     );
     let dns = gw.addr("dns/udp");
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
-    write_rules(&gw, &rules_block_probe());
+    write_rules(&gw.dir, &rules_block_probe());
     gw.signal("HUP");
     gw.wait_log(&["policy reloaded"]);
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
     // A broken set on SIGHUP: logged, old policy kept.
-    write_rules(&gw, &rules_broken());
+    write_rules(&gw.dir, &rules_broken());
     gw.signal("HUP");
     gw.wait_log(&["reload failed", "lab.toml:10:"]);
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
@@ -444,7 +345,7 @@ fn sighup_reloads_the_rules() {
 
 #[test]
 fn every_answered_query_is_in_the_decision_log_after_sigterm() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     let mut gw = Blocklab::start(
         &config(up.addr, "[log]\npath = \"decisions.jsonl\"\n"),
         &[("lab.toml", &rules_block_probe())],
@@ -488,7 +389,7 @@ fn an_unwritable_log_directory_stops_the_gateway_before_binding() {
     let dir = tempfile::tempdir().unwrap();
     // The log's parent is a regular file: unwritable even for root.
     std::fs::write(dir.path().join("notadir"), "x").unwrap();
-    let port = free_udp_tcp_port();
+    let port = free_port();
     let cfg = format!(
         "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"ru\"\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = [\"127.0.0.1:9\"]\n[log]\npath = \"notadir/decisions.jsonl\"\n"
     );
@@ -530,12 +431,11 @@ fn a_port_in_use_is_a_clear_error() {
 
 #[test]
 fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     // All load comes from 127.0.0.1: the per-client rate limit is off here (it has its own test).
-    let gw = Blocklab::start(
+    let gw = Gateway::start(
         &config_dns(up.addr, "rate_limit_qps = 0\n", ""),
         &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
     );
     let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -607,7 +507,7 @@ fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
             _ => (rules_broken(), 422, None),
         };
         let before = rcode(dns, "probe.test");
-        write_rules(&gw, &text);
+        write_rules(&gw.dir, &text);
         let (status, body) = http(admin, "POST", "/reload", None);
         assert_eq!(status, want_status, "reload {i}: {body}");
         let now = rcode(dns, "probe.test");
@@ -649,11 +549,7 @@ fn upstream_down_is_servfail_in_bounded_time() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap()
     };
-    let gw = Blocklab::start(
-        &config(dead, ""),
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let gw = Gateway::start(&config(dead, ""), &[("lab.toml", &rules_block_probe())]);
     let dns = gw.addr("dns/udp");
     let started = Instant::now();
     let m = ask(dns, "allowed.test", Duration::from_secs(8)).expect("an answer");
@@ -678,11 +574,7 @@ fn a_silent_upstream_gives_servfail_in_bounded_time_without_pile_up() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent = udp.local_addr().unwrap();
     let _tcp = std::net::TcpListener::bind(silent).unwrap();
-    let gw = Blocklab::start(
-        &config(silent, ""),
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let gw = Gateway::start(&config(silent, ""), &[("lab.toml", &rules_block_probe())]);
     let dns = gw.addr("dns/udp");
     let started = Instant::now();
     let askers: Vec<_> = (0..20)
@@ -719,7 +611,7 @@ async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
         "rules = \"rules\"\n{}",
         cfg.replace("rules = \"rules\"\n", "")
     );
-    let gw = Blocklab::start(&cfg, &[("lab.toml", &rules_block_probe())], &["http"]);
+    let gw = Gateway::start(&cfg, &[("lab.toml", &rules_block_probe())]);
     let proxy = gw.addr("http");
     let out = common::curl(&[
         "-x",
@@ -752,16 +644,12 @@ async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
 
 #[test]
 fn the_dns_rate_limit_refuses_excess_per_client_and_counts_it() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     let cfg = format!(
         "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\nrate_limit_qps = 5\nrate_limit_burst = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         up.addr
     );
-    let gw = Blocklab::start(
-        &cfg,
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let gw = Gateway::start(&cfg, &[("lab.toml", &rules_block_probe())]);
     let dns = gw.addr("dns/udp");
     let started = Instant::now();
     let mut answered = 0;
@@ -888,7 +776,7 @@ fn flood_and_slowloris_capped(
 #[test]
 fn dns_tcp_survives_a_connection_flood_and_slowloris() {
     require("dig");
-    let up = Dnsmasq::start();
+    let up = upstream();
     let gw = Blocklab::start(
         &config_dns(up.addr, "max_connections = 20\n", ""),
         &[("lab.toml", &rules_block_probe())],
@@ -973,16 +861,15 @@ fn wait_rcode(dns: SocketAddr, name: &str, want: ResponseCode, wait: Duration) -
 
 #[test]
 fn a_watched_rules_directory_reloads_on_change() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::start(
+    let up = upstream();
+    let gw = Gateway::start(
         &config(up.addr, "[reload]\nwatch = true\n"),
         &[("lab.toml", &rules_allow_probe())],
-        &["dns/udp", "admin"],
     );
     let dns = gw.addr("dns/udp");
     gw.wait_log(&["watching the rules directory"]);
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
-    write_rules(&gw, &rules_block_probe());
+    write_rules(&gw.dir, &rules_block_probe());
     assert!(wait_rcode(
         dns,
         "probe.test",
@@ -990,7 +877,7 @@ fn a_watched_rules_directory_reloads_on_change() {
         Duration::from_secs(4)
     ));
     // A broken edit is reported and the old policy kept.
-    write_rules(&gw, &rules_broken());
+    write_rules(&gw.dir, &rules_broken());
     gw.wait_log(&["reload failed", "lab.toml:10:"]);
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
     let m = http(gw.addr("admin"), "GET", "/metrics", None).1;
@@ -1000,14 +887,10 @@ fn a_watched_rules_directory_reloads_on_change() {
 
 #[test]
 fn without_watch_a_change_is_not_picked_up() {
-    let up = Dnsmasq::start();
-    let gw = Blocklab::start(
-        &config(up.addr, ""),
-        &[("lab.toml", &rules_allow_probe())],
-        &["dns/udp", "admin"],
-    );
+    let up = upstream();
+    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_allow_probe())]);
     let dns = gw.addr("dns/udp");
-    write_rules(&gw, &rules_block_probe());
+    write_rules(&gw.dir, &rules_block_probe());
     assert!(!wait_rcode(
         dns,
         "probe.test",
@@ -1048,7 +931,7 @@ fn the_tcp_relay_survives_a_connection_flood_and_idle_flows() {
 
 #[test]
 fn the_admin_listener_survives_a_connection_flood_and_slowloris() {
-    let up = Dnsmasq::start();
+    let up = upstream();
     let gw = Blocklab::start(
         &config(up.addr, ""),
         &[("lab.toml", &rules_block_probe())],

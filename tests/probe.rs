@@ -7,77 +7,16 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
-use common::{hosts_table, Blocklab, Origin};
+use common::{hosts_table, Dnsmasq, Gateway, Origin};
 use serde_json::Value;
 
-/// A dnsmasq serving a small lab zone on a free loopback port (killed on drop). Panics — and
-/// so fails the test — when dnsmasq is not installed.
-struct Dnsmasq {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Dnsmasq {
-    /// `zone`: dnsmasq `--address` values, e.g. `/facebook.com/127.0.0.1` or `/rt.com/`
-    /// (NXDOMAIN).
-    async fn start(zone: &[&str]) -> Dnsmasq {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut cmd = std::process::Command::new("dnsmasq");
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--pid-file=",
-            "--user=root",
-        ])
-        .arg(format!("--port={port}"));
-        for z in zone {
-            cmd.arg(format!("--address={z}"));
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("dnsmasq is required for these tests: {e}"));
-        let d = Dnsmasq { child, addr };
-        // Ready when it answers.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = blocklab::probe::dns::lookup(
-                addr,
-                "ready.lab",
-                Duration::from_millis(200),
-                Instant::now(),
-            )
-            .await;
-            if r.failure.as_deref() != Some("generic_timeout_error") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dnsmasq did not answer on {addr}"
-            );
-        }
-        d
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A dnsmasq serving `zone`: dnsmasq `--address` values, e.g. `/facebook.com/127.0.0.1` or
+/// `/rt.com/` (NXDOMAIN).
+fn lab_dns(zone: &[&str]) -> Dnsmasq {
+    zone.iter()
+        .fold(Dnsmasq::config(), |c, z| c.address(z))
+        .start()
 }
 
 /// The lab zone: every test name on 127.0.0.1, `ipdrop.example` on 127.0.0.3.
@@ -164,12 +103,8 @@ fn tk<'a>(m: &'a Value, key: &str) -> &'a Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
     let origin = Origin::start().await;
-    let dns = Dnsmasq::start(ZONE).await;
-    let gw = Blocklab::start(
-        &gateway_config_with_dns("ru", "2022-03-10", dns.addr),
-        &[],
-        &["http", "dns/udp"],
-    );
+    let dns = lab_dns(ZONE);
+    let gw = Gateway::start(&gateway_config_with_dns("ru", "2022-03-10", dns.addr), &[]);
     let fb_https = format!("https://facebook.com:{}/", origin.https.port());
     let fb_http = format!("http://facebook.com:{}/", origin.http.port());
     let ok_https = format!("https://example.org:{}/page", origin.https.port());
@@ -304,8 +239,8 @@ techniques = ["ip-drop"]
 async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     let origin = Origin::start().await;
     let dropped = Origin::start_on("127.0.0.3".parse().unwrap()).await;
-    let dns = Dnsmasq::start(ZONE).await;
-    let gw = Blocklab::start(
+    let dns = lab_dns(ZONE);
+    let gw = Gateway::start(
         &gateway_config(
             "lab",
             "2022-03-10",
@@ -314,7 +249,6 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
         )
         .replace("\"ipdrop.example\" = [\"127.0.0.1\"]\n", ""),
         &[("lab.toml", LAB_RULES)],
-        &["http"],
     );
     let ipdrop = format!("https://ipdrop.example:{}/", dropped.https.port());
     let tlsdrop = format!("https://drop.example:{}/", origin.https.port());
@@ -370,12 +304,8 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_2021_04_01_twitter_is_accessible_but_throttled() {
     let origin = Origin::start().await;
-    let dns = Dnsmasq::start(ZONE).await;
-    let gw = Blocklab::start(
-        &gateway_config("ru", "2021-04-01", false, ""),
-        &[],
-        &["http"],
-    );
+    let dns = lab_dns(ZONE);
+    let gw = Gateway::start(&gateway_config("ru", "2021-04-01", false, ""), &[]);
     let big = format!("https://twitter.com:{}/bytes/400000", origin.https.port());
     let resolver = dns.addr.to_string();
     let proxy = format!("http://{}", gw.addr("http"));
@@ -419,8 +349,8 @@ async fn ru_2021_04_01_twitter_is_accessible_but_throttled() {
 async fn nxdomain_from_the_resolver_under_test_is_dns_blocking() {
     // An EU ISP's resolver (Regulation 2022/350: rt.com answered NXDOMAIN), as a real dnsmasq.
     let origin = Origin::start().await;
-    let control = Dnsmasq::start(ZONE).await;
-    let censor = Dnsmasq::start(&["/rt.com/", "/example.org/127.0.0.1"]).await;
+    let control = lab_dns(ZONE);
+    let censor = lab_dns(&["/rt.com/", "/example.org/127.0.0.1"]);
     let rt = format!("http://rt.com:{}/", origin.http.port());
     let ok = format!("http://example.org:{}/", origin.http.port());
     let run = probe(&[
@@ -451,7 +381,7 @@ async fn nxdomain_from_the_resolver_under_test_is_dns_blocking() {
 async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
     // The first URLs of the Citizen Lab RU list; the lab zone answers every name with
     // 127.0.0.1, where nothing listens on 80/443: the origins are unreachable on both sides.
-    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/test-lists/ru.csv");
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/citizenlab-ru-head.csv");
     let text = std::fs::read_to_string(&list).unwrap();
     let head: Vec<&str> = text.lines().take(7).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -466,12 +396,8 @@ async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
             .to_string();
         hosts.push_str(&format!("\"{host}\" = [\"127.0.0.1\"]\n"));
     }
-    let dns = Dnsmasq::start(&["/#/127.0.0.1"]).await;
-    let gw = Blocklab::start(
-        &gateway_config("ru", "2022-03-10", false, &hosts),
-        &[],
-        &["http"],
-    );
+    let dns = lab_dns(&["/#/127.0.0.1"]);
+    let gw = Gateway::start(&gateway_config("ru", "2022-03-10", false, &hosts), &[]);
     let resolver = dns.addr.to_string();
     let proxy = format!("http://{}", gw.addr("http"));
     let run = probe(&[
@@ -507,7 +433,7 @@ async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absent_proxy_is_an_error_not_tcp_blocking() {
-    let dns = Dnsmasq::start(ZONE).await;
+    let dns = lab_dns(ZONE);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
@@ -530,12 +456,8 @@ async fn an_absent_proxy_is_an_error_not_tcp_blocking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
     let origin = Origin::start().await;
-    let dns = Dnsmasq::start(ZONE).await;
-    let gw = Blocklab::start(
-        &gateway_config_with_dns("eu", "2022-03-10", dns.addr),
-        &[],
-        &["http", "dns/udp"],
-    );
+    let dns = lab_dns(ZONE);
+    let gw = Gateway::start(&gateway_config_with_dns("eu", "2022-03-10", dns.addr), &[]);
     let rt = format!("https://rt.com:{}/", origin.https.port());
     let ok = format!("https://example.org:{}/", origin.https.port());
     let resolver = gw.addr("dns/udp").to_string();

@@ -1,8 +1,11 @@
 //! Live relays with real OpenVPN (Debian's `openvpn`, a throw-away test PKI made with the
 //! `openssl` CLI, `--dev null`, loopback only) through `blocklab serve`: the handshake passes
 //! in `observe` mode, and in `enforce` mode for an `ru` client the flow is cut after the
-//! handshake at 2023-09-01 (rule `ru-vpn-2023`) but not at 2023-01-01.
+//! handshake at 2023-09-01 (rule `ru-vpn-2023`) but not at 2023-01-01. The gateway runs
+//! in-process (`tests/common`).
 //! These tests fail (not skip) when `openvpn` or `openssl` is missing: `.ci/run` installs them.
+
+mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::net::{SocketAddr, UdpSocket};
@@ -10,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::{free_port, Gateway};
 
 /// Kills the child when dropped.
 struct Proc(Child);
@@ -21,21 +26,10 @@ impl Drop for Proc {
     }
 }
 
+/// `name`, after [`common::require`] made sure it is installed.
 fn tool(name: &str) -> String {
-    for dir in [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/sbin",
-        "/usr/local/bin",
-    ] {
-        let p = Path::new(dir).join(name);
-        if p.exists() {
-            return p.display().to_string();
-        }
-    }
-    panic!("required tool `{name}` is missing (Debian package `{name}`; .ci/run installs it)");
+    common::require(name);
+    name.to_string()
 }
 
 /// A CA and server/client certificates (P-256), made with the openssl CLI.
@@ -103,59 +97,26 @@ fn pki(dir: &Path) {
     }
 }
 
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
+/// Starts the gateway in-process with `config`; returns it and the bound address of `listener`.
+fn gateway(config: &str, rules: &[(&str, &str)], listener: &str) -> (Gateway, SocketAddr) {
+    let gw = Gateway::start(config, rules);
+    let addr = gw.addr(listener);
+    (gw, addr)
 }
 
-/// Starts `blocklab serve` and returns it, the relay's bound address, and its log lines.
-fn gateway(dir: &Path, config: &str, listener: &str) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
-    let cfg = dir.join(format!("blocklab-{}.toml", free_port(true)));
-    std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line.replace('"', ""));
-        }
-    });
-    // Generous: debug builds under a loaded machine compile the shipped rules slowly.
-    let deadline = Instant::now() + Duration::from_secs(90);
+/// Waits up to `within` for a line of the gateway's log containing `needle`; returns the log
+/// so far (quotes removed, as `key=value`).
+fn wait_gw(gw: &Gateway, needle: &str, within: Duration) -> (bool, String) {
+    let deadline = Instant::now() + within;
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("gateway did not announce its relay");
-        if line.contains("listening") && line.contains(&format!("listener={listener}")) {
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap();
-            return (proc, addr.parse().unwrap(), rx);
+        let log = gw.log().replace('"', "");
+        if log.contains(needle) {
+            return (true, log);
         }
+        if Instant::now() > deadline {
+            return (false, log);
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -217,7 +178,7 @@ struct Case {
 /// `patience`: how long to wait for the tunnel (long when it should come up, short when the
 /// relay should cut it; the cut is shown by the verdict line, not by the wait).
 fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Case {
-    let server_port = free_port(udp);
+    let server_port = free_port();
     let proto = if udp { "udp" } else { "tcp" };
     let config = format!(
         "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"127.0.0.1:{server_port}\"\nprotocol = \"{proto}\"\nmode = \"{mode}\"\n"
@@ -244,7 +205,7 @@ fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Ca
             "server.key".into(),
         ],
     );
-    let (_gw, relay, glog) = gateway(dir, &config, &format!("relay/{proto}"));
+    let (glog, relay) = gateway(&config, &[], &format!("relay/{proto}"));
     std::thread::sleep(Duration::from_millis(500)); // let the OpenVPN server bind
     let (_client, crx) = openvpn(
         dir,
@@ -269,7 +230,7 @@ fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Ca
         ],
     );
     let (connected, client_log) = wait_for(&crx, "Initialization Sequence Completed", patience);
-    let (_, glines) = wait_for(&glog, "vpn verdict", Duration::from_secs(10));
+    let (_, glines) = wait_gw(&glog, "vpn verdict", Duration::from_secs(10));
     let verdict = glines
         .lines()
         .find(|l| l.contains("vpn verdict"))
@@ -358,7 +319,6 @@ fn real_openvpn_over_tcp_relay_observe_and_enforce_by_date() {
 
 #[test]
 fn unmapped_clients_get_nothing_relayed() {
-    let dir = tempfile::tempdir().unwrap();
     let target = UdpSocket::bind("127.0.0.1:0").unwrap();
     target
         .set_read_timeout(Some(Duration::from_millis(700)))
@@ -367,7 +327,7 @@ fn unmapped_clients_get_nothing_relayed() {
         "[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n",
         target.local_addr().unwrap()
     );
-    let (_gw, relay, _log) = gateway(dir.path(), &config, "relay/udp");
+    let (_gw, relay) = gateway(&config, &[], "relay/udp");
     let mut buf = [0u8; 64];
     let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
     outside.send_to(b"hello", relay).unwrap();
@@ -410,7 +370,7 @@ mod wireguard {
         verdict: String,
     }
 
-    fn session(dir: &Path, mode: &str, date: &str) -> Outcome {
+    fn session(mode: &str, date: &str) -> Outcome {
         let (ck, sk) = (
             StaticSecret::from([0x11; 32]),
             StaticSecret::from([0x22; 32]),
@@ -425,7 +385,7 @@ mod wireguard {
             "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\nmode = \"{mode}\"\n",
             ssock.local_addr().unwrap()
         );
-        let (_gw, relay, glog) = gateway(dir, &config, "relay/udp");
+        let (glog, relay) = gateway(&config, &[], "relay/udp");
         let (tx, rx) = mpsc::channel();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop2 = std::sync::Arc::clone(&stop);
@@ -482,7 +442,7 @@ mod wireguard {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         responder.join().unwrap();
-        let (_, glines) = wait_for(&glog, "vpn verdict", Duration::from_secs(10));
+        let (_, glines) = wait_gw(&glog, "vpn verdict", Duration::from_secs(10));
         let verdict = glines
             .lines()
             .find(|l| l.contains("vpn verdict"))
@@ -497,13 +457,11 @@ mod wireguard {
 
     #[test]
     fn real_wireguard_handshake_through_udp_relay_observe_and_enforce_by_date() {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
         let (observe, cut_2022, cut_2023, pass_2021) = std::thread::scope(|s| {
-            let a = s.spawn(|| session(d, "observe", "2023-09-01"));
-            let b = s.spawn(|| session(d, "enforce", "2022-01-01"));
-            let c = s.spawn(|| session(d, "enforce", "2023-09-01"));
-            let e = s.spawn(|| session(d, "enforce", "2021-01-01"));
+            let a = s.spawn(|| session("observe", "2023-09-01"));
+            let b = s.spawn(|| session("enforce", "2022-01-01"));
+            let c = s.spawn(|| session("enforce", "2023-09-01"));
+            let e = s.spawn(|| session("enforce", "2021-01-01"));
             (
                 a.join().unwrap(),
                 b.join().unwrap(),
@@ -568,22 +526,15 @@ technique = "cut-after"
 cut_after = 4
 "#;
 
-    fn lab_gateway(
-        dir: &Path,
-        proto: &str,
-        forward: SocketAddr,
-    ) -> (Proc, SocketAddr, mpsc::Receiver<String>) {
-        std::fs::create_dir_all(dir.join("rules")).unwrap();
-        std::fs::write(dir.join("rules/lab.toml"), LAB).unwrap();
+    fn lab_gateway(proto: &str, forward: SocketAddr) -> (Gateway, SocketAddr) {
         let config = format!(
             "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{forward}\"\nprotocol = \"{proto}\"\nmode = \"enforce\"\n"
         );
-        gateway(dir, &config, &format!("relay/{proto}"))
+        gateway(&config, &[("lab.toml", LAB)], &format!("relay/{proto}"))
     }
 
     #[test]
     fn reset_technique_sends_rst_after_the_pptp_request() {
-        let dir = tempfile::tempdir().unwrap();
         let echo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let target = echo.local_addr().unwrap();
         std::thread::spawn(move || {
@@ -596,7 +547,7 @@ cut_after = 4
                 }
             }
         });
-        let (_gw, relay, log) = lab_gateway(dir.path(), "tcp", target);
+        let (log, relay) = lab_gateway("tcp", target);
         let mut c = std::net::TcpStream::connect(relay).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         c.write_all(&blocklab::detect::pptp::sccrq()).unwrap();
@@ -607,7 +558,7 @@ cut_after = 4
             .read(&mut buf)
             .expect_err("the relay must reset the connection, not deliver the reply");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
-        let (_, lines) = wait_for(&log, "vpn verdict", Duration::from_secs(10));
+        let (_, lines) = wait_gw(&log, "vpn verdict", Duration::from_secs(10));
         let v = lines
             .lines()
             .find(|l| l.contains("vpn verdict"))
@@ -623,11 +574,10 @@ cut_after = 4
     #[test]
     fn cut_after_lets_n_packets_of_the_flow_through() {
         use blocklab::detect::wireguard::build;
-        let dir = tempfile::tempdir().unwrap();
         let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
         sink.set_read_timeout(Some(Duration::from_millis(1500)))
             .unwrap();
-        let (_gw, relay, log) = lab_gateway(dir.path(), "udp", sink.local_addr().unwrap());
+        let (log, relay) = lab_gateway("udp", sink.local_addr().unwrap());
         let c = UdpSocket::bind("127.0.0.1:0").unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         c.send_to(&build::initiation(5, 0x11), relay).unwrap();
@@ -652,7 +602,7 @@ cut_after = 4
         }
         // cut_after = 4 packets of the flow: initiation, response and two transport messages.
         assert_eq!(got, 2, "transport messages that passed");
-        let (_, lines) = wait_for(&log, "vpn verdict", Duration::from_secs(10));
+        let (_, lines) = wait_gw(&log, "vpn verdict", Duration::from_secs(10));
         let v = lines
             .lines()
             .find(|l| l.contains("vpn verdict"))

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{curl, hosts_table, pattern, Blocklab, Origin};
+use common::{curl, hosts_table, pattern, Gateway, Origin};
 
 fn config(date: &str, tls_port: u16) -> String {
     format!(
@@ -17,7 +17,7 @@ fn config(date: &str, tls_port: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transparent_sni_and_host_blocking() {
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&config("2022-03-10", origin.https.port()), &[], &["tls"]);
+    let gw = Gateway::start(&config("2022-03-10", origin.https.port()), &[]);
     let l = gw.addr("tls");
     let ca = origin.ca.to_str().unwrap();
     let to = |name: &str, port: u16| format!("{name}:{port}:{}:{}", l.ip(), l.port());
@@ -89,7 +89,7 @@ async fn transparent_sni_and_host_blocking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transparent_before_the_block_date_passes() {
     let origin = Origin::start().await;
-    let gw = Blocklab::start(&config("2022-01-01", origin.https.port()), &[], &["tls"]);
+    let gw = Gateway::start(&config("2022-01-01", origin.https.port()), &[]);
     let l = gw.addr("tls");
     let to = format!("facebook.com:443:{}:{}", l.ip(), l.port());
     let r = curl(&[
@@ -125,7 +125,7 @@ async fn transparent_tls_drop_hangs_until_the_client_gives_up() {
         origin.https.port(),
         hosts_table()
     );
-    let gw = Blocklab::start(&cfg, &[("lab.toml", DROP_RULES)], &["tls"]);
+    let gw = Gateway::start(&cfg, &[("lab.toml", DROP_RULES)]);
     let l = gw.addr("tls");
     let to = format!("drop.example:443:{}:{}", l.ip(), l.port());
     let r = curl(&[
@@ -252,7 +252,7 @@ async fn netns_client_redirected_by_nftables() {
          [tls]\nlisten = [\"{}:0\"]\nhold_secs = 5\n",
         net.client, net.host
     );
-    let gw = Blocklab::start(&cfg, &[], &["tls"]);
+    let gw = Gateway::start(&cfg, &[]);
     let l = gw.addr("tls");
     net.redirect(origin.https.port(), l.port()).unwrap();
     net.redirect(origin.http.port(), l.port()).unwrap();
@@ -424,10 +424,9 @@ async fn quic_drop_by_name_and_by_address() {
         )
     };
     // A lab rule by name: facebook.com's big Initials dropped, example.org's relayed.
-    let lab = Blocklab::start(
+    let lab = Gateway::start(
         &cfg("", "rules = \"rules\"\n", "lab"),
         &[("lab.toml", QUIC_RULES)],
-        &["quic"],
     );
     let relay = lab.addr("quic");
     assert!(
@@ -446,7 +445,7 @@ async fn quic_drop_by_name_and_by_address() {
 
     // The shipped ru rules: from 2022-03-04 every QUIC v1 Initial of >= 1001 bytes is dropped
     // (ru-quic-v1, by address), smaller ones pass; before that date everything passes.
-    let ru = Blocklab::start(&cfg("date = \"2022-03-10\"\n", "", "ru"), &[], &["quic"]);
+    let ru = Gateway::start(&cfg("date = \"2022-03-10\"\n", "", "ru"), &[]);
     let relay = ru.addr("quic");
     assert!(!quic_initial_echoed(relay, "example.org", 1200).await);
     assert!(!quic_initial_echoed(relay, "example.org", 1001).await);
@@ -455,7 +454,7 @@ async fn quic_drop_by_name_and_by_address() {
         "a 1000-byte Initial was dropped"
     );
     ru.wait_log(&["decision=\"quic-drop\"", "ru-quic-v1"]);
-    let before = Blocklab::start(&cfg("date = \"2022-03-01\"\n", "", "ru"), &[], &["quic"]);
+    let before = Gateway::start(&cfg("date = \"2022-03-01\"\n", "", "ru"), &[]);
     assert!(quic_initial_echoed(before.addr("quic"), "facebook.com", 1200).await);
 }
 
@@ -499,7 +498,7 @@ async fn intercept_applies_url_rules_to_https() {
         origin.ca.to_str().unwrap(),
         hosts_table()
     );
-    let gw = Blocklab::start(&cfg, &[("lab.toml", URL_RULES)], &["tls"]);
+    let gw = Gateway::start(&cfg, &[("lab.toml", URL_RULES)]);
     let l = gw.addr("tls");
     let to = format!("example.org:443:{}:{}", l.ip(), l.port());
     let lab_ca = ca_cert.to_str().unwrap();

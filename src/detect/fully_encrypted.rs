@@ -70,6 +70,21 @@ const HTTP_PREFIXES: [&[u8]; 9] = [
     b"TRACE ",
 ];
 
+/// Deterministic pseudo-random bytes (xorshift64 from `seed`): what a fully encrypted payload
+/// looks like to [`exemption`]. The one fixture of the detector tests, the negative controls
+/// and the detector benchmarks.
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// Algorithm 1: the first exemption that applies to `p`, or `None` if `p` is fully encrypted.
 pub fn exemption(p: &[u8], params: &Params) -> Option<Exemption> {
     if p.is_empty() {
@@ -161,18 +176,7 @@ pub(crate) mod tests {
     use crate::detect::Packet;
     use proptest::prelude::*;
 
-    /// Deterministic pseudo-random bytes (xorshift), as an encrypted payload looks.
-    pub(crate) fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
-    }
+    pub(crate) use super::pseudo_random as random_bytes;
 
     #[test]
     fn random_first_packet_is_flagged_after_one_packet() {

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::flows::FlowRecord;
-use crate::rules::{Diagnostic, RulesError};
+use crate::rules::{csv, Diagnostic, RulesError};
 
 /// The label of flows nobody labelled.
 pub const NONE: &str = "none";
@@ -38,18 +38,15 @@ impl Labels {
     /// Parses the CSV; every bad line is reported with its line number. `#` starts a comment
     /// line and a first line `file,...` is a header.
     pub fn parse(shown: &str, text: &str) -> Result<Labels, RulesError> {
+        let table = csv::Reader::new().comment(b'#').trim().read(shown, text)?;
         let mut labels = Labels::default();
         let mut errors = RulesError::default();
-        let mut off = 0;
-        for (n, line) in text.split_inclusive('\n').enumerate() {
-            let start = off;
-            off += line.len();
-            let l = line.trim();
-            if l.is_empty() || l.starts_with('#') || (n == 0 && l.starts_with("file,")) {
-                continue;
+        for (n, rec) in table.records.iter().enumerate() {
+            if n == 0 && rec.get(0) == "file" {
+                continue; // header
             }
-            let cols: Vec<&str> = l.split(',').map(str::trim).collect();
-            let bad = |m: &str| Diagnostic::at(shown, text, start, m.to_string());
+            let bad = |m: &str| Diagnostic::at(shown, text, rec.offset, m.to_string());
+            let cols: Vec<&str> = rec.fields.iter().map(String::as_str).collect();
             match cols[..] {
                 [file, label] if !file.is_empty() && !label.is_empty() => {
                     labels.files.insert(file.to_string(), label.to_string());

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use regex::Regex;
 
-use super::csv;
+use crate::rules::csv;
 
 const EMBEDDED_HTTP: &str = include_str!("data/fingerprints_http.csv");
 const EMBEDDED_DNS: &str = include_str!("data/fingerprints_dns.csv");
@@ -130,14 +130,9 @@ pub enum FingerprintError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A file is not valid CSV.
-    #[error("{path}: {source}")]
-    Csv {
-        /// The file.
-        path: String,
-        /// The CSV error.
-        source: csv::CsvError,
-    },
+    /// A file is not valid CSV (located: `path:line:column: reason`).
+    #[error("{0}")]
+    Csv(crate::rules::RulesError),
     /// Lines that could not be understood (all of them are listed).
     #[error("{}", .0.join("\n"))]
     Lines(Vec<String>),
@@ -238,14 +233,11 @@ impl Fingerprints {
 }
 
 fn records(path: &str, text: &str) -> Result<Vec<csv::Record>, FingerprintError> {
-    let mut recs = csv::parse(text).map_err(|source| FingerprintError::Csv {
-        path: path.to_string(),
-        source,
-    })?;
-    if !recs.is_empty() {
-        recs.remove(0); // header
-    }
-    Ok(recs)
+    let table = csv::Reader::new()
+        .header()
+        .read(path, text)
+        .map_err(FingerprintError::Csv)?;
+    Ok(table.records)
 }
 
 // Columns: name,scope,other_names,location_found,pattern_type,pattern,confidence_no_fp,

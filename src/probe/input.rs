@@ -9,7 +9,7 @@ use std::path::Path;
 
 use url::Url;
 
-use super::csv;
+use crate::rules::csv;
 
 /// One URL to measure, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +57,14 @@ pub fn parse(shown: &str, text: &str) -> Result<Vec<Input>, InputError> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     if is_csv {
-        let recs = csv::parse(text).map_err(|e| InputError::Bad(vec![format!("{shown}: {e}")]))?;
-        let cat = recs
-            .first()
-            .and_then(|h| h.fields.iter().position(|f| f == "category_code"));
-        for rec in recs.iter().skip(1) {
-            let url = rec.fields.first().map(|s| s.trim()).unwrap_or("");
+        let table = csv::Reader::new()
+            .header()
+            .read(shown, text)
+            .map_err(|e| InputError::Bad(e.diagnostics.iter().map(|d| d.to_string()).collect()))?;
+        let url_col = table.column("url").unwrap_or(0);
+        let cat = table.column("category_code");
+        for rec in &table.records {
+            let url = rec.get(url_col).trim();
             match check_url(url) {
                 Ok(_) => out.push(Input {
                     url: url.to_string(),
@@ -133,12 +135,27 @@ mod tests {
     }
 
     #[test]
-    fn shared_ru_list_parses() {
+    fn citizen_lab_ru_list_parses() {
+        // The first 300 entries of the real list (quoted notes with commas among them).
         let p = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/test-lists/ru.csv"
+            "/tests/data/citizenlab-ru-head.csv"
         );
         let v = load(Path::new(p)).unwrap();
-        assert!(v.len() > 1000, "{}", v.len());
+        assert_eq!(v.len(), 300);
+        assert_eq!(v[0].url, "https://ipvnews.org/");
+        assert_eq!(v[299].url, "https://www.1c-bitrix.ru/");
+        assert!(v
+            .iter()
+            .all(|i| i.category_code.as_deref().is_some_and(|c| !c.is_empty())));
+    }
+
+    #[test]
+    fn csv_errors_name_the_file_and_line() {
+        let t = "url,category_code\nhttps://a.example/,NEWS\n\"https://b.example/,NEWS\n";
+        let Err(InputError::Bad(b)) = parse("list.csv", t) else {
+            panic!("expected an error")
+        };
+        assert!(b[0].starts_with("list.csv:3:1: unterminated"), "{b:?}");
     }
 }

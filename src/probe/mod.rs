@@ -10,10 +10,10 @@
 //!
 //! Files: [`input`] (URL lists), [`dns`], [`net`] (TCP/TLS, proxy tunnels), [`http`],
 //! [`measure`] (one side), [`classify`] (pure), [`fingerprint`] (OONI blockpages),
-//! [`report`], [`failure`] (OONI failure strings), [`csv`], [`facts`].
+//! [`report`], [`failure`] (OONI failure strings), [`facts`]. CSV files are read with
+//! [`crate::rules::csv`].
 
 pub mod classify;
-pub mod csv;
 pub mod dns;
 pub mod facts;
 pub mod failure;

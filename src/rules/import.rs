@@ -155,9 +155,12 @@ impl Import {
     fn walk(&self, f: &mut dyn FnMut(Entry<'_>), err: &mut dyn FnMut(usize, String)) {
         let base = self.text.as_ptr() as usize;
         let off_of = |s: &str| s.as_ptr() as usize - base;
+        if self.format == ImportFormat::OoniCsv {
+            return self.walk_test_list(f, err);
+        }
         let mut lines = self.text.split('\n');
-        if matches!(self.format, ImportFormat::RknCsv | ImportFormat::OoniCsv) {
-            // Header line: `Updated: ...` (RKN) or the CSV column names (test lists).
+        if self.format == ImportFormat::RknCsv {
+            // Header line: `Updated: ...`.
             let _ = lines.next();
         }
         for raw in lines {
@@ -181,7 +184,7 @@ impl Import {
                 }
                 ImportFormat::Hosts => hosts_line(strip_comment(line), &off_of, f, err),
                 ImportFormat::RknCsv => rkn_line(line, &off_of, f, err),
-                ImportFormat::OoniCsv => ooni_line(line, &off_of, f, err),
+                ImportFormat::OoniCsv => {}
             }
         }
     }
@@ -307,28 +310,42 @@ fn rkn_line(
     }
 }
 
-fn ooni_line(
-    line: &str,
-    off_of: &dyn Fn(&str) -> usize,
-    f: &mut dyn FnMut(Entry<'_>),
-    err: &mut dyn FnMut(usize, String),
-) {
-    let url = line.split(',').next().unwrap_or("").trim();
-    if url.is_empty() {
-        return;
+impl Import {
+    /// A Citizen Lab test list, read with the one CSV reader (notes may be quoted and hold
+    /// commas or newlines): the `url` column (the first one without a header naming it).
+    fn walk_test_list(&self, f: &mut dyn FnMut(Entry<'_>), err: &mut dyn FnMut(usize, String)) {
+        let table = match super::csv::Reader::new().header().parse(&self.text) {
+            Ok(t) => t,
+            Err(e) => return err(e.offset, e.message),
+        };
+        let col = table.column("url").unwrap_or(0);
+        for rec in &table.records {
+            let url = rec.get(col).trim();
+            if url.is_empty() {
+                continue;
+            }
+            // Entries borrow the file's text: find the field where the record starts.
+            let rest = &self.text[rec.offset..];
+            let Some(at) = rest.find(url) else {
+                err(rec.offset, format!("`{url}`: a URL may not contain `\"`"));
+                continue;
+            };
+            let url = &rest[at..at + url.len()];
+            let off = rec.offset + at;
+            let Some(host) = url_host(url) else {
+                err(off, format!("`{url}` is not an http(s) URL"));
+                continue;
+            };
+            match host.parse::<IpAddr>() {
+                Ok(ip) => f(Entry::Ip {
+                    net: IpNet::from(ip),
+                    since: None,
+                }),
+                Err(_) => domain_entry(host, None, off, f, err),
+            }
+            f(Entry::Url { url, since: None });
+        }
     }
-    let Some(host) = url_host(url) else {
-        err(off_of(url), format!("`{url}` is not an http(s) URL"));
-        return;
-    };
-    match host.parse::<IpAddr>() {
-        Ok(ip) => f(Entry::Ip {
-            net: IpNet::from(ip),
-            since: None,
-        }),
-        Err(_) => domain_entry(host, None, off_of(url), f, err),
-    }
-    f(Entry::Url { url, since: None });
 }
 
 /// The host of an `http(s)://host[:port]/...` URL (brackets stripped from IPv6 literals).
@@ -390,6 +407,23 @@ mod tests {
             "since = 2013-08-06 on every entry: {e:?}"
         );
         assert!(e[4].contains("http://a.example/x;y=1"));
+    }
+
+    #[test]
+    fn test_list_with_quoted_multiline_notes() {
+        let text = "url,category_code,category_description,date_added,source,notes\n\
+                    https://rt.com/,NEWS,News Media,2022-03-01,x,\"state media,\nbanned\"\n\
+                    http://1.2.3.4/x,ANON,Anon,2022-03-01,x,\n";
+        let e = entries(ImportFormat::OoniCsv, text).unwrap();
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(e[0].contains("\"rt.com\"") && e[1].contains("https://rt.com/"));
+        assert!(e[2].contains("1.2.3.4/32"), "{e:?}");
+        let err = entries(
+            ImportFormat::OoniCsv,
+            "url,category_code\nhttps://ok.example/,NEWS\nftp://x.org/,NEWS\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.diagnostics[0].line, 3, "{err}");
     }
 
     #[test]

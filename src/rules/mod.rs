@@ -8,6 +8,7 @@
 //! policy compiler later streams their entries with [`Import::for_each`].
 
 mod cond;
+pub mod csv;
 mod date;
 mod diag;
 mod import;

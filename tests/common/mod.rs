@@ -1,5 +1,9 @@
-//! Test harness: the real `blocklab` binary on free loopback ports, origin servers (plain HTTP
-//! with hyper, HTTPS with rustls and a test CA from rcgen) and real `curl`.
+//! The one test harness. The gateway two ways: in-process ([`Gateway`]:
+//! `blocklab::serve::start` on its own runtime, bound addresses from `Serving`, its log captured
+//! per gateway) and as the real binary ([`Blocklab`], for signals and exit codes). Around it:
+//! one configurable [`Dnsmasq`] upstream, [`free_port`], [`require`] (a missing tool fails the
+//! test, never skips it), origin servers (plain HTTP with hyper, HTTPS with rustls and a test CA
+//! from rcgen) and real `curl`. Everything listens on loopback only.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
@@ -16,6 +20,329 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+/// Fails the test when `tool` is not on PATH. Never skips: under `CI=true` and everywhere else a
+/// missing tool is a failure, with the package to install.
+pub fn require(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join(tool).is_file());
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        found,
+        "required tool `{tool}` is missing{}: install it (the PKGS list of .ci/run names its Debian package)",
+        if ci { " under CI=true" } else { "" }
+    );
+}
+
+/// A loopback port free for both UDP and TCP (the OS may hand it out again: bind soon).
+pub fn free_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A real `dnsmasq` upstream on a free loopback port, serving what it is configured with;
+/// killed on drop.
+pub struct Dnsmasq {
+    child: Child,
+    /// Where it answers (UDP and TCP).
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// What a [`Dnsmasq`] serves: `addn-hosts` lines, `--address`, `--cname`, `--txt-record`
+/// values and any other flag.
+#[derive(Default, Clone)]
+pub struct DnsmasqConfig {
+    hosts: String,
+    args: Vec<String>,
+}
+
+impl DnsmasqConfig {
+    /// hosts(5) lines (`ADDRESS NAME`), served with TTL 300 under the local domain `test`.
+    pub fn hosts(mut self, lines: &str) -> Self {
+        self.hosts.push_str(lines);
+        self
+    }
+
+    /// `--address=VALUE`, e.g. `/facebook.com/127.0.0.1`, or `/rt.com/` for NXDOMAIN.
+    pub fn address(self, value: &str) -> Self {
+        self.arg(&format!("--address={value}"))
+    }
+
+    /// Any other dnsmasq flag, e.g. `--cname=a.test,b.test` or `--dns-forward-max=1000`.
+    pub fn arg(mut self, flag: &str) -> Self {
+        self.args.push(flag.to_string());
+        self
+    }
+
+    /// Starts it and waits until it answers.
+    pub fn start(self) -> Dnsmasq {
+        Dnsmasq::start_with(self)
+    }
+}
+
+impl Dnsmasq {
+    /// A builder.
+    pub fn config() -> DnsmasqConfig {
+        DnsmasqConfig::default()
+    }
+
+    fn start_with(cfg: DnsmasqConfig) -> Dnsmasq {
+        require("dnsmasq");
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, &cfg.hosts).unwrap();
+        for _ in 0..10 {
+            let port = free_port();
+            let mut child = Command::new("dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--local=/test/",
+                    "--local-ttl=300",
+                    "--user=root",
+                    "--pid-file=",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", hosts.display()))
+                .args(&cfg.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq");
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken: try another
+                }
+                if answers(addr) {
+                    return Dnsmasq {
+                        child,
+                        addr,
+                        _dir: dir,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start");
+    }
+
+    /// Stops it (the upstream goes away).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a DNS server answers anything on `addr` within 300 ms.
+fn answers(addr: SocketAddr) -> bool {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    // A query for `ready.check. A`, id 0x5253.
+    let mut q = vec![0x52, 0x53, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["ready", "check"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let _ = s.send_to(&q, addr);
+    let mut buf = [0u8; 512];
+    matches!(s.recv(&mut buf), Ok(n) if n >= 12 && buf[..2] == [0x52, 0x53])
+}
+
+/// Writes `config` as `blocklab.toml` and `rules` (file name -> text) into `rules/` of a new
+/// temporary directory.
+fn config_dir(config: &str, rules: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    if !rules.is_empty() {
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        for (name, text) in rules {
+            std::fs::write(dir.path().join("rules").join(name), text).unwrap();
+        }
+    }
+    let path = dir.path().join("blocklab.toml");
+    std::fs::write(&path, config).unwrap();
+    (dir, path)
+}
+
+/// Log lines of one in-process gateway.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A gateway running in this process (`blocklab::serve::start`) on a runtime of its own, whose
+/// threads log (as the binary would, without colours) into a buffer of this gateway only.
+/// Stopped on drop. Threads the gateway starts itself (the DNS frontend's UDP threads) log
+/// nowhere: tests that assert those lines run the binary ([`Blocklab::start_logging`]).
+pub struct Gateway {
+    serving: Option<blocklab::serve::Serving>,
+    rt: Option<tokio::runtime::Runtime>,
+    log: LogBuf,
+    /// The config directory (`blocklab.toml`, `rules/`).
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `config` (with `rules` in `rules/`), logging at `info`; panics when it cannot.
+    pub fn start(config: &str, rules: &[(&str, &str)]) -> Gateway {
+        Gateway::start_logging(config, rules, "info")
+    }
+
+    /// [`Gateway::start`] with an `EnvFilter` directive for the captured log.
+    pub fn start_logging(config: &str, rules: &[(&str, &str)], filter: &str) -> Gateway {
+        Gateway::try_start(config, rules, filter).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the gateway, or says why it did not start (config or bind error).
+    pub fn try_start(
+        config: &str,
+        rules: &[(&str, &str)],
+        filter: &str,
+    ) -> Result<Gateway, String> {
+        let (dir, path) = config_dir(config, rules);
+        let log = LogBuf::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let dispatch = tracing::Dispatch::new(subscriber);
+        let d = dispatch.clone();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(move || {
+                // For the thread's whole life: everything this runtime runs logs here.
+                std::mem::forget(tracing::dispatcher::set_default(&d));
+            })
+            .build()
+            .unwrap();
+        let config = blocklab::config::Config::load(&path).map_err(|e| e.to_string())?;
+        // Started from a plain thread, so that async tests (inside a runtime) can call this.
+        let handle = rt.handle().clone();
+        let started = std::thread::spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                handle.block_on(blocklab::serve::start(config))
+            })
+        })
+        .join()
+        .unwrap();
+        match started {
+            Ok(serving) => Ok(Gateway {
+                serving: Some(serving),
+                rt: Some(rt),
+                log,
+                dir,
+            }),
+            Err(e) => {
+                rt.shutdown_background();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn serving(&self) -> &blocklab::serve::Serving {
+        self.serving.as_ref().unwrap()
+    }
+
+    /// The first bound address of `listener` (`dns/udp`, `dns/tcp`, `http`, `tls`, `quic`,
+    /// `relay/udp`, `relay/tcp`, `admin`).
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        self.serving()
+            .addr(listener)
+            .unwrap_or_else(|| panic!("no `{listener}` listener in {:?}", self.serving().addrs()))
+    }
+
+    /// Every bound address of `listener`, in bind order.
+    pub fn addrs(&self, listener: &str) -> Vec<SocketAddr> {
+        self.serving()
+            .addrs()
+            .into_iter()
+            .filter(|(n, _)| *n == listener)
+            .map(|(_, a)| a)
+            .collect()
+    }
+
+    /// The shared context (policy, metrics, reload).
+    pub fn gateway(&self) -> &Arc<blocklab::gateway::Gateway> {
+        &self.serving().gateway
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&self.log.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits up to 5 s for a log line containing every one of `parts`.
+    pub fn wait_log(&self, parts: &[&str]) -> String {
+        wait_line(|| self.log(), parts)
+    }
+
+    /// Stops every task and flushes the decision log.
+    pub fn shutdown(&mut self) {
+        if let Some(s) = self.serving.take() {
+            s.shutdown();
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn wait_line(log: impl Fn() -> String, parts: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = log();
+        if let Some(l) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+            return l.to_string();
+        }
+        if Instant::now() > deadline {
+            panic!("no log line with {parts:?} in:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// Deterministic body bytes for `/bytes/N`.
 pub fn pattern(n: usize) -> Vec<u8> {
@@ -156,10 +483,12 @@ impl Origin {
     }
 }
 
-/// A running `blocklab serve` with its config in a temporary directory.
+/// `blocklab serve` as the real binary (for signals and exit codes), its config in a temporary
+/// directory; killed on drop.
 pub struct Blocklab {
     child: Child,
-    /// Bound addresses by listener name (`http`, `tls`, ...).
+    /// Bound addresses by listener name (`http`, `tls`, ...), from its `listening` lines (the
+    /// binary's only report of them).
     pub listeners: HashMap<String, SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
     /// The config directory.
@@ -170,20 +499,22 @@ impl Blocklab {
     /// Writes `config` (and `rules`: file name -> text, in `rules/`) and starts the gateway;
     /// waits until every listener in `expect` is announced.
     pub fn start(config: &str, rules: &[(&str, &str)], expect: &[&str]) -> Blocklab {
-        let dir = tempfile::tempdir().unwrap();
-        if !rules.is_empty() {
-            std::fs::create_dir(dir.path().join("rules")).unwrap();
-            for (name, text) in rules {
-                std::fs::write(dir.path().join("rules").join(name), text).unwrap();
-            }
-        }
-        let path = dir.path().join("blocklab.toml");
-        std::fs::write(&path, config).unwrap();
+        Blocklab::start_logging(config, rules, expect, "info")
+    }
+
+    /// [`Blocklab::start`] with `RUST_LOG=filter`.
+    pub fn start_logging(
+        config: &str,
+        rules: &[(&str, &str)],
+        expect: &[&str],
+        filter: &str,
+    ) -> Blocklab {
+        let (dir, path) = config_dir(config, rules);
         let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
             .arg("serve")
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -201,27 +532,23 @@ impl Blocklab {
                 log2.lock().unwrap().push(line);
             }
         });
-        let mut listeners = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while expect.iter().any(|e| !listeners.contains_key(*e)) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                panic!(
-                    "blocklab did not announce {expect:?}; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                );
-            };
-            if let Some((name, addr)) = parse_listening(&line) {
-                listeners.insert(name, addr);
-            }
-        }
-        Blocklab {
+        let mut gw = Blocklab {
             child,
-            listeners,
+            listeners: HashMap::new(),
             log,
             dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while expect.iter().any(|e| !gw.listeners.contains_key(*e)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                panic!("blocklab did not announce {expect:?}; log:\n{}", gw.log());
+            };
+            if let Some((name, addr)) = parse_listening(&line) {
+                gw.listeners.entry(name).or_insert(addr);
+            }
         }
+        gw
     }
 
     /// The address of listener `name`.
@@ -263,22 +590,7 @@ impl Blocklab {
 
     /// Waits up to 5 s for a log line containing every one of `parts`.
     pub fn wait_log(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(l) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-            {
-                return l.clone();
-            }
-            if Instant::now() > deadline {
-                panic!("no log line with {parts:?} in:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_line(|| self.log(), parts)
     }
 }
 
@@ -379,7 +691,7 @@ pub fn hosts_table() -> String {
     s
 }
 
-/// The OONI HTTP fingerprints file of the shared data (`../shared/data/ooni/...`).
+/// OONI's HTTP blockpage fingerprints (the copy `blocklab probe` embeds, `src/probe/data/`).
 pub fn ooni_http_fingerprints() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/ooni/fingerprints_http.csv")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/probe/data/fingerprints_http.csv")
 }
