@@ -50,6 +50,8 @@ pub struct Config {
     pub reload: Option<ReloadSection>,
     /// The in-path packet engine on a TUN device.
     pub inpath: Option<InpathSection>,
+    /// `[lab]`: the network `blocklab lab up` builds around the gateway.
+    pub lab: Option<LabSection>,
     /// Where the config was read from (set by [`Config::load`]).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -69,6 +71,37 @@ pub struct ClientsSection {
     pub isp: Option<Spanned<String>>,
     /// A simulated date for this group only (`YYYY-MM-DD`), beating the top-level `date`.
     pub date: Option<Spanned<String>>,
+}
+
+/// `[lab]`: the network `blocklab lab up` builds (see [`crate::lab`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSection {
+    /// What sits on the path in the gateway namespace (default `proxy`).
+    #[serde(default)]
+    pub mode: LabMode,
+    /// The link between the gateway and the internet namespace (default `10.77.0.0/24`).
+    pub internet: Option<Spanned<String>>,
+    /// Catch-all origins and an authoritative DNS in the internet namespace (default true).
+    #[serde(default = "default_true")]
+    pub origins: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[lab] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabMode {
+    /// The in-path packet engine.
+    Inpath,
+    /// The L7 listeners (DNS frontend, transparent TLS/HTTP) behind an nftables redirect.
+    #[default]
+    Proxy,
+    /// Plain routing: the baseline.
+    Off,
 }
 
 /// `[dns]`.
@@ -477,6 +510,14 @@ impl Config {
                         "[inpath] device = {:?}: a Linux interface name has 1 to 15 characters",
                         i.device
                     ),
+                );
+            }
+        }
+        if let Some(net) = self.lab.as_ref().and_then(|l| l.internet.as_ref()) {
+            if parse_net(net.get_ref()).is_none() {
+                err(
+                    net.span().start,
+                    format!("`internet`: `{}` is not a CIDR", net.get_ref()),
                 );
             }
         }

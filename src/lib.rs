@@ -24,6 +24,8 @@
 //! - [`watch`]: opt-in polling of the rules directory, reloading on change.
 //! - [`limits`]: the per-client DNS rate limit and per-listener connection caps.
 //! - [`listen`]: the one TCP accept loop (bind, announce, cap, backoff, span, refusals).
+//! - [`lab`]: `blocklab lab`, a censored network in namespaces (topology, origins, lab CA,
+//!   teardown).
 //! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
 
 pub mod admin;
@@ -37,6 +39,7 @@ pub mod experiment;
 pub mod gateway;
 pub mod http;
 pub mod inpath;
+pub mod lab;
 pub mod limits;
 pub mod listen;
 pub mod metrics;

@@ -4,6 +4,7 @@
 //! input or a failure to start.
 
 pub mod check;
+pub mod lab;
 pub mod rules;
 
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ pub enum Command {
     Probe(crate::probe::Args),
     /// Run the in-path packet engine over pcap/pcapng captures: verdicts per flow, passed packets.
     Replay(crate::inpath::replay::Args),
+    /// A censored network on this machine: client namespaces, blocklab on the path, origins.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 /// `blocklab serve`.
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Experiment(a) => crate::experiment::run(a),
         Command::Probe(a) => crate::probe::run(a),
         Command::Replay(a) => crate::inpath::replay::run(a),
+        Command::Lab(c) => lab::run(c),
     }
 }
 
