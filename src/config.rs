@@ -1,4 +1,4 @@
-//! The gateway config, `blocklab.toml` (DESIGN.md, "Gateway config").
+//! The gateway config, `blocklab.toml` (README, "Gateway config").
 //!
 //! Loaded as `load(path) -> from_str -> validate`: serde with `deny_unknown_fields` everywhere,
 //! then checks that need the whole file (dates, networks, jurisdictions). Errors are

@@ -1,32 +1,38 @@
 //! blocklab: a network gateway that behaves like a national censor, for research labs.
 //!
-//! Module map (dependencies point downwards only):
+//! Module map, top to bottom. Dependencies point one way, down this list (see
+//! `docs/ARCHITECTURE.md`, "Layering"); nothing imports a module above it.
 //!
-//! - [`rules`]: the jurisdiction rules files (`rules/*.toml`) and their importers; parsing with
-//!   `path:line:column` errors. Pure data, no I/O beyond reading the files it is given.
-//! - [`policy`]: the compiled, immutable policy answering "client X, target Y, date T ->
-//!   allow / block how". Pure, synchronous, allocation-free and lock-free on the lookup path.
-//! - [`config`]: the gateway config (`blocklab.toml`).
-//! - [`detect`]: VPN / protocol detectors, pure functions over a flow's first packets.
+//! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it); the only
+//!   importer of [`serve`].
+//! - [`serve`]: orchestration only: builds the [`gateway::Gateway`], starts the frontends,
+//!   signals and shutdown; `serve::start` runs in-process and returns the bound addresses.
+//! - Frontends: [`dns`] (UDP/TCP), [`http`] (forward proxy + CONNECT), [`tls`] (transparent
+//!   SNI/Host listener, QUIC relay, interception), [`relay`] (UDP/TCP relays fed to the
+//!   detectors), [`inpath`] (the packet-level censor on a TUN device, and `blocklab replay`),
+//!   [`admin`] (`/metrics`, `/healthz`, `/reload`, `/decide`, `/date`, on hyper), [`watch`]
+//!   (rules-directory polling), [`lab`] (`blocklab lab`: namespaces, origins, teardown).
+//! - [`enforce`]: what a connection or flow gets (verdicts, the resolve-and-check pipeline,
+//!   reset/swallow/splice/freeze, the one throttle, live VPN inspection, blockpage responses),
+//!   shared by every frontend.
+//! - [`listen`]: the one TCP accept loop (bind, announce, cap, backoff, span, refusals).
+//! - [`gateway`]: the shared context (config, policy handle, simulated dates, resolver,
+//!   metrics, decision log, reload) that every frontend imports.
+//! - Leaf services: [`resolve`] (upstream resolver), [`metrics`], [`decision_log`], [`limits`]
+//!   (token bucket, DNS rate limit, connection caps).
+//! - [`config`]: the gateway config (`blocklab.toml`): load, parse, validate.
+//! - [`policy`]: the compiled, immutable policy answering "client X, target Y, connection C,
+//!   date T -> allow / block how", and its `explain`. Pure, synchronous, allocation-free and
+//!   lock-free on the lookup path.
+//! - [`rules`]: the jurisdiction rules files (`rules/*.toml`), their importers and the CSV
+//!   reader; parsing with `path:line:column` errors. Reads files only through a `Reader`.
 //! - [`sniff`]: pure parsers of what a censor reads without decrypting (ClientHello with SNI,
 //!   ALPN, ECH and JA4; HTTP head; QUIC Initial).
-//! - [`enforce`]: what a connection or flow gets (verdicts, the resolve-and-check pipeline,
-//!   reset/swallow/splice, throttle, live VPN inspection, blockpage responses), shared by the
-//!   TCP frontends and the relays.
-//! - [`experiment`]: offline detector experiments over pcap/pcapng files.
-//! - [`serve`]: starts the frontends named in the config and owns the shared, swappable policy.
-//! - [`resolve`]: the upstream resolver shared by the frontends.
-//! - [`dns`], [`http`], [`tls`], [`relay`]: the frontends, translating between the wire and
-//!   `policy::Request`/`policy::Decision`.
-//! - [`inpath`]: the in-path packet censor (TUN device live, `blocklab replay` offline).
-//! - [`metrics`], [`decision_log`], [`admin`]: operating the gateway: Prometheus metrics, the
-//!   JSON-lines decision log, the admin listener (`/metrics`, `/healthz`, `/reload`, `/date`, `/decide`).
-//! - [`watch`]: opt-in polling of the rules directory, reloading on change.
-//! - [`limits`]: the per-client DNS rate limit and per-listener connection caps.
-//! - [`listen`]: the one TCP accept loop (bind, announce, cap, backoff, span, refusals).
-//! - [`lab`]: `blocklab lab`, a censored network in namespaces (topology, origins, lab CA,
-//!   teardown).
-//! - [`cli`]: the `blocklab` command line (the binary in `src/main.rs` only calls it).
+//! - [`detect`]: VPN and bypass detectors, pure functions over a flow's first packets, run by
+//!   the one `detect::Classifier`.
+//! - [`experiment`]: offline detector experiments over pcap/pcapng files (streaming, parallel).
+//! - [`probe`]: client-side measurement, classified like OONI's Web Connectivity; independent
+//!   of the gateway.
 
 pub mod admin;
 pub mod cli;

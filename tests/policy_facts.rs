@@ -1,4 +1,4 @@
-//! The shipped rules reproduce DESIGN.md's table of real-world facts: `blocklab check --json`
+//! The shipped rules reproduce the README's table of real-world facts: `blocklab check --json`
 //! (the real binary) gives the right verdict before, inside and after every dated window.
 
 use std::process::Command;
@@ -460,7 +460,7 @@ fn client_addresses_map_through_the_config() {
     assert_eq!(run("2001:db8::5")["jurisdiction"], "eu");
 }
 
-// ---- Facts 2021-2026 (DESIGN.md): before, inside and after each window, with and without
+// ---- Facts 2021-2026 (README): before, inside and after each window, with and without
 // its condition (ECH on/off, right and wrong port, mobile vs home ISP, ...).
 
 /// `blocklab check -j ru --at AT --json EXTRA... TARGET`: the one JSON line.

@@ -1,4 +1,4 @@
-//! Detectors for the bypass protocols Russians use (DESIGN.md, "VPN and bypass detection";
+//! Detectors for the bypass protocols Russians use (docs/ARCHITECTURE.md, "VPN detection experiments";
 //! research notes section C), named as in `flows.jsonl` and `[[vpn]]` rules:
 //!
 //! - `ssh` ([`Ssh`]): the identification string of RFC 4253 section 4.2 (`SSH-2.0-...`) and

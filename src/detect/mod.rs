@@ -1,4 +1,4 @@
-//! VPN and protocol detectors: pure functions over a flow's first packets (DESIGN.md, "VPN
+//! VPN and protocol detectors: pure functions over a flow's first packets (docs/ARCHITECTURE.md, "VPN
 //! detection experiments").
 //!
 //! Each detector implements a published rule (cited in its module): WireGuard from the

@@ -1,5 +1,5 @@
 //! `blocklab experiment`: runs every detector over the flows of pcap/pcapng files and scores
-//! them against ground-truth labels (DESIGN.md, "VPN detection experiments").
+//! them against ground-truth labels (docs/ARCHITECTURE.md, "VPN detection experiments").
 //!
 //! [`pcap`] reads the captures (format by magic number) and decodes frames to UDP/TCP,
 //! [`flows`] groups packets into bidirectional flows and classifies each as it grows, and

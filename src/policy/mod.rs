@@ -5,7 +5,7 @@
 //! I/O, no lock, no allocation (names are lower-cased into a stack buffer; matchers return
 //! borrowed slices). Per jurisdiction there is one matcher for suffix/exact names
 //! ([`domain`]), one for substrings (Aho-Corasick), one for CIDRs ([`cidr`]), and URL prefixes
-//! by host. Precedence (DESIGN.md): an active allow rule beats every block; among active blocks
+//! by host. Precedence (README, "Rules"): an active allow rule beats every block; among active blocks
 //! the most specific match wins (longest suffix, longest prefix, longest substring); ties go to
 //! the rule listed first. Dates are compared as local day numbers of the jurisdiction.
 //!

@@ -1,5 +1,5 @@
 //! The `[[relay]]` frontends: UDP and TCP relays that forward flows to a fixed address and
-//! run the VPN detectors on each new flow (DESIGN.md, "VPN detection experiments", live).
+//! run the VPN detectors on each new flow (docs/ARCHITECTURE.md, "VPN detection experiments", live).
 //!
 //! Each relay binds `listen`, logs its `listening listener=relay/udp|relay/tcp addr=...`
 //! line, and forwards every flow to `forward`. Clients outside the configured `[[clients]]`

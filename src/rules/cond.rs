@@ -1,4 +1,4 @@
-//! Rule conditions added in 2026 (DESIGN.md, "Rule keys added in 2026"): the value types of
+//! Rule conditions added in 2026 (README, "Rules"): the value types of
 //! `ports`, `hours` and `ja4`, and their parsers.
 //!
 //! A rule with conditions applies only to connections known to satisfy all of them: a port

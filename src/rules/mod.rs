@@ -1,6 +1,6 @@
 //! Jurisdiction rules files (`rules/*.toml`): the data model, the parser and the importers.
 //!
-//! One TOML file per jurisdiction (DESIGN.md, "Rules"): a `[jurisdiction]` header, `[[rule]]`
+//! One TOML file per jurisdiction (README, "Rules"): a `[jurisdiction]` header, `[[rule]]`
 //! tables saying what is blocked, since and until when, how, on what basis, and `[[vpn]]`
 //! tables fed by the detectors. Parsing walks the TOML document by hand (with `toml_edit`, which
 //! keeps spans) so that *every* mistake is reported as `path:line:column: message`, not only the

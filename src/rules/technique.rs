@@ -1,6 +1,6 @@
 //! The blocking techniques a rule can name, and a compact, copyable set of them.
 //!
-//! A technique is *how* a censor blocks (DESIGN.md, "Techniques"); each belongs to the layer
+//! A technique is *how* a censor blocks (README, "Techniques"); each belongs to the layer
 //! whose frontend enacts it, so a DNS frontend resolves normally a name blocked only by
 //! `tls-reset`, exactly as the real censor did.
 
