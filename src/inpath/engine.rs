@@ -1371,13 +1371,9 @@ mod tests;
 /// What the engine knows of a flow's connection for the policy's conditions: the server's
 /// protocol and port and its address (ECH/JA4 of the ClientHello are not passed yet).
 fn conn_of(key: &FlowKey) -> Conn<'static> {
-    let proto = match key.proto {
-        Proto::Tcp => crate::rules::Proto::Tcp,
-        Proto::Udp => crate::rules::Proto::Udp,
-    };
     Conn {
         port: Some(crate::rules::Port {
-            proto,
+            proto: key.proto,
             port: key.server.port(),
         }),
         dst: Some(key.server.ip()),

@@ -8,24 +8,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
-/// Transport of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Proto {
-    /// `tcp` or `udp`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
+/// Transport of a flow: the rules' protocol type, so a flow's key feeds a `ports` condition as is.
+pub use crate::rules::Proto;
 
 /// A flow's identity, client side first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

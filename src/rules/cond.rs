@@ -9,7 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A transport protocol of a `ports` condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     /// TCP.
     Tcp,
