@@ -197,7 +197,7 @@ impl Detector for Tor {
             Ok(None) => return Ok(None),
             Ok(Some(h)) => h,
         };
-        if hello.sni.as_deref().is_some_and(tor_hostname) && hello.alpn.is_empty() {
+        if hello.sni().is_some_and(tor_hostname) && hello.alpn().next().is_none() {
             return found("tor", "link-tls", after);
         }
         // Cells: application data records of either direction whose plaintext is n x 514.

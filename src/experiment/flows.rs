@@ -305,12 +305,12 @@ fn flow_ja4(flow: &crate::detect::Flow<'_>) -> Option<Option<String>> {
     match flow.transport {
         Transport::Tcp => crate::detect::ja4::tls_client_hello(flow)
             .ok()
-            .map(|h| h.map(|(h, _)| h.ja4())),
+            .map(|h| h.map(|(h, _)| h.ja4().to_string())),
         Transport::Udp => flow
             .packets
             .iter()
             .find(|p| p.dir == Dir::ToServer)
-            .map(|p| crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4())),
+            .map(|p| crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4().to_string())),
     }
 }
 
