@@ -59,9 +59,16 @@ fn period() -> &'static Bytes {
 }
 
 /// A streamed `/bytes/N` body: slices of the shared period, no copy.
-struct Pattern {
+pub struct Pattern {
     pos: u64,
     end: u64,
+}
+
+impl Pattern {
+    /// The first `n` bytes of the pattern.
+    pub const fn new(n: u64) -> Pattern {
+        Pattern { pos: 0, end: n }
+    }
 }
 
 impl Body for Pattern {
@@ -124,7 +131,7 @@ async fn service(
     if let Some(n) = path.strip_prefix("/bytes/") {
         return Ok(match n.parse::<u64>() {
             Ok(n) if n <= MAX_BYTES => {
-                let mut r = Response::new(Pattern { pos: 0, end: n }.boxed());
+                let mut r = Response::new(Pattern::new(n).boxed());
                 r.headers_mut().insert(
                     hyper::header::CONTENT_TYPE,
                     hyper::header::HeaderValue::from_static("application/octet-stream"),
@@ -290,7 +297,7 @@ enum QuicAnswer {
 fn quic_body(path: &str, host: &str, local: SocketAddr) -> QuicAnswer {
     if let Some(n) = path.strip_prefix("/bytes/") {
         return match n.parse::<u64>() {
-            Ok(n) if n <= MAX_BYTES => QuicAnswer::Bytes(Pattern { pos: 0, end: n }),
+            Ok(n) if n <= MAX_BYTES => QuicAnswer::Bytes(Pattern::new(n)),
             _ => QuicAnswer::Page(format!("/bytes/N: N must be a number up to {MAX_BYTES}\n")),
         };
     }
