@@ -58,26 +58,8 @@ done
 [ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin blocklab
 BIN=${BIN:-target/release/blocklab}
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_dns() { # port name
-  for _ in $(seq 1 200); do
-    dig @127.0.0.1 -p "$1" "$2" +time=1 +tries=1 +short >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "bench: nothing answers on port $1" >&2
-  exit 1
-}
+. benches/lib.sh
+bench_workdir dns
 
 # --- upstream: dnsmasq with ALLOWED names ----------------------------------------------------
 UP=$(free_port)

@@ -29,19 +29,9 @@ cargo build --release --quiet --example bench_origin --bin blocklab
 BIN=target/release/blocklab
 ORIGIN_BIN=target/release/examples/bench_origin
 
-work=$(mktemp -d /tmp/blocklab-bench.XXXXXX)
-chmod 777 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. benches/lib.sh
+bench_workdir bench
+chmod 777 "$WORK"
 
 wait_port() {
   for _ in $(seq 100); do
@@ -53,14 +43,14 @@ wait_port() {
 }
 
 # --- origin
-"$ORIGIN_BIN" 127.0.0.1:0 >"$work/origin.out" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$work/origin.out" 2>/dev/null && break; sleep 0.1; done
-ORIGIN=$(sed -n 's/.*addr=//p' "$work/origin.out")
+"$ORIGIN_BIN" 127.0.0.1:0 >"$WORK/origin.out" &
+PIDS+=($!)
+for _ in $(seq 100); do grep -q listening "$WORK/origin.out" 2>/dev/null && break; sleep 0.1; done
+ORIGIN=$(sed -n 's/.*addr=//p' "$WORK/origin.out")
 
 # --- blocklab
 BL_PORT=$(free_port)
-cat >"$work/blocklab.toml" <<CONF
+cat >"$WORK/blocklab.toml" <<CONF
 date = "2022-03-10"
 [[clients]]
 networks = ["127.0.0.0/8"]
@@ -68,14 +58,14 @@ jurisdiction = "ru"
 [http]
 listen = ["127.0.0.1:$BL_PORT"]
 CONF
-RUST_LOG=warn "$BIN" serve --config "$work/blocklab.toml" 2>"$work/blocklab.log" &
-pids+=($!)
+RUST_LOG=warn "$BIN" serve --config "$WORK/blocklab.toml" 2>"$WORK/blocklab.log" &
+PIDS+=($!)
 
 # --- tinyproxy
 TP_PORT=$(free_port)
-: >"$work/filter"
-for n in "${BLOCKED_NAMES[@]}"; do echo "(^|\\.)${n//./\\.}\$" >>"$work/filter"; done
-cat >"$work/tinyproxy.conf" <<CONF
+: >"$WORK/filter"
+for n in "${BLOCKED_NAMES[@]}"; do echo "(^|\\.)${n//./\\.}\$" >>"$WORK/filter"; done
+cat >"$WORK/tinyproxy.conf" <<CONF
 User nobody
 Group nogroup
 Port $TP_PORT
@@ -84,16 +74,16 @@ Timeout 600
 MaxClients 1024
 LogLevel Critical
 DisableViaHeader Yes
-Filter "$work/filter"
+Filter "$WORK/filter"
 FilterExtended On
 FilterDefaultDeny No
 CONF
-tinyproxy -d -c "$work/tinyproxy.conf" >"$work/tinyproxy.log" 2>&1 &
-pids+=($!)
+tinyproxy -d -c "$WORK/tinyproxy.conf" >"$WORK/tinyproxy.log" 2>&1 &
+PIDS+=($!)
 
 # --- squid
 SQ_PORT=$(free_port)
-cat >"$work/squid.conf" <<CONF
+cat >"$WORK/squid.conf" <<CONF
 http_port 127.0.0.1:$SQ_PORT
 acl blocked dstdomain $(printf '.%s ' "${BLOCKED_NAMES[@]}")
 http_access deny blocked
@@ -101,19 +91,19 @@ http_access allow all
 cache deny all
 cache_mem 0 MB
 access_log none
-cache_log $work/squid-cache.log
-pid_filename $work/squid.pid
-coredump_dir $work
+cache_log $WORK/squid-cache.log
+pid_filename $WORK/squid.pid
+coredump_dir $WORK
 via off
 forwarded_for delete
 shutdown_lifetime 0 seconds
 CONF
-squid -N -f "$work/squid.conf" >"$work/squid.out" 2>&1 &
-pids+=($!)
+squid -N -f "$WORK/squid.conf" >"$WORK/squid.out" 2>&1 &
+PIDS+=($!)
 
 wait_port "$BL_PORT"; wait_port "$TP_PORT"; wait_port "$SQ_PORT"
 
-cat >"$work/req.lua" <<'LUA'
+cat >"$WORK/req.lua" <<'LUA'
 wrk.headers["Host"] = os.getenv("WRK_HOST")
 if os.getenv("WRK_CLOSE") == "1" then wrk.headers["Connection"] = "close" end
 local url = os.getenv("WRK_URL")
@@ -133,7 +123,7 @@ done
 wrk_run() {
   local out
   out=$(WRK_URL=$2 WRK_HOST=$3 WRK_CLOSE=$4 wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency \
-    -s "$work/req.lua" "http://127.0.0.1:$1" 2>&1)
+    -s "$WORK/req.lua" "http://127.0.0.1:$1" 2>&1)
   local rps p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")

@@ -32,33 +32,8 @@ fi
 BIN=target/$PROFILE/blocklab
 ORIGIN_BIN=target/$PROFILE/examples/bench_origin
 
-WORK=$(mktemp -d /tmp/blocklab-soak.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket
-while True:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
-    t = socket.socket()
-    try:
-        t.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass'
-}
-wait_dns() {
-  for _ in $(seq 100); do
-    dig @127.0.0.1 -p "$1" "$2" +time=1 +tries=1 +short >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "soak: nothing answers on port $1" >&2
-  exit 1
-}
+. benches/lib.sh
+bench_workdir soak
 
 # --- upstream and origin
 UP=$(free_port)
