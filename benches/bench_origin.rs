@@ -1,5 +1,6 @@
-//! A fast loopback origin for `benches/proxy.sh`: HTTP/1.1 keep-alive, `/` answers a short
-//! text, `/bytes/N` streams N bytes of the lab origins' pattern ([`blocklab::lab::origins::Pattern`]). Prints `listening addr=...` on stdout.
+//! A fast loopback origin for `benches/proxy.sh`: HTTP/1.1 keep-alive, `/` answers 13 bytes,
+//! `/bytes/N` streams N bytes of the lab origins' pattern
+//! ([`blocklab::lab::origins::Pattern`]). Prints `listening addr=...` on stdout.
 //!
 //! Usage: `cargo run --release --example bench_origin -- 127.0.0.1:0`
 

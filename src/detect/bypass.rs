@@ -453,7 +453,7 @@ pub mod build {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::{every_prefix, flow};
+    use crate::detect::testutil::{every_prefix, flow, packets};
     use crate::detect::Packet;
 
     fn kexinit() -> Vec<u8> {
@@ -604,15 +604,6 @@ mod tests {
         ]
     }
 
-    fn pkts(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
-        v.iter()
-            .map(|(d, p)| Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect()
-    }
-
     #[test]
     fn tls_in_tls_bursts_and_plain_https() {
         let inner = outer(517, 1500, 70);
@@ -620,7 +611,7 @@ mod tests {
             &TlsInTls::default(),
             Transport::Tcp,
             443,
-            &pkts(&inner),
+            &packets(&inner),
             8,
             Some("tls-in-tls"),
         )
@@ -628,10 +619,10 @@ mod tests {
         assert_eq!(v.rule, "burst-sizes");
         // curl over HTTPS: an 80-byte GET, a response, no Finished-sized burst.
         let https = outer(80, 5000, 0);
-        let got = TlsInTls::default().detect(&flow(Transport::Tcp, 443, &pkts(&https)));
+        let got = TlsInTls::default().detect(&flow(Transport::Tcp, 443, &packets(&https)));
         assert!(!matches!(got, Ok(Some(_))), "{got:?}");
         let h2 = outer(110, 60, 9);
-        let got = TlsInTls::default().detect(&flow(Transport::Tcp, 443, &pkts(&h2)));
+        let got = TlsInTls::default().detect(&flow(Transport::Tcp, 443, &packets(&h2)));
         assert!(!matches!(got, Ok(Some(_))), "{got:?}");
     }
 

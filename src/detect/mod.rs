@@ -246,6 +246,23 @@ pub fn with_flow<R>(
     })
 }
 
+/// The answer of a detector made of stable rules, each firing on the packet that completes
+/// it: the earliest verdict so far (final, as a pending rule can only fire on a later packet),
+/// else `Incomplete` while any rule is pending, else `None`.
+pub(crate) fn earliest(rules: &[Outcome]) -> Outcome {
+    if let Some(v) = rules
+        .iter()
+        .filter_map(|r| r.ok().flatten())
+        .min_by_key(|v| v.after)
+    {
+        Ok(Some(v))
+    } else if rules.iter().any(|r| r.is_err()) {
+        Err(Incomplete)
+    } else {
+        Ok(None)
+    }
+}
+
 /// A VPN detector's answer, unless the flow opens with a known plaintext protocol
 /// ([`known::flow_is_plaintext`]), which is never a VPN. A positive verdict is checked on the
 /// packets it was decided on only, so a decision never changes with later packets.
@@ -344,6 +361,16 @@ pub(crate) mod testutil {
             server: SocketAddr::from(([127, 0, 0, 2], server_port)),
             packets,
         }
+    }
+
+    /// Packets borrowed from `(direction, payload)` pairs.
+    pub(crate) fn packets(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
+        v.iter()
+            .map(|(d, p)| Packet {
+                dir: *d,
+                payload: p,
+            })
+            .collect()
     }
 
     /// Feeds every packet prefix of `packets` to `d`: `Incomplete` until `after` packets, then

@@ -148,20 +148,7 @@ impl Detector for OpenVpn {
             self.xor_session(&frames),
             self.static_key(&frames),
         ];
-        // Each rule is stable, and a pending rule can only fire on a packet not seen yet, so
-        // the earliest verdict found so far is final.
-        let out = if let Some(v) = rules
-            .iter()
-            .filter_map(|r| r.ok().flatten())
-            .min_by_key(|v| v.after)
-        {
-            Ok(Some(v))
-        } else if rules.iter().any(|r| r.is_err()) {
-            Err(Incomplete)
-        } else {
-            Ok(None)
-        };
-        super::unless_plaintext(flow, out)
+        super::unless_plaintext(flow, super::earliest(&rules))
     }
 }
 
@@ -435,7 +422,7 @@ fn known_header(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::{every_prefix, flow, hex};
+    use crate::detect::testutil::{every_prefix, flow, hex, packets};
     use crate::detect::Packet;
 
     /// Packets from `tests/data/<name>.txt` (extracted from the shared OpenVPN captures).
@@ -454,15 +441,6 @@ mod tests {
                     },
                     hex(h),
                 )
-            })
-            .collect()
-    }
-
-    fn packets(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
-        v.iter()
-            .map(|(d, p)| Packet {
-                dir: *d,
-                payload: p,
             })
             .collect()
     }

@@ -117,20 +117,7 @@ impl Detector for WireGuard {
             counters(flow, self.require_padding),
             variant(flow),
         ];
-        // Every rule is stable and fires on the packet that completes it: the earliest
-        // verdict so far is final.
-        let out = if let Some(v) = rules
-            .iter()
-            .filter_map(|r| r.ok().flatten())
-            .min_by_key(|v| v.after)
-        {
-            Ok(Some(v))
-        } else if rules.iter().any(|r| r.is_err()) {
-            Err(Incomplete)
-        } else {
-            Ok(None)
-        };
-        super::unless_plaintext(flow, out)
+        super::unless_plaintext(flow, super::earliest(&rules))
     }
 }
 
