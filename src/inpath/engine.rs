@@ -557,16 +557,7 @@ impl Ctx {
         proto: Proto,
         tcp: Option<&TcpSegment<'_>>,
     ) -> FlowKey {
-        let fwd = FlowKey {
-            client: src,
-            server: dst,
-            proto,
-        };
-        let rev = FlowKey {
-            client: dst,
-            server: src,
-            proto,
-        };
+        let (fwd, rev) = FlowKey::both_ways(src, dst, proto);
         if let Some(t) = tcp {
             if t.has(SYN) {
                 return if t.has(ACK) { rev } else { fwd };

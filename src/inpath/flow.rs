@@ -22,6 +22,25 @@ pub struct FlowKey {
     pub proto: Proto,
 }
 
+impl FlowKey {
+    /// The two keys a packet from `src` to `dst` may belong to: `src` as the client, then
+    /// `dst` as the client.
+    pub const fn both_ways(src: SocketAddr, dst: SocketAddr, proto: Proto) -> (FlowKey, FlowKey) {
+        (
+            FlowKey {
+                client: src,
+                server: dst,
+                proto,
+            },
+            FlowKey {
+                client: dst,
+                server: src,
+                proto,
+            },
+        )
+    }
+}
+
 /// Direction of a packet within its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -71,16 +90,7 @@ impl<V> FlowTable<V> {
         proto: Proto,
         now_ns: u64,
     ) -> Option<(FlowKey, Side, &mut V)> {
-        let fwd = FlowKey {
-            client: src,
-            server: dst,
-            proto,
-        };
-        let rev = FlowKey {
-            client: dst,
-            server: src,
-            proto,
-        };
+        let (fwd, rev) = FlowKey::both_ways(src, dst, proto);
         let (key, side) = if self.map.contains_key(&fwd) {
             (fwd, Side::ToServer)
         } else if self.map.contains_key(&rev) {
