@@ -150,8 +150,8 @@ mod tests {
         m.to_vec().unwrap()
     }
 
-    #[test]
-    fn renders_what_the_general_path_would_with_aged_ttls_and_the_clients_case() {
+    /// [`answer`] and its template for `www.example.test. A`.
+    fn template() -> (Answer, Template) {
         let a = answer();
         let t = Template::build(
             &Name::from_ascii("www.example.test.").unwrap(),
@@ -159,6 +159,12 @@ mod tests {
             &a,
         )
         .unwrap();
+        (a, t)
+    }
+
+    #[test]
+    fn renders_what_the_general_path_would_with_aged_ttls_and_the_clients_case() {
+        let (a, t) = template();
         for edns in [false, true] {
             let q = query("WwW.Example.TEST.", edns);
             let req = wire::parse(&q).unwrap();
@@ -184,13 +190,7 @@ mod tests {
 
     #[test]
     fn declines_what_it_cannot_do_exactly() {
-        let a = answer();
-        let t = Template::build(
-            &Name::from_ascii("www.example.test.").unwrap(),
-            RecordType::A,
-            &a,
-        )
-        .unwrap();
+        let (_, t) = template();
         let q = query("other.example.test.", false);
         assert!(
             t.render(&wire::parse(&q).unwrap(), &q, 0, 4096).is_none(),
