@@ -696,21 +696,8 @@ impl Ctx {
                     self.stats.resets += 1;
                     if let Some(t) = tcp.filter(|t| side == Side::ToServer && t.has(SYN)) {
                         // Answer the SYN as a closed port would: RST+ACK of the SYN.
-                        let mut p = Vec::with_capacity(60);
-                        let spec = TcpSpec {
-                            src: key.server,
-                            dst: key.client,
-                            seq: 0,
-                            ack: t.seq.wrapping_add(1),
-                            flags: RST | ACK,
-                            window: 0,
-                            ttl: 64,
-                            payload: &[],
-                        };
-                        if craft_tcp(&mut p, &spec).is_ok() {
-                            self.stats.injected += 1;
-                            out.inject.push((Side::ToClient, p));
-                        }
+                        let spec = rst(&key, Side::ToClient, 0, Some(t.seq.wrapping_add(1)));
+                        self.inject(Side::ToClient, &spec, out);
                     }
                 } else {
                     self.stats.drops += 1;
@@ -1064,7 +1051,6 @@ impl Ctx {
                     &self.cfg.gateway_url,
                 );
                 let body = page.to_bytes();
-                let mut p = Vec::with_capacity(60 + body.len());
                 let seg_end = t.seq.wrapping_add(t.seq_len());
                 let spec = TcpSpec {
                     src: key.server,
@@ -1076,10 +1062,7 @@ impl Ctx {
                     ttl: 64,
                     payload: &body,
                 };
-                if craft_tcp(&mut p, &spec).is_ok() {
-                    self.stats.injected += 1;
-                    out.inject.push((Side::ToClient, p));
-                }
+                self.inject(Side::ToClient, &spec, out);
                 self.reset_server(key, t.seq, out);
                 flow.action = Action::Drop;
                 self.report(flow, policy, *key, j, "blockpage", v, rule, target, out);
@@ -1118,21 +1101,11 @@ impl Ctx {
     /// number (what the client expects next), the server's the trigger's sequence number.
     fn resets(&mut self, key: &FlowKey, flow: &FlowState, t: &TcpSegment<'_>, out: &mut Output) {
         let seg_end = t.seq.wrapping_add(t.seq_len());
-        let mut p = Vec::with_capacity(40);
-        let spec = TcpSpec {
-            src: key.server,
-            dst: key.client,
-            seq: t.ack,
-            ack: seg_end,
-            flags: RST | ACK,
-            window: 0,
-            ttl: 64,
-            payload: &[],
-        };
-        if craft_tcp(&mut p, &spec).is_ok() {
-            self.stats.injected += 1;
-            out.inject.push((Side::ToClient, p));
-        }
+        self.inject(
+            Side::ToClient,
+            &rst(key, Side::ToClient, t.ack, Some(seg_end)),
+            out,
+        );
         // The server has everything before the trigger (forwarded earlier), not the trigger;
         // with reordering the highest forwarded end is what it acknowledges next.
         let _ = flow;
@@ -1140,20 +1113,15 @@ impl Ctx {
     }
 
     fn reset_server(&mut self, key: &FlowKey, seq: u32, out: &mut Output) {
-        let mut p = Vec::with_capacity(40);
-        let spec = TcpSpec {
-            src: key.client,
-            dst: key.server,
-            seq,
-            ack: 0,
-            flags: RST,
-            window: 0,
-            ttl: 64,
-            payload: &[],
-        };
-        if craft_tcp(&mut p, &spec).is_ok() {
+        self.inject(Side::ToServer, &rst(key, Side::ToServer, seq, None), out);
+    }
+
+    /// Crafts `spec` and queues it toward `toward`, counting it as injected.
+    fn inject(&mut self, toward: Side, spec: &TcpSpec<'_>, out: &mut Output) {
+        let mut p = Vec::with_capacity(60 + spec.payload.len());
+        if craft_tcp(&mut p, spec).is_ok() {
             self.stats.injected += 1;
-            out.inject.push((Side::ToServer, p));
+            out.inject.push((toward, p));
         }
     }
 
@@ -1352,6 +1320,24 @@ impl Ctx {
         for s in [&flow.c2s, &flow.s2c].into_iter().flatten() {
             self.held = self.held.saturating_sub(s.held());
         }
+    }
+}
+
+/// A bare RST on `key`'s flow toward `toward` (RST+ACK when `ack` is given).
+fn rst(key: &FlowKey, toward: Side, seq: u32, ack: Option<u32>) -> TcpSpec<'static> {
+    let (src, dst) = match toward {
+        Side::ToClient => (key.server, key.client),
+        Side::ToServer => (key.client, key.server),
+    };
+    TcpSpec {
+        src,
+        dst,
+        seq,
+        ack: ack.unwrap_or(0),
+        flags: if ack.is_some() { RST | ACK } else { RST },
+        window: 0,
+        ttl: 64,
+        payload: &[],
     }
 }
 
