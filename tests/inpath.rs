@@ -606,16 +606,7 @@ fn split_hello(lab: &Lab, src: &str, name: &str) -> std::io::Result<Vec<u8>> {
         let mut s: TcpStream = sock.into();
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let server = rustls::pki_types::ServerName::try_from(name.clone()).unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), server).unwrap();
-        let mut hello = Vec::new();
-        conn.write_tls(&mut hello).unwrap();
+        let hello = common::client_hello(&name);
         let cut = hello
             .windows(name.len())
             .position(|w| w == name.as_bytes())
@@ -669,16 +660,7 @@ fn live_quic_initials_to_a_blocked_name_are_dropped() {
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
     let send = |name: &str| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
-        let mut rec = Vec::new();
-        conn.write_tls(&mut rec).unwrap();
+        let rec = common::client_hello(name);
         let initial =
             blocklab::sniff::quic::seal_initial(&[9u8; 8], 0, 0, &rec[5..], 1200).unwrap();
         let c = lab.ns(0).to_string();
@@ -911,19 +893,7 @@ fn replay_gives_per_flow_verdicts_passed_packets_and_skips_a_bad_capture() {
     use blocklab::inpath::packet::{ACK, PSH, SYN};
     let dir = tempfile::tempdir().unwrap();
     let (c, s) = ("10.0.0.1:40000", "192.0.2.10:443");
-    let hello = {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let sn = rustls::pki_types::ServerName::try_from("www.facebook.com").unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
-        let mut rec = Vec::new();
-        conn.write_tls(&mut rec).unwrap();
-        rec
-    };
+    let hello = common::client_hello("www.facebook.com");
     let mut pkts = vec![
         tcp(c, s, 100, 0, SYN, &[]),
         tcp(s, c, 500, 101, SYN | ACK, &[]),
@@ -1031,19 +1001,6 @@ fn engine_fast_path_allocates_nothing() {
     let at = blocklab::policy::At::Day("2021-04-01".parse().unwrap());
     let mut engine = Engine::new(EngineConfig::default());
     let mut out = Output::default();
-    let hello = |name: &str| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
-        let mut rec = Vec::new();
-        conn.write_tls(&mut rec).unwrap();
-        rec
-    };
     let mut flows = Vec::new();
     // An allowed flow and a throttled one (twitter.com, 140 kbit/s in April 2021).
     for (port, name) in [(40000u16, "example.org"), (40001, "twitter.com")] {
@@ -1053,7 +1010,7 @@ fn engine_fast_path_allocates_nothing() {
             tcp(&c, s, 100, 0, SYN, &[]),
             tcp(s, &c, 500, 101, SYN | ACK, &[]),
             tcp(&c, s, 101, 501, ACK, &[]),
-            tcp(&c, s, 101, 501, ACK | PSH, &hello(name)),
+            tcp(&c, s, 101, 501, ACK | PSH, &common::client_hello(name)),
         ];
         for i in 0..40u32 {
             pkts.push(tcp(s, &c, 501 + i * 1000, 2000, ACK, &[0x17; 1000]));
