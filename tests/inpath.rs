@@ -1045,167 +1045,25 @@ fn engine_fast_path_allocates_nothing() {
     assert!(engine.stats().policed > 0);
 }
 
-/// A CA and server/client certificates (P-256), made with the openssl CLI.
-fn pki(dir: &Path) {
-    let ssl = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=blocklab-test-ca",
-    ]);
-    ssl(&ca);
-    for n in ["server", "client"] {
-        let (key, csr, crt, subj) = (
-            format!("{n}.key"),
-            format!("{n}.csr"),
-            format!("{n}.crt"),
-            format!("/CN={n}"),
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-        ssl(&req);
-        ssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-        ]);
-    }
-}
-
-/// An OpenVPN process in a namespace; killed on drop.
-struct Vpn(Child, mpsc::Receiver<String>);
-
-impl Drop for Vpn {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn openvpn(ns: &str, dir: &Path, args: &[&str]) -> Vpn {
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "openvpn",
-            "--dev",
-            "null",
-            "--verb",
-            "3",
-            "--ca",
-            "ca.crt",
-            "--hand-window",
-            "60",
-            "--proto",
-            "udp",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    Vpn(child, rx)
-}
-
 /// One real OpenVPN (UDP) session through the engine: whether the client's tunnel came up
 /// within `patience`, and the decision the engine logged for the flow.
 fn openvpn_case(date: &str, mode: &str, patience: Duration) -> (bool, serde_json::Value) {
     let lab = Lab::start_at(date, mode, "");
     let dir = lab.dir.path().join("pki");
     std::fs::create_dir(&dir).unwrap();
-    pki(&dir);
-    let _server = openvpn(
-        lab.ns(2),
+    common::openvpn_pki(&dir);
+    let _server = common::openvpn(
+        Some(lab.ns(2)),
         &dir,
-        &[
-            "--local",
-            ORIGIN,
-            "--lport",
-            "1194",
-            "--tls-server",
-            "--dh",
-            "none",
-            "--cert",
-            "server.crt",
-            "--key",
-            "server.key",
-        ],
+        &common::openvpn_server_args("udp", ORIGIN, 1194),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let client = openvpn(
-        lab.ns(0),
+    let client = common::openvpn(
+        Some(lab.ns(0)),
         &dir,
-        &[
-            "--remote",
-            ORIGIN,
-            "1194",
-            "--nobind",
-            "--tls-client",
-            "--connect-retry",
-            "1",
-            "--cert",
-            "client.crt",
-            "--key",
-            "client.key",
-        ],
+        &common::openvpn_client_args("udp", ORIGIN, 1194),
     );
-    let deadline = Instant::now() + patience;
-    let mut up = false;
-    while let Ok(l) = client
-        .1
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-    {
-        if l.contains("Initialization Sequence Completed") {
-            up = true;
-            break;
-        }
-    }
+    let (up, _) = client.wait_for("Initialization Sequence Completed", patience);
     let deadline = Instant::now() + Duration::from_secs(5);
     let d = loop {
         if let Some(d) = lab

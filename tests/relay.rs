@@ -7,95 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, Gateway};
-
-/// Kills the child when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `name`, after [`common::require`] made sure it is installed.
-fn tool(name: &str) -> String {
-    common::require(name);
-    name.to_string()
-}
-
-/// A CA and server/client certificates (P-256), made with the openssl CLI.
-fn pki(dir: &Path) {
-    let openssl = tool("openssl");
-    let run = |args: &[&str]| {
-        let o = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=blocklab-test-ca",
-    ]);
-    for n in ["server", "client"] {
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{n}.key"),
-            "-out",
-            &format!("{n}.csr"),
-            "-subj",
-            &format!("/CN={n}"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{n}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{n}.crt"),
-            "-days",
-            "2",
-        ]);
-    }
-}
 
 /// Starts the gateway in-process with `config`; returns it and the bound address of `listener`.
 fn gateway(config: &str, rules: &[(&str, &str)], listener: &str) -> (Gateway, SocketAddr) {
@@ -120,52 +38,6 @@ fn wait_gw(gw: &Gateway, needle: &str, within: Duration) -> (bool, String) {
     }
 }
 
-fn openvpn(dir: &Path, args: &[String]) -> (Proc, mpsc::Receiver<String>) {
-    let mut child = Command::new(tool("openvpn"))
-        .args([
-            "--dev",
-            "null",
-            "--verb",
-            "3",
-            "--ca",
-            "ca.crt",
-            "--hand-window",
-            "60",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-        let mut rest = String::new();
-        let _ = err.read_to_string(&mut rest);
-        let _ = tx.send(rest);
-    });
-    (Proc(child), rx)
-}
-
-/// Waits up to `within` for a line containing `needle`; returns all lines read.
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> (bool, String) {
-    let deadline = Instant::now() + within;
-    let mut seen = String::new();
-    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        seen.push_str(&l);
-        seen.push('\n');
-        if l.contains(needle) {
-            return (true, seen);
-        }
-    }
-    (false, seen)
-}
-
 struct Case {
     /// The OpenVPN client completed its TLS handshake and data-channel setup.
     connected: bool,
@@ -183,53 +55,27 @@ fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Ca
     let config = format!(
         "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"127.0.0.1:{server_port}\"\nprotocol = \"{proto}\"\nmode = \"{mode}\"\n"
     );
-    let (_server, _srx) = openvpn(
+    let _server = common::openvpn(
+        None,
         dir,
-        &[
-            "--proto".into(),
-            if udp {
-                "udp".into()
-            } else {
-                "tcp-server".into()
-            },
-            "--local".into(),
-            "127.0.0.1".into(),
-            "--lport".into(),
-            server_port.to_string(),
-            "--tls-server".into(),
-            "--dh".into(),
-            "none".into(),
-            "--cert".into(),
-            "server.crt".into(),
-            "--key".into(),
-            "server.key".into(),
-        ],
+        &common::openvpn_server_args(
+            if udp { "udp" } else { "tcp-server" },
+            "127.0.0.1",
+            server_port,
+        ),
     );
     let (glog, relay) = gateway(&config, &[], &format!("relay/{proto}"));
     std::thread::sleep(Duration::from_millis(500)); // let the OpenVPN server bind
-    let (_client, crx) = openvpn(
+    let client = common::openvpn(
+        None,
         dir,
-        &[
-            "--proto".into(),
-            if udp {
-                "udp".into()
-            } else {
-                "tcp-client".into()
-            },
-            "--remote".into(),
-            relay.ip().to_string(),
-            relay.port().to_string(),
-            "--nobind".into(),
-            "--tls-client".into(),
-            "--connect-retry".into(),
-            "1".into(),
-            "--cert".into(),
-            "client.crt".into(),
-            "--key".into(),
-            "client.key".into(),
-        ],
+        &common::openvpn_client_args(
+            if udp { "udp" } else { "tcp-client" },
+            &relay.ip().to_string(),
+            relay.port(),
+        ),
     );
-    let (connected, client_log) = wait_for(&crx, "Initialization Sequence Completed", patience);
+    let (connected, client_log) = client.wait_for("Initialization Sequence Completed", patience);
     let (_, glines) = wait_gw(&glog, "vpn verdict", Duration::from_secs(10));
     let verdict = glines
         .lines()
@@ -245,7 +91,7 @@ fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Ca
 
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    pki(dir.path());
+    common::openvpn_pki(dir.path());
     dir
 }
 

@@ -710,3 +710,174 @@ pub fn hosts_table() -> String {
 pub fn ooni_http_fingerprints() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/probe/data/fingerprints_http.csv")
 }
+
+/// A CA and server/client certificates (P-256) in `dir`, made with the openssl CLI, for
+/// OpenVPN's `--ca ca.crt --cert {server,client}.crt --key {server,client}.key`.
+pub fn openvpn_pki(dir: &Path) {
+    require("openssl");
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"]);
+    ca.extend(["-subj", "/CN=blocklab-test-ca"]);
+    run(&ca);
+    for n in ["server", "client"] {
+        let (key, csr, crt, subj) = (
+            format!("{n}.key"),
+            format!("{n}.csr"),
+            format!("{n}.crt"),
+            format!("/CN={n}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        run(&req);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+        ]);
+    }
+}
+
+/// A real OpenVPN process (from [`openvpn`]); killed on drop. `lines`: its stdout, line by line,
+/// then its stderr in one piece.
+pub struct OpenVpn {
+    child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Drop for OpenVpn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OpenVpn {
+    /// Waits up to `within` for a line containing `needle`; whether it came, and all lines read.
+    pub fn wait_for(&self, needle: &str, within: Duration) -> (bool, String) {
+        let deadline = Instant::now() + within;
+        let mut seen = String::new();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains(needle) {
+                return (true, seen);
+            }
+        }
+        (false, seen)
+    }
+}
+
+/// The arguments of an OpenVPN TLS server on `local:port` with the certificates of
+/// [`openvpn_pki`].
+pub fn openvpn_server_args(proto: &str, local: &str, port: u16) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--proto",
+        proto,
+        "--local",
+        local,
+        "--lport",
+        &port,
+        "--tls-server",
+        "--dh",
+        "none",
+        "--cert",
+        "server.crt",
+        "--key",
+        "server.key",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The arguments of an OpenVPN TLS client of `remote:port` with the certificates of
+/// [`openvpn_pki`].
+pub fn openvpn_client_args(proto: &str, remote: &str, port: u16) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--proto",
+        proto,
+        "--remote",
+        remote,
+        &port,
+        "--nobind",
+        "--tls-client",
+        "--connect-retry",
+        "1",
+        "--cert",
+        "client.crt",
+        "--key",
+        "client.key",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starts `openvpn` (inside network namespace `ns` when given) in `dir` with no tunnel device,
+/// the CA of [`openvpn_pki`] and `args`.
+pub fn openvpn(ns: Option<&str>, dir: &Path, args: &[String]) -> OpenVpn {
+    require("openvpn");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "openvpn"]);
+            c
+        }
+        None => Command::new("openvpn"),
+    };
+    let mut child = cmd
+        .args(["--dev", "null", "--verb", "3", "--ca", "ca.crt"])
+        .args(["--hand-window", "60"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        let _ = tx.send(rest);
+    });
+    OpenVpn { child, lines }
+}
