@@ -310,34 +310,21 @@ impl Lab {
         std::fs::write(rules_dir.join("xf.toml"), rules("xf", false)).unwrap();
         let cfg = lab.dir.path().join("blocklab.toml");
         std::fs::write(&cfg, config(date, vpn, extra)).unwrap();
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &r,
-                env!("CARGO_BIN_EXE_blocklab"),
-                "serve",
-                "--config",
-            ])
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let (child, rx) = common::spawn_logged(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &r,
+                    env!("CARGO_BIN_EXE_blocklab"),
+                    "serve",
+                    "--config",
+                ])
+                .arg(&cfg),
+            "info",
+            &lab.log,
+        );
         lab.child = Some(child);
-        let (tx, rx) = mpsc::channel();
-        let log = Arc::clone(&lab.log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line.clone());
-                log.lock().unwrap().push(line);
-            }
-        });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

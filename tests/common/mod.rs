@@ -510,6 +510,34 @@ pub struct Blocklab {
     pub dir: tempfile::TempDir,
 }
 
+/// Spawns `cmd` (a `blocklab serve` command line) with `RUST_LOG=filter`, no colour and stderr
+/// piped; every stderr line goes to `log` and to the returned receiver.
+pub fn spawn_logged(
+    cmd: &mut Command,
+    filter: &str,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
+        .env("RUST_LOG", filter)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start blocklab");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let log = Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            log.lock().unwrap().push(line);
+        }
+    });
+    (child, rx)
+}
+
 impl Blocklab {
     /// Writes `config` (and `rules`: file name -> text, in `rules/`) and starts the gateway;
     /// waits until every listener in `expect` is announced.
@@ -525,28 +553,15 @@ impl Blocklab {
         filter: &str,
     ) -> Blocklab {
         let (dir, path) = config_dir(config, rules);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", filter)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start blocklab");
-        let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let log2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line.clone());
-                log2.lock().unwrap().push(line);
-            }
-        });
+        let (child, rx) = spawn_logged(
+            Command::new(env!("CARGO_BIN_EXE_blocklab"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&path),
+            filter,
+            &log,
+        );
         let mut gw = Blocklab {
             child,
             listeners: HashMap::new(),
