@@ -22,6 +22,27 @@ fn gateway(config: &str, rules: &[(&str, &str)], listener: &str) -> (Gateway, So
     (gw, addr)
 }
 
+/// A gateway config with one `[[relay]]` to `forward` over `protocol`, for the clients in
+/// `networks` (RU); `extra` goes first (a date, a rules folder).
+fn relay_config(
+    extra: &str,
+    networks: &str,
+    forward: impl std::fmt::Display,
+    protocol: &str,
+    mode: &str,
+) -> String {
+    format!(
+        "{extra}[[clients]]\nnetworks = [\"{networks}\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{forward}\"\nprotocol = \"{protocol}\"\nmode = \"{mode}\"\n"
+    )
+}
+
+/// A UDP socket on 127.0.0.1 whose reads give up after `ms` milliseconds.
+fn udp_socket(ms: u64) -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(ms))).unwrap();
+    s
+}
+
 /// Waits up to `within` for a line of the gateway's log containing `needle`; returns the log
 /// so far (quotes removed, as `key=value`).
 fn wait_gw(gw: &Gateway, needle: &str, within: Duration) -> (bool, String) {
@@ -52,8 +73,12 @@ struct Case {
 fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Case {
     let server_port = free_port();
     let proto = if udp { "udp" } else { "tcp" };
-    let config = format!(
-        "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"127.0.0.1:{server_port}\"\nprotocol = \"{proto}\"\nmode = \"{mode}\"\n"
+    let config = relay_config(
+        &format!("date = \"{date}\"\n"),
+        "127.0.0.0/8",
+        format!("127.0.0.1:{server_port}"),
+        proto,
+        mode,
     );
     let _server = common::openvpn(
         None,
@@ -103,52 +128,38 @@ fn check(dir: PathBuf, udp: bool) {
         let c = s.spawn(|| case(&dir, udp, "enforce", "2023-01-01", pass));
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
-    assert!(
-        observe.connected,
-        "observe must pass the tunnel:\n{}",
-        observe.client_log
-    );
-    assert!(
-        observe.verdict.contains("verdict=openvpn")
-            && observe.verdict.contains("action=forward")
-            && observe.verdict.contains("mode=observe"),
-        "{}",
-        observe.verdict
-    );
-    assert!(
-        observe.verdict.contains("jurisdiction=ru"),
-        "{}",
-        observe.verdict
-    );
-
-    assert!(
-        !enforce_2023_09.connected,
-        "enforce at 2023-09-01 must cut the tunnel:\n{}",
-        enforce_2023_09.client_log
-    );
-    assert!(
-        enforce_2023_09.verdict.contains("verdict=openvpn")
-            && enforce_2023_09.verdict.contains("action=drop"),
-        "{}",
-        enforce_2023_09.verdict
-    );
-    assert!(
-        enforce_2023_09.verdict.contains("vpn_rule=ru-vpn-2023"),
-        "{}",
-        enforce_2023_09.verdict
-    );
-
-    assert!(
-        enforce_2023_01.connected,
-        "no RU OpenVPN rule before 2023-08-07:\n{}",
-        enforce_2023_01.client_log
-    );
-    assert!(
-        enforce_2023_01.verdict.contains("verdict=openvpn")
-            && enforce_2023_01.verdict.contains("action=forward"),
-        "{}",
-        enforce_2023_01.verdict
-    );
+    // (case, whether the tunnel comes up, why, what its verdict line says)
+    let expect: [(&Case, bool, &str, &[&str]); 3] = [
+        (
+            &observe,
+            true,
+            "observe must pass the tunnel",
+            &[
+                "verdict=openvpn",
+                "action=forward",
+                "mode=observe",
+                "jurisdiction=ru",
+            ],
+        ),
+        (
+            &enforce_2023_09,
+            false,
+            "enforce at 2023-09-01 must cut the tunnel",
+            &["verdict=openvpn", "action=drop", "vpn_rule=ru-vpn-2023"],
+        ),
+        (
+            &enforce_2023_01,
+            true,
+            "no RU OpenVPN rule before 2023-08-07",
+            &["verdict=openvpn", "action=forward"],
+        ),
+    ];
+    for (case, up, why, parts) in expect {
+        assert_eq!(case.connected, up, "{why}:\n{}", case.client_log);
+        for part in parts {
+            assert!(case.verdict.contains(part), "{part}: {}", case.verdict);
+        }
+    }
 }
 
 #[test]
@@ -165,10 +176,8 @@ fn real_openvpn_over_tcp_relay_observe_and_enforce_by_date() {
 
 #[test]
 fn unmapped_clients_get_nothing_relayed() {
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
-    target
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
+    let target = udp_socket(700);
+    // No mode: the relay's default.
     let config = format!(
         "[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n",
         target.local_addr().unwrap()
@@ -223,13 +232,13 @@ mod wireguard {
         );
         let mut client = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 1, None);
         let mut server = Tunn::new(sk, PublicKey::from(&ck), None, None, 2, None);
-        let ssock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        ssock
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let config = format!(
-            "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\nmode = \"{mode}\"\n",
-            ssock.local_addr().unwrap()
+        let ssock = udp_socket(200);
+        let config = relay_config(
+            &format!("date = \"{date}\"\n"),
+            "127.0.0.0/8",
+            ssock.local_addr().unwrap(),
+            "udp",
+            mode,
         );
         let (glog, relay) = gateway(&config, &[], "relay/udp");
         let (tx, rx) = mpsc::channel();
@@ -257,10 +266,7 @@ mod wireguard {
                 }
             }
         });
-        let csock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        csock
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
+        let csock = udp_socket(3000);
         let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
         match client.format_handshake_initiation(&mut out, false) {
             TunnResult::WriteToNetwork(p) => {
@@ -420,12 +426,9 @@ cut_after = 4
     #[test]
     fn cut_after_lets_n_packets_of_the_flow_through() {
         use blocklab::detect::wireguard::build;
-        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sink.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
+        let sink = udp_socket(1500);
         let (log, relay) = lab_gateway("udp", sink.local_addr().unwrap());
-        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let c = udp_socket(20_000);
         c.send_to(&build::initiation(5, 0x11), relay).unwrap();
         let mut buf = [0u8; 2048];
         sink.set_read_timeout(Some(Duration::from_secs(20)))
