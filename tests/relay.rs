@@ -43,17 +43,17 @@ fn udp_socket(ms: u64) -> UdpSocket {
     s
 }
 
-/// Waits up to `within` for a line of the gateway's log containing `needle`; returns the log
-/// so far (quotes removed, as `key=value`).
-fn wait_gw(gw: &Gateway, needle: &str, within: Duration) -> (bool, String) {
-    let deadline = Instant::now() + within;
+/// The gateway's `vpn verdict` log line (quotes removed, as `key=value`), waiting up to 10 s
+/// for it; empty when none came.
+fn vpn_verdict(gw: &Gateway) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let log = gw.log().replace('"', "");
-        if log.contains(needle) {
-            return (true, log);
+        if let Some(line) = log.lines().find(|l| l.contains("vpn verdict")) {
+            return line.to_string();
         }
         if Instant::now() > deadline {
-            return (false, log);
+            return String::new();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -101,12 +101,7 @@ fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Ca
         ),
     );
     let (connected, client_log) = client.wait_for("Initialization Sequence Completed", patience);
-    let (_, glines) = wait_gw(&glog, "vpn verdict", Duration::from_secs(10));
-    let verdict = glines
-        .lines()
-        .find(|l| l.contains("vpn verdict"))
-        .unwrap_or_default()
-        .to_string();
+    let verdict = vpn_verdict(&glog);
     Case {
         connected,
         verdict,
@@ -294,12 +289,7 @@ mod wireguard {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         responder.join().unwrap();
-        let (_, glines) = wait_gw(&glog, "vpn verdict", Duration::from_secs(10));
-        let verdict = glines
-            .lines()
-            .find(|l| l.contains("vpn verdict"))
-            .unwrap_or_default()
-            .to_string();
+        let verdict = vpn_verdict(&glog);
         Outcome {
             handshake,
             data,
@@ -410,11 +400,7 @@ cut_after = 4
             .read(&mut buf)
             .expect_err("the relay must reset the connection, not deliver the reply");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
-        let (_, lines) = wait_gw(&log, "vpn verdict", Duration::from_secs(10));
-        let v = lines
-            .lines()
-            .find(|l| l.contains("vpn verdict"))
-            .unwrap_or_default();
+        let v = vpn_verdict(&log);
         assert!(
             v.contains("verdict=pptp")
                 && v.contains("action=reset")
@@ -451,11 +437,7 @@ cut_after = 4
         }
         // cut_after = 4 packets of the flow: initiation, response and two transport messages.
         assert_eq!(got, 2, "transport messages that passed");
-        let (_, lines) = wait_gw(&log, "vpn verdict", Duration::from_secs(10));
-        let v = lines
-            .lines()
-            .find(|l| l.contains("vpn verdict"))
-            .unwrap_or_default();
+        let v = vpn_verdict(&log);
         assert!(
             v.contains("action=cut-after") && v.contains("vpn_rule=lab-wireguard-cut"),
             "{v}"
