@@ -68,6 +68,14 @@ async fn probe_via(
     probe(&all).await
 }
 
+/// [`probe_via`] with blocklab as the network under test (its resolver and proxy) and the lab's
+/// dnsmasq `dns` as the control resolver.
+async fn probe_gateway(gw: &Gateway, dns: &Dnsmasq, ca: Option<&str>, args: &[&str]) -> ProbeRun {
+    let resolver = gw.addr("dns/udp").to_string();
+    let proxy = format!("http://{}", gw.addr("http"));
+    probe_via(&resolver, &dns.addr.to_string(), Some(&proxy), ca, args).await
+}
+
 /// Runs the real `blocklab probe` with `args` (plus `--out`, `--allow-net 127.0.0.0/8`).
 async fn probe(args: &[&str]) -> ProbeRun {
     let dir = tempfile::tempdir().unwrap();
@@ -129,14 +137,9 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
     let fb_http = format!("http://facebook.com:{}/", origin.http.port());
     let ok_https = format!("https://example.org:{}/page", origin.https.port());
     let ok_http = format!("http://example.org:{}/page", origin.http.port());
-    // The network under test: blocklab's resolver and proxy; the control: the lab's dnsmasq.
-    let resolver = gw.addr("dns/udp").to_string();
-    let control = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe_via(
-        &resolver,
-        &control,
-        Some(&proxy),
+    let run = probe_gateway(
+        &gw,
+        &dns,
         Some(origin.ca.to_str().unwrap()),
         &[
             "--timeout",
@@ -478,14 +481,10 @@ async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
     let gw = Gateway::start(&gateway_config_with_dns("eu", "2022-03-10", dns.addr), &[]);
     let rt = format!("https://rt.com:{}/", origin.https.port());
     let ok = format!("https://example.org:{}/", origin.https.port());
-    let resolver = gw.addr("dns/udp").to_string();
-    let control = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
     // The test CA's certificate does not name rt.com: --insecure lets the control fetch it.
-    let run = probe_via(
-        &resolver,
-        &control,
-        Some(&proxy),
+    let run = probe_gateway(
+        &gw,
+        &dns,
         None,
         &["--insecure", "--timeout", "10", &rt, &ok],
     )
