@@ -5,7 +5,8 @@
 //! always removes (a Drop guard, so also on panic). The clients are the real `dig` and `curl`,
 //! run inside the same namespace: no packet leaves it. Needs root and `ip` (iproute2).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -86,27 +87,13 @@ impl Drop for Gateway {
 impl Gateway {
     /// Starts the gateway and waits for its one startup line (`blocklab serving`).
     fn start(ns: &Netns, args: &[&str]) -> (Gateway, String) {
-        let mut child = ns
-            .command(&[env!("CARGO_BIN_EXE_blocklab"), "serve"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start blocklab");
-        let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let keep = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                keep.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
+        let (child, rx) = common::spawn_logged(
+            ns.command(&[env!("CARGO_BIN_EXE_blocklab"), "serve"])
+                .args(args),
+            "info",
+            &log,
+        );
         let gw = Gateway { child, log, rx };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

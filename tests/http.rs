@@ -376,18 +376,8 @@ async fn split_hello_through(
     origin: std::net::SocketAddr,
     sni: &str,
 ) -> &'static str {
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
-    let mut hello = Vec::new();
-    conn.write_tls(&mut hello).unwrap();
+    let hello = common::client_hello(sni);
 
     let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
     s.set_nodelay(true).unwrap();

@@ -310,34 +310,21 @@ impl Lab {
         std::fs::write(rules_dir.join("xf.toml"), rules("xf", false)).unwrap();
         let cfg = lab.dir.path().join("blocklab.toml");
         std::fs::write(&cfg, config(date, vpn, extra)).unwrap();
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &r,
-                env!("CARGO_BIN_EXE_blocklab"),
-                "serve",
-                "--config",
-            ])
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let (child, rx) = common::spawn_logged(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &r,
+                    env!("CARGO_BIN_EXE_blocklab"),
+                    "serve",
+                    "--config",
+                ])
+                .arg(&cfg),
+            "info",
+            &lab.log,
+        );
         lab.child = Some(child);
-        let (tx, rx) = mpsc::channel();
-        let log = Arc::clone(&lab.log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line.clone());
-                log.lock().unwrap().push(line);
-            }
-        });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -606,16 +593,7 @@ fn split_hello(lab: &Lab, src: &str, name: &str) -> std::io::Result<Vec<u8>> {
         let mut s: TcpStream = sock.into();
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let server = rustls::pki_types::ServerName::try_from(name.clone()).unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), server).unwrap();
-        let mut hello = Vec::new();
-        conn.write_tls(&mut hello).unwrap();
+        let hello = common::client_hello(&name);
         let cut = hello
             .windows(name.len())
             .position(|w| w == name.as_bytes())
@@ -669,16 +647,7 @@ fn live_quic_initials_to_a_blocked_name_are_dropped() {
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
     let send = |name: &str| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
-        let mut rec = Vec::new();
-        conn.write_tls(&mut rec).unwrap();
+        let rec = common::client_hello(name);
         let initial =
             blocklab::sniff::quic::seal_initial(&[9u8; 8], 0, 0, &rec[5..], 1200).unwrap();
         let c = lab.ns(0).to_string();
@@ -911,19 +880,7 @@ fn replay_gives_per_flow_verdicts_passed_packets_and_skips_a_bad_capture() {
     use blocklab::inpath::packet::{ACK, PSH, SYN};
     let dir = tempfile::tempdir().unwrap();
     let (c, s) = ("10.0.0.1:40000", "192.0.2.10:443");
-    let hello = {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let sn = rustls::pki_types::ServerName::try_from("www.facebook.com").unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
-        let mut rec = Vec::new();
-        conn.write_tls(&mut rec).unwrap();
-        rec
-    };
+    let hello = common::client_hello("www.facebook.com");
     let mut pkts = vec![
         tcp(c, s, 100, 0, SYN, &[]),
         tcp(s, c, 500, 101, SYN | ACK, &[]),
@@ -1031,19 +988,6 @@ fn engine_fast_path_allocates_nothing() {
     let at = blocklab::policy::At::Day("2021-04-01".parse().unwrap());
     let mut engine = Engine::new(EngineConfig::default());
     let mut out = Output::default();
-    let hello = |name: &str| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let sn = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).unwrap();
-        let mut rec = Vec::new();
-        conn.write_tls(&mut rec).unwrap();
-        rec
-    };
     let mut flows = Vec::new();
     // An allowed flow and a throttled one (twitter.com, 140 kbit/s in April 2021).
     for (port, name) in [(40000u16, "example.org"), (40001, "twitter.com")] {
@@ -1053,7 +997,7 @@ fn engine_fast_path_allocates_nothing() {
             tcp(&c, s, 100, 0, SYN, &[]),
             tcp(s, &c, 500, 101, SYN | ACK, &[]),
             tcp(&c, s, 101, 501, ACK, &[]),
-            tcp(&c, s, 101, 501, ACK | PSH, &hello(name)),
+            tcp(&c, s, 101, 501, ACK | PSH, &common::client_hello(name)),
         ];
         for i in 0..40u32 {
             pkts.push(tcp(s, &c, 501 + i * 1000, 2000, ACK, &[0x17; 1000]));
@@ -1088,167 +1032,25 @@ fn engine_fast_path_allocates_nothing() {
     assert!(engine.stats().policed > 0);
 }
 
-/// A CA and server/client certificates (P-256), made with the openssl CLI.
-fn pki(dir: &Path) {
-    let ssl = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=blocklab-test-ca",
-    ]);
-    ssl(&ca);
-    for n in ["server", "client"] {
-        let (key, csr, crt, subj) = (
-            format!("{n}.key"),
-            format!("{n}.csr"),
-            format!("{n}.crt"),
-            format!("/CN={n}"),
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-        ssl(&req);
-        ssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-        ]);
-    }
-}
-
-/// An OpenVPN process in a namespace; killed on drop.
-struct Vpn(Child, mpsc::Receiver<String>);
-
-impl Drop for Vpn {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn openvpn(ns: &str, dir: &Path, args: &[&str]) -> Vpn {
-    let mut child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "openvpn",
-            "--dev",
-            "null",
-            "--verb",
-            "3",
-            "--ca",
-            "ca.crt",
-            "--hand-window",
-            "60",
-            "--proto",
-            "udp",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    Vpn(child, rx)
-}
-
 /// One real OpenVPN (UDP) session through the engine: whether the client's tunnel came up
 /// within `patience`, and the decision the engine logged for the flow.
 fn openvpn_case(date: &str, mode: &str, patience: Duration) -> (bool, serde_json::Value) {
     let lab = Lab::start_at(date, mode, "");
     let dir = lab.dir.path().join("pki");
     std::fs::create_dir(&dir).unwrap();
-    pki(&dir);
-    let _server = openvpn(
-        lab.ns(2),
+    common::openvpn_pki(&dir);
+    let _server = common::openvpn(
+        Some(lab.ns(2)),
         &dir,
-        &[
-            "--local",
-            ORIGIN,
-            "--lport",
-            "1194",
-            "--tls-server",
-            "--dh",
-            "none",
-            "--cert",
-            "server.crt",
-            "--key",
-            "server.key",
-        ],
+        &common::openvpn_server_args("udp", ORIGIN, 1194),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let client = openvpn(
-        lab.ns(0),
+    let client = common::openvpn(
+        Some(lab.ns(0)),
         &dir,
-        &[
-            "--remote",
-            ORIGIN,
-            "1194",
-            "--nobind",
-            "--tls-client",
-            "--connect-retry",
-            "1",
-            "--cert",
-            "client.crt",
-            "--key",
-            "client.key",
-        ],
+        &common::openvpn_client_args("udp", ORIGIN, 1194),
     );
-    let deadline = Instant::now() + patience;
-    let mut up = false;
-    while let Ok(l) = client
-        .1
-        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-    {
-        if l.contains("Initialization Sequence Completed") {
-            up = true;
-            break;
-        }
-    }
+    let (up, _) = client.wait_for("Initialization Sequence Completed", patience);
     let deadline = Instant::now() + Duration::from_secs(5);
     let d = loop {
         if let Some(d) = lab

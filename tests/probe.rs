@@ -48,6 +48,34 @@ impl ProbeRun {
     }
 }
 
+/// [`probe`] against `resolver` (the network under test) and `control`, through `proxy` and
+/// trusting `ca` when given, with `args` after them.
+async fn probe_via(
+    resolver: &str,
+    control: &str,
+    proxy: Option<&str>,
+    ca: Option<&str>,
+    args: &[&str],
+) -> ProbeRun {
+    let mut all = vec!["--resolver", resolver, "--control-resolver", control];
+    if let Some(proxy) = proxy {
+        all.extend(["--proxy", proxy]);
+    }
+    if let Some(ca) = ca {
+        all.extend(["--ca", ca]);
+    }
+    all.extend(args);
+    probe(&all).await
+}
+
+/// [`probe_via`] with blocklab as the network under test (its resolver and proxy) and the lab's
+/// dnsmasq `dns` as the control resolver.
+async fn probe_gateway(gw: &Gateway, dns: &Dnsmasq, ca: Option<&str>, args: &[&str]) -> ProbeRun {
+    let resolver = gw.addr("dns/udp").to_string();
+    let proxy = format!("http://{}", gw.addr("http"));
+    probe_via(&resolver, &dns.addr.to_string(), Some(&proxy), ca, args).await
+}
+
 /// Runs the real `blocklab probe` with `args` (plus `--out`, `--allow-net 127.0.0.0/8`).
 async fn probe(args: &[&str]) -> ProbeRun {
     let dir = tempfile::tempdir().unwrap();
@@ -109,30 +137,23 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
     let fb_http = format!("http://facebook.com:{}/", origin.http.port());
     let ok_https = format!("https://example.org:{}/page", origin.https.port());
     let ok_http = format!("http://example.org:{}/page", origin.http.port());
-    // The network under test: blocklab's resolver and proxy; the control: the lab's dnsmasq.
-    let resolver = gw.addr("dns/udp").to_string();
-    let control = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe(&[
-        "--resolver",
-        &resolver,
-        "--control-resolver",
-        &control,
-        "--proxy",
-        &proxy,
-        "--ca",
-        origin.ca.to_str().unwrap(),
-        "--timeout",
-        "10",
-        "--probe-cc",
-        "ru",
-        "--probe-asn",
-        "AS12389",
-        &fb_https,
-        &fb_http,
-        &ok_https,
-        &ok_http,
-    ])
+    let run = probe_gateway(
+        &gw,
+        &dns,
+        Some(origin.ca.to_str().unwrap()),
+        &[
+            "--timeout",
+            "10",
+            "--probe-cc",
+            "ru",
+            "--probe-asn",
+            "AS12389",
+            &fb_https,
+            &fb_http,
+            &ok_https,
+            &ok_http,
+        ],
+    )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.measurements.len(), 4);
@@ -282,19 +303,13 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     let tlsdrop = format!("https://drop.example:{}/", origin.https.port());
     let resolver = dns.addr.to_string();
     let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe(&[
-        "--resolver",
+    let run = probe_via(
         &resolver,
-        "--control-resolver",
         &resolver,
-        "--proxy",
-        &proxy,
-        "--ca",
-        dropped.ca.to_str().unwrap(),
-        "--timeout",
-        "2",
-        &ipdrop,
-    ])
+        Some(&proxy),
+        Some(dropped.ca.to_str().unwrap()),
+        &["--timeout", "2", &ipdrop],
+    )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&ipdrop);
@@ -305,19 +320,13 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     assert_eq!(c["status"]["failure"], "generic_timeout_error", "{m:#}");
     assert_eq!(c["status"]["blocked"], true);
 
-    let run = probe(&[
-        "--resolver",
+    let run = probe_via(
         &resolver,
-        "--control-resolver",
         &resolver,
-        "--proxy",
-        &proxy,
-        "--ca",
-        origin.ca.to_str().unwrap(),
-        "--timeout",
-        "2",
-        &tlsdrop,
-    ])
+        Some(&proxy),
+        Some(origin.ca.to_str().unwrap()),
+        &["--timeout", "2", &tlsdrop],
+    )
     .await;
     let m = run.get(&tlsdrop);
     assert_eq!(tk(m, "blocking"), "http-failure", "{m:#}");
@@ -337,19 +346,13 @@ async fn ru_2021_04_01_twitter_is_accessible_but_throttled() {
     let big = format!("https://twitter.com:{}/bytes/400000", origin.https.port());
     let resolver = dns.addr.to_string();
     let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe(&[
-        "--resolver",
+    let run = probe_via(
         &resolver,
-        "--control-resolver",
         &resolver,
-        "--proxy",
-        &proxy,
-        "--ca",
-        origin.ca.to_str().unwrap(),
-        "--download-time",
-        "3",
-        &big,
-    ])
+        Some(&proxy),
+        Some(origin.ca.to_str().unwrap()),
+        &["--download-time", "3", &big],
+    )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&big);
@@ -381,16 +384,13 @@ async fn nxdomain_from_the_resolver_under_test_is_dns_blocking() {
     let censor = lab_dns(&["/rt.com/", "/example.org/127.0.0.1"]);
     let rt = format!("http://rt.com:{}/", origin.http.port());
     let ok = format!("http://example.org:{}/", origin.http.port());
-    let run = probe(&[
-        "--resolver",
+    let run = probe_via(
         &censor.addr.to_string(),
-        "--control-resolver",
         &control.addr.to_string(),
-        "--timeout",
-        "10",
-        &rt,
-        &ok,
-    ])
+        None,
+        None,
+        &["--timeout", "10", &rt, &ok],
+    )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&rt);
@@ -428,18 +428,13 @@ async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
     let gw = Gateway::start(&gateway_config("ru", "2022-03-10", false, &hosts), &[]);
     let resolver = dns.addr.to_string();
     let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe(&[
-        "--resolver",
+    let run = probe_via(
         &resolver,
-        "--control-resolver",
         &resolver,
-        "--proxy",
-        &proxy,
-        "--timeout",
-        "10",
-        "--input",
-        short.to_str().unwrap(),
-    ])
+        Some(&proxy),
+        None,
+        &["--timeout", "10", "--input", short.to_str().unwrap()],
+    )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.measurements.len(), 6, "{}", run.stderr);
@@ -466,15 +461,13 @@ async fn an_absent_proxy_is_an_error_not_tcp_blocking() {
     let proxy = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let resolver = dns.addr.to_string();
-    let run = probe(&[
-        "--resolver",
+    let run = probe_via(
         &resolver,
-        "--control-resolver",
         &resolver,
-        "--proxy",
-        &proxy,
-        "http://example.org/",
-    ])
+        Some(&proxy),
+        None,
+        &["http://example.org/"],
+    )
     .await;
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("unreachable"), "{}", run.stderr);
@@ -488,23 +481,13 @@ async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
     let gw = Gateway::start(&gateway_config_with_dns("eu", "2022-03-10", dns.addr), &[]);
     let rt = format!("https://rt.com:{}/", origin.https.port());
     let ok = format!("https://example.org:{}/", origin.https.port());
-    let resolver = gw.addr("dns/udp").to_string();
-    let control = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
     // The test CA's certificate does not name rt.com: --insecure lets the control fetch it.
-    let run = probe(&[
-        "--resolver",
-        &resolver,
-        "--control-resolver",
-        &control,
-        "--proxy",
-        &proxy,
-        "--insecure",
-        "--timeout",
-        "10",
-        &rt,
-        &ok,
-    ])
+    let run = probe_gateway(
+        &gw,
+        &dns,
+        None,
+        &["--insecure", "--timeout", "10", &rt, &ok],
+    )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&rt);

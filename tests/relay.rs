@@ -7,95 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, Gateway};
-
-/// Kills the child when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `name`, after [`common::require`] made sure it is installed.
-fn tool(name: &str) -> String {
-    common::require(name);
-    name.to_string()
-}
-
-/// A CA and server/client certificates (P-256), made with the openssl CLI.
-fn pki(dir: &Path) {
-    let openssl = tool("openssl");
-    let run = |args: &[&str]| {
-        let o = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=blocklab-test-ca",
-    ]);
-    for n in ["server", "client"] {
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &format!("{n}.key"),
-            "-out",
-            &format!("{n}.csr"),
-            "-subj",
-            &format!("/CN={n}"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{n}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{n}.crt"),
-            "-days",
-            "2",
-        ]);
-    }
-}
 
 /// Starts the gateway in-process with `config`; returns it and the bound address of `listener`.
 fn gateway(config: &str, rules: &[(&str, &str)], listener: &str) -> (Gateway, SocketAddr) {
@@ -104,66 +22,41 @@ fn gateway(config: &str, rules: &[(&str, &str)], listener: &str) -> (Gateway, So
     (gw, addr)
 }
 
-/// Waits up to `within` for a line of the gateway's log containing `needle`; returns the log
-/// so far (quotes removed, as `key=value`).
-fn wait_gw(gw: &Gateway, needle: &str, within: Duration) -> (bool, String) {
-    let deadline = Instant::now() + within;
+/// A gateway config with one `[[relay]]` to `forward` over `protocol`, for the clients in
+/// `networks` (RU); `extra` goes first (a date, a rules folder).
+fn relay_config(
+    extra: &str,
+    networks: &str,
+    forward: impl std::fmt::Display,
+    protocol: &str,
+    mode: &str,
+) -> String {
+    format!(
+        "{extra}[[clients]]\nnetworks = [\"{networks}\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{forward}\"\nprotocol = \"{protocol}\"\nmode = \"{mode}\"\n"
+    )
+}
+
+/// A UDP socket on 127.0.0.1 whose reads give up after `ms` milliseconds.
+fn udp_socket(ms: u64) -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(ms))).unwrap();
+    s
+}
+
+/// The gateway's `vpn verdict` log line (quotes removed, as `key=value`), waiting up to 10 s
+/// for it; empty when none came.
+fn vpn_verdict(gw: &Gateway) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let log = gw.log().replace('"', "");
-        if log.contains(needle) {
-            return (true, log);
+        if let Some(line) = log.lines().find(|l| l.contains("vpn verdict")) {
+            return line.to_string();
         }
         if Instant::now() > deadline {
-            return (false, log);
+            return String::new();
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn openvpn(dir: &Path, args: &[String]) -> (Proc, mpsc::Receiver<String>) {
-    let mut child = Command::new(tool("openvpn"))
-        .args([
-            "--dev",
-            "null",
-            "--verb",
-            "3",
-            "--ca",
-            "ca.crt",
-            "--hand-window",
-            "60",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-        let mut rest = String::new();
-        let _ = err.read_to_string(&mut rest);
-        let _ = tx.send(rest);
-    });
-    (Proc(child), rx)
-}
-
-/// Waits up to `within` for a line containing `needle`; returns all lines read.
-fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, within: Duration) -> (bool, String) {
-    let deadline = Instant::now() + within;
-    let mut seen = String::new();
-    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        seen.push_str(&l);
-        seen.push('\n');
-        if l.contains(needle) {
-            return (true, seen);
-        }
-    }
-    (false, seen)
 }
 
 struct Case {
@@ -180,62 +73,35 @@ struct Case {
 fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Case {
     let server_port = free_port();
     let proto = if udp { "udp" } else { "tcp" };
-    let config = format!(
-        "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"127.0.0.1:{server_port}\"\nprotocol = \"{proto}\"\nmode = \"{mode}\"\n"
+    let config = relay_config(
+        &format!("date = \"{date}\"\n"),
+        "127.0.0.0/8",
+        format!("127.0.0.1:{server_port}"),
+        proto,
+        mode,
     );
-    let (_server, _srx) = openvpn(
+    let _server = common::openvpn(
+        None,
         dir,
-        &[
-            "--proto".into(),
-            if udp {
-                "udp".into()
-            } else {
-                "tcp-server".into()
-            },
-            "--local".into(),
-            "127.0.0.1".into(),
-            "--lport".into(),
-            server_port.to_string(),
-            "--tls-server".into(),
-            "--dh".into(),
-            "none".into(),
-            "--cert".into(),
-            "server.crt".into(),
-            "--key".into(),
-            "server.key".into(),
-        ],
+        &common::openvpn_server_args(
+            if udp { "udp" } else { "tcp-server" },
+            "127.0.0.1",
+            server_port,
+        ),
     );
     let (glog, relay) = gateway(&config, &[], &format!("relay/{proto}"));
     std::thread::sleep(Duration::from_millis(500)); // let the OpenVPN server bind
-    let (_client, crx) = openvpn(
+    let client = common::openvpn(
+        None,
         dir,
-        &[
-            "--proto".into(),
-            if udp {
-                "udp".into()
-            } else {
-                "tcp-client".into()
-            },
-            "--remote".into(),
-            relay.ip().to_string(),
-            relay.port().to_string(),
-            "--nobind".into(),
-            "--tls-client".into(),
-            "--connect-retry".into(),
-            "1".into(),
-            "--cert".into(),
-            "client.crt".into(),
-            "--key".into(),
-            "client.key".into(),
-        ],
+        &common::openvpn_client_args(
+            if udp { "udp" } else { "tcp-client" },
+            &relay.ip().to_string(),
+            relay.port(),
+        ),
     );
-    let (connected, client_log) = wait_for(&crx, "Initialization Sequence Completed", patience);
-    let (_, glines) = wait_gw(&glog, "vpn verdict", Duration::from_secs(10));
-    let verdict = glines
-        .lines()
-        .find(|l| l.contains("vpn verdict"))
-        .unwrap_or_default()
-        .to_string();
+    let (connected, client_log) = client.wait_for("Initialization Sequence Completed", patience);
+    let verdict = vpn_verdict(&glog);
     Case {
         connected,
         verdict,
@@ -245,7 +111,7 @@ fn case(dir: &Path, udp: bool, mode: &str, date: &str, patience: Duration) -> Ca
 
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    pki(dir.path());
+    common::openvpn_pki(dir.path());
     dir
 }
 
@@ -257,52 +123,38 @@ fn check(dir: PathBuf, udp: bool) {
         let c = s.spawn(|| case(&dir, udp, "enforce", "2023-01-01", pass));
         (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
     });
-    assert!(
-        observe.connected,
-        "observe must pass the tunnel:\n{}",
-        observe.client_log
-    );
-    assert!(
-        observe.verdict.contains("verdict=openvpn")
-            && observe.verdict.contains("action=forward")
-            && observe.verdict.contains("mode=observe"),
-        "{}",
-        observe.verdict
-    );
-    assert!(
-        observe.verdict.contains("jurisdiction=ru"),
-        "{}",
-        observe.verdict
-    );
-
-    assert!(
-        !enforce_2023_09.connected,
-        "enforce at 2023-09-01 must cut the tunnel:\n{}",
-        enforce_2023_09.client_log
-    );
-    assert!(
-        enforce_2023_09.verdict.contains("verdict=openvpn")
-            && enforce_2023_09.verdict.contains("action=drop"),
-        "{}",
-        enforce_2023_09.verdict
-    );
-    assert!(
-        enforce_2023_09.verdict.contains("vpn_rule=ru-vpn-2023"),
-        "{}",
-        enforce_2023_09.verdict
-    );
-
-    assert!(
-        enforce_2023_01.connected,
-        "no RU OpenVPN rule before 2023-08-07:\n{}",
-        enforce_2023_01.client_log
-    );
-    assert!(
-        enforce_2023_01.verdict.contains("verdict=openvpn")
-            && enforce_2023_01.verdict.contains("action=forward"),
-        "{}",
-        enforce_2023_01.verdict
-    );
+    // (case, whether the tunnel comes up, why, what its verdict line says)
+    let expect: [(&Case, bool, &str, &[&str]); 3] = [
+        (
+            &observe,
+            true,
+            "observe must pass the tunnel",
+            &[
+                "verdict=openvpn",
+                "action=forward",
+                "mode=observe",
+                "jurisdiction=ru",
+            ],
+        ),
+        (
+            &enforce_2023_09,
+            false,
+            "enforce at 2023-09-01 must cut the tunnel",
+            &["verdict=openvpn", "action=drop", "vpn_rule=ru-vpn-2023"],
+        ),
+        (
+            &enforce_2023_01,
+            true,
+            "no RU OpenVPN rule before 2023-08-07",
+            &["verdict=openvpn", "action=forward"],
+        ),
+    ];
+    for (case, up, why, parts) in expect {
+        assert_eq!(case.connected, up, "{why}:\n{}", case.client_log);
+        for part in parts {
+            assert!(case.verdict.contains(part), "{part}: {}", case.verdict);
+        }
+    }
 }
 
 #[test]
@@ -319,10 +171,8 @@ fn real_openvpn_over_tcp_relay_observe_and_enforce_by_date() {
 
 #[test]
 fn unmapped_clients_get_nothing_relayed() {
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
-    target
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .unwrap();
+    let target = udp_socket(700);
+    // No mode: the relay's default.
     let config = format!(
         "[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n",
         target.local_addr().unwrap()
@@ -377,13 +227,13 @@ mod wireguard {
         );
         let mut client = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 1, None);
         let mut server = Tunn::new(sk, PublicKey::from(&ck), None, None, 2, None);
-        let ssock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        ssock
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let config = format!(
-            "date = \"{date}\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"ru\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\nmode = \"{mode}\"\n",
-            ssock.local_addr().unwrap()
+        let ssock = udp_socket(200);
+        let config = relay_config(
+            &format!("date = \"{date}\"\n"),
+            "127.0.0.0/8",
+            ssock.local_addr().unwrap(),
+            "udp",
+            mode,
         );
         let (glog, relay) = gateway(&config, &[], "relay/udp");
         let (tx, rx) = mpsc::channel();
@@ -411,10 +261,7 @@ mod wireguard {
                 }
             }
         });
-        let csock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        csock
-            .set_read_timeout(Some(Duration::from_secs(3)))
-            .unwrap();
+        let csock = udp_socket(3000);
         let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
         match client.format_handshake_initiation(&mut out, false) {
             TunnResult::WriteToNetwork(p) => {
@@ -442,12 +289,7 @@ mod wireguard {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         responder.join().unwrap();
-        let (_, glines) = wait_gw(&glog, "vpn verdict", Duration::from_secs(10));
-        let verdict = glines
-            .lines()
-            .find(|l| l.contains("vpn verdict"))
-            .unwrap_or_default()
-            .to_string();
+        let verdict = vpn_verdict(&glog);
         Outcome {
             handshake,
             data,
@@ -558,11 +400,7 @@ cut_after = 4
             .read(&mut buf)
             .expect_err("the relay must reset the connection, not deliver the reply");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
-        let (_, lines) = wait_gw(&log, "vpn verdict", Duration::from_secs(10));
-        let v = lines
-            .lines()
-            .find(|l| l.contains("vpn verdict"))
-            .unwrap_or_default();
+        let v = vpn_verdict(&log);
         assert!(
             v.contains("verdict=pptp")
                 && v.contains("action=reset")
@@ -574,12 +412,9 @@ cut_after = 4
     #[test]
     fn cut_after_lets_n_packets_of_the_flow_through() {
         use blocklab::detect::wireguard::build;
-        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sink.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
+        let sink = udp_socket(1500);
         let (log, relay) = lab_gateway("udp", sink.local_addr().unwrap());
-        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let c = udp_socket(20_000);
         c.send_to(&build::initiation(5, 0x11), relay).unwrap();
         let mut buf = [0u8; 2048];
         sink.set_read_timeout(Some(Duration::from_secs(20)))
@@ -602,11 +437,7 @@ cut_after = 4
         }
         // cut_after = 4 packets of the flow: initiation, response and two transport messages.
         assert_eq!(got, 2, "transport messages that passed");
-        let (_, lines) = wait_gw(&log, "vpn verdict", Duration::from_secs(10));
-        let v = lines
-            .lines()
-            .find(|l| l.contains("vpn verdict"))
-            .unwrap_or_default();
+        let v = vpn_verdict(&log);
         assert!(
             v.contains("action=cut-after") && v.contains("vpn_rule=lab-wireguard-cut"),
             "{v}"

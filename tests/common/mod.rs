@@ -344,6 +344,21 @@ fn wait_line(log: impl Fn() -> String, parts: &[&str]) -> String {
     }
 }
 
+/// The first flight of a rustls client connecting to `name`: a real TLS ClientHello record.
+pub fn client_hello(name: &str) -> Vec<u8> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), server).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
 /// Deterministic body bytes for `/bytes/N`.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n)
@@ -495,6 +510,34 @@ pub struct Blocklab {
     pub dir: tempfile::TempDir,
 }
 
+/// Spawns `cmd` (a `blocklab serve` command line) with `RUST_LOG=filter`, no colour and stderr
+/// piped; every stderr line goes to `log` and to the returned receiver.
+pub fn spawn_logged(
+    cmd: &mut Command,
+    filter: &str,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
+        .env("RUST_LOG", filter)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start blocklab");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let log = Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line.clone());
+            log.lock().unwrap().push(line);
+        }
+    });
+    (child, rx)
+}
+
 impl Blocklab {
     /// Writes `config` (and `rules`: file name -> text, in `rules/`) and starts the gateway;
     /// waits until every listener in `expect` is announced.
@@ -510,28 +553,15 @@ impl Blocklab {
         filter: &str,
     ) -> Blocklab {
         let (dir, path) = config_dir(config, rules);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", filter)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start blocklab");
-        let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let log2 = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line.clone());
-                log2.lock().unwrap().push(line);
-            }
-        });
+        let (child, rx) = spawn_logged(
+            Command::new(env!("CARGO_BIN_EXE_blocklab"))
+                .arg("serve")
+                .arg("--config")
+                .arg(&path),
+            filter,
+            &log,
+        );
         let mut gw = Blocklab {
             child,
             listeners: HashMap::new(),
@@ -694,4 +724,175 @@ pub fn hosts_table() -> String {
 /// OONI's HTTP blockpage fingerprints (the copy `blocklab probe` embeds, `src/probe/data/`).
 pub fn ooni_http_fingerprints() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/probe/data/fingerprints_http.csv")
+}
+
+/// A CA and server/client certificates (P-256) in `dir`, made with the openssl CLI, for
+/// OpenVPN's `--ca ca.crt --cert {server,client}.crt --key {server,client}.key`.
+pub fn openvpn_pki(dir: &Path) {
+    require("openssl");
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"]);
+    ca.extend(["-subj", "/CN=blocklab-test-ca"]);
+    run(&ca);
+    for n in ["server", "client"] {
+        let (key, csr, crt, subj) = (
+            format!("{n}.key"),
+            format!("{n}.csr"),
+            format!("{n}.crt"),
+            format!("/CN={n}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        run(&req);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+        ]);
+    }
+}
+
+/// A real OpenVPN process (from [`openvpn`]); killed on drop. `lines`: its stdout, line by line,
+/// then its stderr in one piece.
+pub struct OpenVpn {
+    child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Drop for OpenVpn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl OpenVpn {
+    /// Waits up to `within` for a line containing `needle`; whether it came, and all lines read.
+    pub fn wait_for(&self, needle: &str, within: Duration) -> (bool, String) {
+        let deadline = Instant::now() + within;
+        let mut seen = String::new();
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains(needle) {
+                return (true, seen);
+            }
+        }
+        (false, seen)
+    }
+}
+
+/// The arguments of an OpenVPN TLS server on `local:port` with the certificates of
+/// [`openvpn_pki`].
+pub fn openvpn_server_args(proto: &str, local: &str, port: u16) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--proto",
+        proto,
+        "--local",
+        local,
+        "--lport",
+        &port,
+        "--tls-server",
+        "--dh",
+        "none",
+        "--cert",
+        "server.crt",
+        "--key",
+        "server.key",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The arguments of an OpenVPN TLS client of `remote:port` with the certificates of
+/// [`openvpn_pki`].
+pub fn openvpn_client_args(proto: &str, remote: &str, port: u16) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--proto",
+        proto,
+        "--remote",
+        remote,
+        &port,
+        "--nobind",
+        "--tls-client",
+        "--connect-retry",
+        "1",
+        "--cert",
+        "client.crt",
+        "--key",
+        "client.key",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starts `openvpn` (inside network namespace `ns` when given) in `dir` with no tunnel device,
+/// the CA of [`openvpn_pki`] and `args`.
+pub fn openvpn(ns: Option<&str>, dir: &Path, args: &[String]) -> OpenVpn {
+    require("openvpn");
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "openvpn"]);
+            c
+        }
+        None => Command::new("openvpn"),
+    };
+    let mut child = cmd
+        .args(["--dev", "null", "--verb", "3", "--ca", "ca.crt"])
+        .args(["--hand-window", "60"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        let _ = tx.send(rest);
+    });
+    OpenVpn { child, lines }
 }
