@@ -425,10 +425,15 @@ mod tests {
     use crate::detect::testutil::{every_prefix, flow, hex, packets};
     use crate::detect::Packet;
 
-    /// Packets from `tests/data/<name>.txt` (extracted from the shared OpenVPN captures).
+    /// Packets from `tests/data/<name>.txt`, embedded at compile time (detect does no I/O).
     pub(crate) fn load(name: &str) -> Vec<(Dir, Vec<u8>)> {
-        let path = format!("{}/tests/data/{name}.txt", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = match name {
+            "openvpn-udp-tls" => include_str!("../../tests/data/openvpn-udp-tls.txt"),
+            "openvpn-udp-static" => include_str!("../../tests/data/openvpn-udp-static.txt"),
+            "openvpn-tcp-tls" => include_str!("../../tests/data/openvpn-tcp-tls.txt"),
+            "openvpn-tcp-static" => include_str!("../../tests/data/openvpn-tcp-static.txt"),
+            other => panic!("no embedded packet file {other}"),
+        };
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .map(|l| {
