@@ -1159,6 +1159,80 @@ fn engine_fast_path_allocates_nothing() {
     assert!(engine.stats().policed > 0);
 }
 
+/// A million tracked flows fit in 512 MB: the engine's heap (counted by the allocator, the
+/// flow table's reservation included) at its peak while 1M distinct TCP flows open with the
+/// shipped RU rules. Each sends SYN, SYN-ACK, ACK and a real ClientHello: the name is read
+/// (the reassembly buffer freed) and the detectors keep the hello while they wait for more,
+/// within their budget (`total_detect`, 64 MiB by default; past it flows go undetected).
+#[test]
+fn a_million_tracked_flows_fit_in_512_mb() {
+    use blocklab::inpath::packet::{craft_tcp, TcpSpec, ACK, PSH, SYN};
+    use blocklab::inpath::{Engine, EngineConfig, Moments, Output};
+    const FLOWS: u32 = 1_000_000;
+    const BOUND: u64 = 512 << 20;
+    let rules = blocklab::rules::RuleSet::embedded().unwrap();
+    let policy = blocklab::policy::Policy::compile(
+        &rules,
+        &[blocklab::policy::ClientNet {
+            net: "10.0.0.0/8".parse().unwrap(),
+            jurisdiction: "ru".into(),
+        }],
+    )
+    .unwrap();
+    let when = Moments::at(blocklab::policy::At::Day("2026-03-01".parse().unwrap()));
+    let server: SocketAddr = "192.0.2.10:443".parse().unwrap();
+    let hello = common::client_hello("example.org");
+    let (mut flows, mut stats) = (0, None);
+    let info = allocation_counter::measure(|| {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Output::default();
+        let mut p = Vec::with_capacity(64 + hello.len());
+        let mut now = 0u64;
+        for i in 0..FLOWS {
+            let client = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000));
+            for (src, dst, seq, ack, flags, payload) in [
+                (client, server, 100, 0, SYN, &[][..]),
+                (server, client, 500, 101, SYN | ACK, &[]),
+                (client, server, 101, 501, ACK, &[]),
+                (client, server, 101, 501, ACK | PSH, &hello),
+            ] {
+                p.clear();
+                let spec = TcpSpec {
+                    src,
+                    dst,
+                    seq,
+                    ack,
+                    flags,
+                    window: 65535,
+                    ttl: 64,
+                    payload,
+                };
+                craft_tcp(&mut p, &spec).unwrap();
+                now += 1000;
+                engine.process(&policy, &when, now, &p, &mut out);
+            }
+        }
+        flows = engine.flows();
+        stats = Some((engine.stats(), engine.detect_bytes()));
+    });
+    let (stats, held) = stats.unwrap();
+    assert_eq!(flows, FLOWS as usize, "every flow tracked, none evicted");
+    assert_eq!(stats.evicted, 0);
+    eprintln!(
+        "1M flows: peak heap {} MB ({} bytes a flow), {} MB buffered for the detectors, {} flows past the budget",
+        info.bytes_max >> 20,
+        info.bytes_max / u64::from(FLOWS),
+        held >> 20,
+        stats.detect_overflow
+    );
+    assert_eq!(stats.reassembly_overflow, 0, "every name was read");
+    assert!(
+        info.bytes_max <= BOUND,
+        "1M flows took {} MB at peak (bound 512 MB)",
+        info.bytes_max >> 20
+    );
+}
+
 /// One real OpenVPN (UDP) session through the engine: whether the client's tunnel came up
 /// within `patience`, and the decision the engine logged for the flow.
 fn openvpn_case(date: &str, mode: &str, patience: Duration) -> (bool, serde_json::Value) {

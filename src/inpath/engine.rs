@@ -100,6 +100,11 @@ pub struct EngineConfig {
     pub stream_limit: usize,
     /// Reassembly bytes held in total; past it new data is not buffered (counted).
     pub total_reassembly: usize,
+    /// Detector input held in total (each packet counted with its overhead); past it a flow's
+    /// new input is not kept and the flow goes undetected (counted). Apart from the
+    /// reassembly budget, so flows waiting for their detectors never keep names from being
+    /// read.
+    pub total_detect: usize,
     /// `[[vpn]]` rules: observe or enforce.
     pub vpn: VpnMode,
     /// Every client is in this jurisdiction (replay `--jurisdiction`); else the client's
@@ -122,6 +127,7 @@ impl Default for EngineConfig {
             max_flows: 1 << 20,
             stream_limit: 16 * 1024,
             total_reassembly: 64 << 20,
+            total_detect: 64 << 20,
             vpn: VpnMode::Observe,
             jurisdiction: None,
             clients: Vec::new(),
@@ -218,6 +224,8 @@ pub struct Stats {
     pub evicted: u64,
     /// Segments or fragments not buffered because a reassembly bound was hit.
     pub reassembly_overflow: u64,
+    /// Flows left undetected because the detector budget was spent.
+    pub detect_overflow: u64,
     /// Packets that are not IP/TCP/UDP or are malformed (forwarded untouched).
     pub unparsed: u64,
     /// Packets dropped by a policer.
@@ -292,7 +300,7 @@ impl Policer {
 }
 
 /// What a decided flow gets from now on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Action {
     /// Everything passes.
     Pass,
@@ -300,8 +308,8 @@ enum Action {
     Drop,
     /// Nothing more passes toward the server.
     DropToServer,
-    /// Both ways policed.
-    Police(Policer),
+    /// Both ways policed (boxed: rare, and five times the size of the other actions).
+    Police(Box<Policer>),
     /// Server bytes counted; past the bound everything is dropped.
     Freeze { after: u64, seen: u64 },
     /// Big QUIC v1 Initials dropped.
@@ -314,27 +322,61 @@ enum Action {
 #[derive(Debug, Default)]
 struct DetectState {
     packets: Vec<(detect::Dir, Vec<u8>)>,
+    /// What it holds, as counted in the engine's buffer budget.
+    held: usize,
 }
 
+/// Payload bytes of each packet kept for the detectors.
+const DETECT_KEEP: usize = 2048;
+
+/// The heap a detector packet costs besides its payload (its entry, the allocation), and a
+/// flow's detector state; counted in the buffer budget so the budget bounds the memory.
+const DETECT_OVERHEAD: usize = 64;
+
+/// One tracked flow (88 bytes; what is only needed while a flow is being decided, or by rare
+/// actions, is boxed and allocated when first needed).
 #[derive(Debug)]
 struct FlowState {
     j: Option<JurisdictionId>,
     /// The client group's ISP profile.
     isp: Option<IspId>,
+    /// Still reading the name from the first data.
+    naming: bool,
+    /// The detectors are still deciding (their input, once there is some, in `detect`).
+    detecting: bool,
+    /// The flow's outcome was reported.
+    reported: bool,
+    /// The client's initial sequence number (its SYN): the client stream starts after it.
+    isn: Option<u32>,
+    /// Packets of the flow seen so far (saturating).
+    packets: u32,
     /// The simulated moment of the client's group when the flow opened.
     at: At,
     action: Action,
-    /// Still reading the name from the first data.
-    naming: bool,
+    /// The client-to-server stream, from its first data until the name is read.
     c2s: Option<Box<Stream>>,
-    s2c: Option<Box<Stream>>,
     quic: Option<Box<(quic::CryptoStream, u8)>>,
     detect: Option<Box<DetectState>>,
-    packets: u64,
-    /// The next sequence number the server expects from the client (highest forwarded end).
-    client_next: Option<u32>,
-    /// The flow's outcome was reported.
-    reported: bool,
+}
+
+impl FlowState {
+    /// The detectors have decided (or will never run): their input is freed; returns the
+    /// bytes it held (for the buffer budget).
+    #[must_use]
+    fn stop_detecting(&mut self) -> usize {
+        self.detecting = false;
+        self.detect.take().map_or(0, |d| d.held)
+    }
+
+    /// Reassembly bytes this flow holds.
+    fn held(&self) -> usize {
+        self.c2s.as_ref().map_or(0, |s| s.held())
+    }
+
+    /// Detector input bytes this flow holds (as counted in the detector budget).
+    fn detect_held(&self) -> usize {
+        self.detect.as_ref().map_or(0, |d| d.held)
+    }
 }
 
 /// The residual table key: client address, server address, server port, transport.
@@ -356,7 +398,10 @@ struct Ctx {
     residual: HashMap<ResidualKey, u64>,
     detectors: Vec<Box<dyn Detector>>,
     stats: Stats,
+    /// Reassembly bytes held (the `total_reassembly` budget).
     held: usize,
+    /// Detector input held (the `total_detect` budget).
+    detect_held: usize,
 }
 
 /// Rebuilt fragments are not re-fragmented; this caps how much a fragment storm holds.
@@ -383,6 +428,7 @@ impl Engine {
                 detectors,
                 stats: Stats::default(),
                 held: 0,
+                detect_held: 0,
             },
         }
     }
@@ -403,6 +449,11 @@ impl Engine {
     /// Reassembly bytes held now (all flows).
     pub fn held_bytes(&self) -> usize {
         self.ctx.held
+    }
+
+    /// Detector input held now (all flows), as counted in the detector budget.
+    pub fn detect_bytes(&self) -> usize {
+        self.ctx.detect_held
     }
 
     /// Handles one IP packet (no link header) seen at `now_ns` (a monotonic clock: policers,
@@ -466,13 +517,13 @@ impl Engine {
             return false;
         };
         let passing = flow.j.is_none()
-            || (matches!(flow.action, Action::Pass) && !flow.naming && flow.detect.is_none());
+            || (matches!(flow.action, Action::Pass) && !flow.naming && !flow.detecting);
         if !passing {
             return false;
         }
         let segments = payload.len().div_ceil(usize::from(mss)).max(1) as u64;
         let headers = (ip.bytes().len() - payload.len()) as u64;
-        flow.packets += segments;
+        flow.packets = flow.packets.saturating_add(segments as u32);
         let s = &mut self.ctx.stats;
         s.packets += segments;
         s.bytes += ip.bytes().len() as u64 + (segments - 1) * headers;
@@ -590,13 +641,13 @@ impl Engine {
                 (key, side, flow)
             }
         };
-        flow.packets += 1;
+        flow.packets = flow.packets.saturating_add(1);
         if flow.j.is_none() {
             return Fate::Forward;
         }
         // Decided flows: the fast path.
         let fate = ctx.enact(flow, side, ip.bytes().len(), payload, now_ns, &key, out);
-        if fate == Fate::Drop || (!flow.naming && flow.detect.is_none()) {
+        if fate == Fate::Drop || (!flow.naming && !flow.detecting) {
             return fate;
         }
         let fate = match tcp {
@@ -613,7 +664,7 @@ impl Engine {
                 out,
             ),
         };
-        if fate == Fate::Forward && flow.detect.is_some() && !payload.is_empty() {
+        if fate == Fate::Forward && flow.detecting && !payload.is_empty() {
             return ctx.detect(policy, now_ns, &key, side, flow, payload, tcp.as_ref(), out);
         }
         fate
@@ -626,17 +677,21 @@ impl Engine {
     fn repolicy(&mut self, policy: &Policy, when: &Moments<'_>) {
         self.generation = policy.generation();
         let ctx = &self.ctx;
+        let (mut held, mut detect_held) = (0, 0);
         self.flows.for_each_mut(|key, flow| {
-            if flow.j.is_some() && (flow.naming || flow.detect.is_some()) {
+            if flow.j.is_some() && (flow.naming || flow.detecting) {
                 match ctx.who(policy, when, key.client.ip()) {
                     Some(c) => (flow.j, flow.isp) = (Some(c.jurisdiction), c.isp),
                     None => {
                         flow.naming = false;
-                        flow.detect = None;
+                        detect_held += flow.stop_detecting();
+                        held += flow.c2s.take().map_or(0, |s| s.held());
                     }
                 }
             }
         });
+        self.ctx.held = self.ctx.held.saturating_sub(held);
+        self.ctx.detect_held = self.ctx.detect_held.saturating_sub(detect_held);
     }
 
     /// Reports every tracked flow not yet reported (as `pass`) and forgets them all.
@@ -652,7 +707,7 @@ impl Engine {
                     rule: None,
                     rule_id: None,
                     target: key.server.ip().to_string(),
-                    after_packet: flow.packets,
+                    after_packet: u64::from(flow.packets),
                     detector: None,
                 });
             }
@@ -725,18 +780,18 @@ impl Ctx {
             at: who.map_or(when.at, |c| c.at),
             action: Action::Pass,
             naming: true,
-            c2s: None,
-            s2c: None,
-            quic: None,
-            detect: Some(Box::default()),
-            packets: 0,
-            client_next: None,
+            detecting: true,
             reported: false,
+            isn: None,
+            packets: 0,
+            c2s: None,
+            quic: None,
+            detect: None,
         };
         let Some(j) = st.j else {
             self.stats.unmapped += 1;
             st.naming = false;
-            st.detect = None;
+            let _ = st.stop_detecting(); // holds nothing yet
             return st;
         };
         let rkey = (
@@ -753,7 +808,7 @@ impl Ctx {
             self.stats.residual_drops += 1;
             st.action = Action::Drop;
             st.naming = false;
-            st.detect = None;
+            let _ = st.stop_detecting(); // holds nothing yet
             st.reported = true;
             out.events.push(FlowEvent {
                 key,
@@ -772,7 +827,8 @@ impl Ctx {
         let conn = flow_conn(policy, j, &st, &known, when);
         let at = st.at;
         let v = verdict::for_ip(policy, j, key.server.ip(), &conn, at);
-        let target = key.server.ip().to_string();
+        // What was looked up, for the event (made only when there is one).
+        let target = || key.server.ip().to_string();
         let freeze = match v.rule() {
             Some(rule) => self
                 .extras(policy, rule)
@@ -781,26 +837,26 @@ impl Ctx {
             None => self.freeze_rule(policy, j, Target::Ip(key.server.ip()), &conn, at),
         };
         if let Some((rule, after)) = freeze {
-            self.freeze(policy, &key, j, &mut st, v, rule, after, target, out);
+            self.freeze(policy, &key, j, &mut st, v, rule, after, target(), out);
             return st;
         }
         match v {
             Verdict::Pass => {}
             Verdict::Freeze { after_bytes, rule } => {
                 let after = u64::from(after_bytes);
-                self.freeze(policy, &key, j, &mut st, v, rule, after, target, out);
+                self.freeze(policy, &key, j, &mut st, v, rule, after, target(), out);
             }
             Verdict::Throttle { kbps, rule } => {
-                st.action = Action::Police(Policer::new(kbps, now_ns));
+                st.action = Action::Police(Box::new(Policer::new(kbps, now_ns)));
                 self.stats.throttles += 1;
-                self.report(&mut st, policy, key, j, "throttle", v, rule, target, out);
+                self.report(&mut st, policy, key, j, "throttle", v, rule, target(), out);
             }
             Verdict::Reset { rule, .. }
             | Verdict::Drop { rule, .. }
             | Verdict::Blockpage { rule } => {
                 st.action = Action::Drop;
                 st.naming = false;
-                st.detect = None;
+                let _ = st.stop_detecting(); // holds nothing yet
                 let reset = matches!(v, Verdict::Reset { .. });
                 if reset {
                     self.stats.resets += 1;
@@ -813,7 +869,7 @@ impl Ctx {
                     self.stats.drops += 1;
                 }
                 let action = if reset { "reset" } else { "drop" };
-                self.report(&mut st, policy, key, j, action, v, rule, target, out);
+                self.report(&mut st, policy, key, j, action, v, rule, target(), out);
                 self.residual_after(policy, rule, key, now_ns);
             }
         }
@@ -863,7 +919,7 @@ impl Ctx {
             rule: policy.rule_checked(rule).map(|r| r.id.clone()),
             rule_id: Some(rule),
             target,
-            after_packet: st.packets.max(1),
+            after_packet: u64::from(st.packets.max(1)),
             detector: None,
         });
     }
@@ -987,14 +1043,23 @@ impl Ctx {
         }
     }
 
+    /// The flow's client stream, made at its first data (starting after the SYN's `isn`,
+    /// when the SYN was seen).
     fn stream<'f>(
         &mut self,
         slot: &'f mut Option<Box<Stream>>,
+        isn: Option<u32>,
         j: JurisdictionId,
         policy: &Policy,
     ) -> &'f mut Stream {
         let limit = self.cfg.stream_limit;
-        slot.get_or_insert_with(|| Box::new(Stream::new(policy.jurisdiction(j).reassemble, limit)))
+        slot.get_or_insert_with(|| {
+            let mut s = Stream::new(policy.jurisdiction(j).reassemble, limit);
+            if let Some(isn) = isn {
+                s.syn(isn);
+            }
+            Box::new(s)
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1012,15 +1077,6 @@ impl Ctx {
         let Some(j) = flow.j else {
             return Fate::Forward;
         };
-        if side == Side::ToServer {
-            let end = t.seq.wrapping_add(t.seq_len());
-            if flow
-                .client_next
-                .is_none_or(|n| (end.wrapping_sub(n) as i32) > 0)
-            {
-                flow.client_next = Some(end);
-            }
-        }
         if !flow.naming {
             return Fate::Forward;
         }
@@ -1030,15 +1086,10 @@ impl Ctx {
             return Fate::Forward;
         }
         if side == Side::ToClient {
-            if t.has(SYN) {
-                let s = self.stream(&mut flow.s2c, j, policy);
-                s.syn(t.seq);
-            }
-            return Fate::Forward;
+            return Fate::Forward; // the censor reads the client's first data only
         }
         if t.has(SYN) {
-            let s = self.stream(&mut flow.c2s, j, policy);
-            s.syn(t.seq);
+            flow.isn.get_or_insert(t.seq);
             return Fate::Forward;
         }
         if t.payload.is_empty() {
@@ -1051,7 +1102,7 @@ impl Ctx {
             self.release(flow);
             return Fate::Forward;
         }
-        let s = self.stream(&mut flow.c2s, j, policy);
+        let s = self.stream(&mut flow.c2s, flow.isn, j, policy);
         let before = s.held();
         let grew = s.push(t.seq, t.payload);
         let after = s.held();
@@ -1172,14 +1223,14 @@ impl Ctx {
                 if matches!(flow.action, Action::Police(_)) {
                     return Fate::Forward; // policed since its first packet (by address)
                 }
-                flow.action = Action::Police(Policer::new(kbps, now_ns));
+                flow.action = Action::Police(Box::new(Policer::new(kbps, now_ns)));
                 self.stats.throttles += 1;
                 self.report(flow, policy, *key, j, "throttle", v, rule, target, out);
                 return Fate::Forward;
             }
             Verdict::Reset { .. } => {
                 self.stats.resets += 1;
-                self.resets(key, flow, t, out);
+                self.resets(key, t, out);
                 flow.action = Action::Drop;
                 self.report(flow, policy, *key, j, "reset", v, rule, target, out);
                 Fate::Drop
@@ -1250,16 +1301,14 @@ impl Ctx {
 
     /// A RST toward each end: the client's carries the client's own ACK as its sequence
     /// number (what the client expects next), the server's the trigger's sequence number.
-    fn resets(&mut self, key: &FlowKey, flow: &FlowState, t: &TcpSegment<'_>, out: &mut Output) {
+    fn resets(&mut self, key: &FlowKey, t: &TcpSegment<'_>, out: &mut Output) {
         let seg_end = t.seq.wrapping_add(t.seq_len());
         self.inject(
             Side::ToClient,
             &rst(key, Side::ToClient, t.ack, Some(seg_end)),
             out,
         );
-        // The server has everything before the trigger (forwarded earlier), not the trigger;
-        // with reordering the highest forwarded end is what it acknowledges next.
-        let _ = flow;
+        // The server has everything before the trigger (forwarded earlier), not the trigger.
         self.reset_server(key, t.seq, out);
     }
 
@@ -1348,7 +1397,7 @@ impl Ctx {
             rule: policy.rule_checked(rule).map(|r| r.id.clone()),
             rule_id: Some(rule),
             target,
-            after_packet: flow.packets,
+            after_packet: u64::from(flow.packets),
             detector: None,
         });
         self.residual_after(policy, rule, *key, now_ns);
@@ -1377,14 +1426,25 @@ impl Ctx {
         let Some(j) = flow.j else {
             return Fate::Forward;
         };
-        let Some(state) = flow.detect.as_deref_mut() else {
+        if !flow.detecting {
             return Fate::Forward;
-        };
+        }
+        // The detectors' input counts in their budget: past it, a flow is not detected.
+        let keep = payload.len().min(DETECT_KEEP);
+        let cost = keep + DETECT_OVERHEAD * (1 + usize::from(flow.detect.is_none()));
+        if self.detect_held + cost > self.cfg.total_detect {
+            self.stats.detect_overflow += 1;
+            let freed = flow.stop_detecting();
+            self.detect_held = self.detect_held.saturating_sub(freed);
+            return Fate::Forward;
+        }
+        self.detect_held += cost;
+        let state = flow.detect.get_or_insert_with(Box::default);
+        state.held += cost;
         let dir = match side {
             Side::ToServer => detect::Dir::ToServer,
             Side::ToClient => detect::Dir::ToClient,
         };
-        let keep = payload.len().min(2048);
         state.packets.push((dir, payload[..keep].to_vec()));
         let packets: Vec<detect::Packet<'_>> = state
             .packets
@@ -1410,7 +1470,8 @@ impl Ctx {
         if found.is_none() && pending && state.packets.len() < detect::MAX_PACKETS {
             return Fate::Forward;
         }
-        flow.detect = None;
+        let freed = flow.stop_detecting();
+        self.detect_held = self.detect_held.saturating_sub(freed);
         let Some(found) = found else {
             return Fate::Forward;
         };
@@ -1427,13 +1488,13 @@ impl Ctx {
                     VpnTechnique::Reset => {
                         flow.action = Action::Drop;
                         if let Some(t) = tcp.filter(|_| side == Side::ToServer) {
-                            self.resets(key, flow, t, out);
+                            self.resets(key, t, out);
                         }
                         ("reset", "vpn-reset", Fate::Forward)
                     }
                     VpnTechnique::Throttle => {
                         let kbps = r.throttle_kbps.unwrap_or(0);
-                        flow.action = Action::Police(Policer::new(kbps, now_ns));
+                        flow.action = Action::Police(Box::new(Policer::new(kbps, now_ns)));
                         ("throttle", "vpn-throttle", Fate::Forward)
                     }
                     VpnTechnique::CutAfter => {
@@ -1453,7 +1514,7 @@ impl Ctx {
             rule: rule.map(|r| r.id.clone()),
             rule_id: None,
             target: key.server.to_string(),
-            after_packet: flow.packets,
+            after_packet: u64::from(flow.packets),
             detector: Some(found.protocol),
         });
         fate
@@ -1461,17 +1522,15 @@ impl Ctx {
 
     /// Frees a flow's sniffer buffers.
     fn release(&mut self, flow: &mut FlowState) {
-        for s in [&mut flow.c2s, &mut flow.s2c] {
-            if let Some(st) = s.take() {
-                self.held = self.held.saturating_sub(st.held());
-            }
+        if let Some(st) = flow.c2s.take() {
+            self.held = self.held.saturating_sub(st.held());
         }
     }
 
+    /// Returns a forgotten flow's buffers to the budgets.
     fn free(&mut self, flow: &FlowState) {
-        for s in [&flow.c2s, &flow.s2c].into_iter().flatten() {
-            self.held = self.held.saturating_sub(s.held());
-        }
+        self.held = self.held.saturating_sub(flow.held());
+        self.detect_held = self.detect_held.saturating_sub(flow.detect_held());
     }
 }
 

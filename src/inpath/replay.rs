@@ -255,6 +255,7 @@ fn add(a: &mut Stats, b: &Stats) {
     a.flows += b.flows;
     a.evicted += b.evicted;
     a.reassembly_overflow += b.reassembly_overflow;
+    a.detect_overflow += b.detect_overflow;
     a.unparsed += b.unparsed;
     a.policed += b.policed;
     a.unmapped += b.unmapped;

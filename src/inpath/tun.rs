@@ -348,6 +348,11 @@ fn publish(gw: &Gateway, s: &Stats, flows: usize) {
             "Segments or fragments not buffered at a reassembly bound.",
             s.reassembly_overflow,
         ),
+        (
+            "detect_overflow",
+            "Flows left undetected because the detector budget was spent.",
+            s.detect_overflow,
+        ),
         ("policed", "Packets a throttle policer dropped.", s.policed),
         (
             "unmapped",
