@@ -693,12 +693,9 @@ fn inpath_lab_resets_blockpages_and_freezes_foreign_hosting_in_2025() {
     assert_clean(&name, &before);
 }
 
-/// An inpath lab: `ru` at 2022-03-15 and `ru25` at 2025-07-01, a name on a Cloudflare address.
-const INPATH_LAB: &str = "date = \"2022-03-15\"\n[lab]\nmode = \"inpath\"\n\
-    [[clients]]\nname = \"ru\"\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"ru\"\n\
-    [[clients]]\nname = \"ru25\"\nnetworks = [\"10.7.3.0/24\"]\njurisdiction = \"ru\"\n\
-    date = \"2025-07-01\"\n\
-    [hosts]\n\"cf.example\" = [\"104.16.0.10\"]\n";
+/// The shipped inpath lab (README Quick start): `ru` at 2022-03-15 and `ru25` at 2025-07-01,
+/// `cf.example` on a Cloudflare address.
+const INPATH_LAB: &str = include_str!("../examples/lab-inpath.toml");
 
 /// kill -9 on an inpath lab (the TUN goes with the process, its policy-routing rules stay in
 /// the gateway namespace): `lab down` removes the recorded rules, then the namespaces.
