@@ -41,9 +41,7 @@ impl FlowCtx {
         let (at, conn) = (self.at, self.conn());
         if !name.is_empty() {
             route.verdict =
-                route
-                    .verdict
-                    .and(verdict::for_name_ips(&self.policy, self.j, name, &conn, at));
+                verdict::with_name_ips(&self.policy, self.j, route.verdict, name, &conn, at);
             if !route.verdict.passes() {
                 return route;
             }
@@ -65,9 +63,7 @@ impl FlowCtx {
         }
         if let Some(ip) = route.addr {
             route.verdict =
-                route
-                    .verdict
-                    .and(verdict::for_dest(&self.policy, self.j, name, ip, &conn, at));
+                verdict::with_dest(&self.policy, self.j, route.verdict, name, ip, &conn, at);
         }
         route
     }
