@@ -887,7 +887,7 @@ fn replay_gives_per_flow_verdicts_passed_packets_and_skips_a_bad_capture() {
         tcp(c, s, 101, 501, ACK, &[]),
         tcp(c, s, 101, 501, ACK | PSH, &hello),
     ];
-    // The shared OpenVPN capture's first packets (UDP, tls-auth), as a flow to port 1194.
+    // Our OpenVPN capture's first packets (UDP, tls-auth), as a flow to port 1194.
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/openvpn-udp-tls.txt"
