@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 use super::flow::FlowCtx;
 use super::verdict::{self, Verdict};
+use crate::policy::Target;
 
 /// What the pipeline found for one connection or request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,10 +41,10 @@ impl FlowCtx {
         }
         let (at, conn) = (self.at, self.conn());
         if !name.is_empty() {
-            route.verdict =
-                route
-                    .verdict
-                    .and(verdict::for_name_ips(&self.policy, self.j, name, &conn, at));
+            let target = Target::Domain(name);
+            let ips =
+                verdict::for_target(&self.policy, self.j, target, &conn, at, verdict::NAME_IPS);
+            route.verdict = route.verdict.and(ips);
             if !route.verdict.passes() {
                 return route;
             }
