@@ -214,53 +214,27 @@ fn record(gw: &Gateway, e: &FlowEvent) {
 }
 
 /// Publishes the engine's counters to `/metrics`.
+#[rustfmt::skip]
 fn publish(gw: &Gateway, s: &Stats, flows: usize) {
+    let over = s.reassembly_overflow;
     gw.metrics.set_inpath(vec![
         ("packets", "Packets the in-path engine read.", s.packets),
         ("bytes", "Bytes the in-path engine read.", s.bytes),
         ("flows", "Flows the in-path engine tracked.", s.flows),
         ("dropped", "Packets the in-path engine dropped.", s.dropped),
-        (
-            "injected",
-            "Packets the in-path engine injected (RSTs, blockpages).",
-            s.injected,
-        ),
-        (
-            "evicted",
-            "Flows evicted from the full flow table.",
-            s.evicted,
-        ),
-        (
-            "reassembly_overflow",
-            "Segments or fragments not buffered at a reassembly bound.",
-            s.reassembly_overflow,
-        ),
+        ("injected", "Packets the in-path engine injected (RSTs, blockpages).", s.injected),
+        ("evicted", "Flows evicted from the full flow table.", s.evicted),
+        ("reassembly_overflow", "Segments or fragments not buffered at a reassembly bound.", over),
         ("policed", "Packets a throttle policer dropped.", s.policed),
-        (
-            "unmapped",
-            "Flows of clients outside every configured network.",
-            s.unmapped,
-        ),
+        ("unmapped", "Flows of clients outside every configured network.", s.unmapped),
         ("resets", "Flows reset (tls-reset, ip-reset).", s.resets),
         ("drops", "Flows dropped (tls-drop, ip-drop).", s.drops),
         ("blockpages", "HTTP blockpages injected.", s.blockpages),
         ("throttles", "Flows throttled.", s.throttles),
         ("freezes", "Flows frozen.", s.freezes),
         ("quic_drops", "QUIC Initials dropped.", s.quic_drops),
-        (
-            "residual_drops",
-            "Flows dropped by a residual block.",
-            s.residual_drops,
-        ),
-        (
-            "vpn_actions",
-            "Flows acted on by a [[vpn]] rule.",
-            s.vpn_actions,
-        ),
-        (
-            "tracked_flows",
-            "Flows tracked at the last update (a gauge).",
-            flows as u64,
-        ),
+        ("residual_drops", "Flows dropped by a residual block.", s.residual_drops),
+        ("vpn_actions", "Flows acted on by a [[vpn]] rule.", s.vpn_actions),
+        ("tracked_flows", "Flows tracked at the last update (a gauge).", flows as u64),
     ]);
 }
