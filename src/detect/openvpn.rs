@@ -160,22 +160,39 @@ fn session_id(b: &[u8]) -> Option<&[u8]> {
     b.get(1..9)
 }
 
-/// Client reset, constant client session id, server reset acknowledging it.
-fn handshake(frames: &[Frame<'_>]) -> Outcome {
+/// An opening hard reset: the packet, its opcode and its session id.
+type Reset<'f, 'a> = (&'f Frame<'a>, u8, &'f [u8]);
+
+/// The flow's first packet when it is a hard reset (client or server) with key id 0; `Err`
+/// before any packet.
+fn opening_reset<'f, 'a>(frames: &'f [Frame<'a>]) -> Result<Option<Reset<'f, 'a>>, Incomplete> {
     let Some(first) = frames.first() else {
         return Err(Incomplete);
     };
-    let Some((op, key)) = opcode(&first.bytes) else {
+    let (Some((op, 0)), Some(sid)) = (opcode(&first.bytes), session_id(&first.bytes)) else {
         return Ok(None);
     };
     let reset = matches!(
         op,
-        HARD_RESET_CLIENT_V2 | HARD_RESET_CLIENT_V3 | HARD_RESET_CLIENT_V1
+        HARD_RESET_CLIENT_V1
+            | HARD_RESET_CLIENT_V2
+            | HARD_RESET_CLIENT_V3
+            | HARD_RESET_SERVER_V1
+            | HARD_RESET_SERVER_V2
     );
-    let Some(sid) = session_id(&first.bytes) else {
+    Ok(reset.then_some((first, op, sid)))
+}
+
+/// Client reset, constant client session id, server reset acknowledging it.
+fn handshake(frames: &[Frame<'_>]) -> Outcome {
+    let Some((first, op, sid)) = opening_reset(frames)? else {
         return Ok(None);
     };
-    if first.dir != Dir::ToServer || !reset || key != 0 {
+    let client_reset = matches!(
+        op,
+        HARD_RESET_CLIENT_V2 | HARD_RESET_CLIENT_V3 | HARD_RESET_CLIENT_V1
+    );
+    if first.dir != Dir::ToServer || !client_reset {
         return Ok(None);
     }
     for f in &frames[1..] {
@@ -216,24 +233,10 @@ fn handshake(frames: &[Frame<'_>]) -> Outcome {
 /// id. tls-crypt and tls-crypt-v2 (`P_CONTROL_HARD_RESET_CLIENT_V3`, `P_CONTROL_WKC_V1`)
 /// leave the opcode and session id in the clear, so this holds for them too.
 fn reset_session(frames: &[Frame<'_>]) -> Outcome {
-    let Some(first) = frames.first() else {
-        return Err(Incomplete);
-    };
-    let Some((op, key)) = opcode(&first.bytes) else {
+    let Some((first, op, sid)) = opening_reset(frames)? else {
         return Ok(None);
     };
-    let reset = matches!(
-        op,
-        HARD_RESET_CLIENT_V1
-            | HARD_RESET_CLIENT_V2
-            | HARD_RESET_CLIENT_V3
-            | HARD_RESET_SERVER_V1
-            | HARD_RESET_SERVER_V2
-    );
-    let Some(sid) = session_id(&first.bytes) else {
-        return Ok(None);
-    };
-    if !reset || key != 0 || first.bytes.len() < 14 {
+    if first.bytes.len() < 14 {
         return Ok(None);
     }
     for f in frames[1..].iter().filter(|f| f.dir == first.dir) {
