@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{hosts_table, Dnsmasq, Gateway, Origin};
+use common::{hosts_table, Dnsmasq, Gateway, Origin, LAB_RULES};
 use serde_json::Value;
 
 /// A dnsmasq serving `zone`: dnsmasq `--address` values, e.g. `/facebook.com/127.0.0.1` or
@@ -265,24 +265,6 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
     let svg = std::fs::read_to_string(run.jsonl.with_extension("svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{svg}");
 }
-
-const LAB_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-authority = "Lab Authority"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-drop"
-domains = ["drop.example"]
-techniques = ["tls-drop"]
-
-[[rule]]
-id = "lab-ip-drop"
-ips = ["127.0.0.3/32"]
-techniques = ["ip-drop"]
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{curl, hosts_table, pattern, Gateway, Origin};
+use common::{curl, hosts_table, pattern, Gateway, Origin, LAB_RULES};
 
 fn config(date: &str, tls_port: u16) -> String {
     format!(
@@ -104,18 +104,6 @@ async fn transparent_before_the_block_date_passes() {
     assert!(r.body == pattern(777));
 }
 
-const DROP_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-drop"
-domains = ["drop.example"]
-techniques = ["tls-drop"]
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transparent_tls_drop_hangs_until_the_client_gives_up() {
     let origin = Origin::start().await;
@@ -125,7 +113,7 @@ async fn transparent_tls_drop_hangs_until_the_client_gives_up() {
         origin.https.port(),
         hosts_table()
     );
-    let gw = Gateway::start(&cfg, &[("lab.toml", DROP_RULES)]);
+    let gw = Gateway::start(&cfg, &[("lab.toml", LAB_RULES)]);
     let l = gw.addr("tls");
     let to = format!("drop.example:443:{}:{}", l.ip(), l.port());
     let r = curl(&[
@@ -400,17 +388,7 @@ async fn quic_initial_echoed(relay: std::net::SocketAddr, sni: &str, size: usize
     }
 }
 
-const QUIC_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-quic"
-domains = ["facebook.com"]
-techniques = ["quic-drop"]
-"#;
+const QUIC_RULES: &str = include_str!("data/rules/tls-quic.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_drop_by_name_and_by_address() {
@@ -458,18 +436,7 @@ async fn quic_drop_by_name_and_by_address() {
     assert!(quic_initial_echoed(before.addr("quic"), "facebook.com", 1200).await);
 }
 
-const URL_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-url"
-urls = ["https://example.org/secret"]
-techniques = ["http-blockpage"]
-basis = "Lab order on one page"
-"#;
+const URL_RULES: &str = include_str!("data/rules/tls-url.toml");
 
 /// With `[tls] intercept`, HTTPS is terminated with a certificate from the lab CA: URL rules
 /// and the 451 page apply to HTTPS; other pages pass byte for byte; clients that do not trust

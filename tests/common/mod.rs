@@ -21,6 +21,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+/// Rules of a lab jurisdiction without `http_blockpage` (so a local 451) using every
+/// technique the proxy enacts (`tests/data/rules/lab.toml`).
+pub const LAB_RULES: &str = include_str!("../data/rules/lab.toml");
+
 /// Fails the test when `tool` is not on PATH. Never skips: under `CI=true` and everywhere else a
 /// missing tool is a failure, with the package to install.
 pub fn require(tool: &str) {
