@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use blocklab::inpath::packet::{craft_tcp, TcpSpec, ACK, PSH, SYN};
-use blocklab::inpath::{Engine, EngineConfig, Output};
+use blocklab::inpath::{Engine, EngineConfig, Moments, Output};
 use blocklab::policy::{At, ClientNet, Policy};
 use blocklab::rules::RuleSet;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -57,7 +57,7 @@ fn policy() -> Policy {
 
 fn bench(c: &mut Criterion) {
     let policy = policy();
-    let at = At::Day("2021-04-01".parse().expect("day"));
+    let at = &Moments::at(At::Day("2021-04-01".parse().expect("day")));
     let s: SocketAddr = "192.0.2.10:443".parse().expect("addr");
     let mut g = c.benchmark_group("inpath");
     g.throughput(Throughput::Elements(1));
@@ -132,7 +132,7 @@ fn bench(c: &mut Criterion) {
             ]
         })
         .collect();
-    let at22 = At::Day("2022-03-10".parse().expect("day"));
+    let at22 = &Moments::at(At::Day("2022-03-10".parse().expect("day")));
     g.throughput(Throughput::Elements(4));
     g.bench_function("flow_reset_on_client_hello", |b| {
         b.iter(|| {

@@ -731,12 +731,15 @@ impl Config {
 pub fn at_now(date: Option<Day>) -> At {
     match date {
         Some(d) => At::Day(d),
-        None => At::Instant(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-        ),
+        None => At::Instant(unix_now()),
     }
+}
+
+/// The wall clock in unix seconds (0 before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {

@@ -241,13 +241,7 @@ impl Gateway {
     #[inline]
     pub fn client(&self, policy: &Policy, client: IpAddr) -> Option<Client> {
         let group = policy.group_index_for(client)?;
-        let info = &policy.groups()[group];
-        Some(Client {
-            group,
-            jurisdiction: info.jurisdiction,
-            isp: info.isp,
-            at: self.dates.at(Some(group)),
-        })
+        Client::in_group(policy, group, self.dates.at(Some(group)))
     }
 
     /// The simulated moment for `client`'s group (the gateway's for an unmapped client).
@@ -348,18 +342,35 @@ pub struct Client {
     pub at: At,
 }
 
+impl Client {
+    /// A client of group `group` (config order) of `policy`, deciding at `at`; `None` for an
+    /// index the policy does not have. No lock, no allocation.
+    #[inline]
+    pub fn in_group(policy: &Policy, group: usize, at: At) -> Option<Client> {
+        let info = policy.groups().get(group)?;
+        Some(Client {
+            group,
+            jurisdiction: info.jurisdiction,
+            isp: info.isp,
+            at,
+        })
+    }
+}
+
 /// The clock's local minute of the day in a zone `utc_offset` seconds east of UTC, when `at`
 /// is a simulated day: a simulated date keeps the real time of day, for `hours` conditions
 /// (an instant carries its own time of day: `None`).
 pub fn clock_minute(at: At, utc_offset: i32) -> Option<u16> {
+    minute_at(at, crate::config::unix_now(), utc_offset)
+}
+
+/// [`clock_minute`] with the wall clock given (`unix_secs`): the local minute of the day in
+/// a zone `utc_offset` seconds east of UTC when `at` is a simulated day, else `None`. Pure.
+#[inline]
+pub fn minute_at(at: At, unix_secs: i64, utc_offset: i32) -> Option<u16> {
     match at {
         At::Instant(_) => None,
-        At::Day(_) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            Some(((now + i64::from(utc_offset)).rem_euclid(86_400) / 60) as u16)
-        }
+        At::Day(_) => Some(((unix_secs + i64::from(utc_offset)).rem_euclid(86_400) / 60) as u16),
     }
 }
 
@@ -416,6 +427,17 @@ impl Dates {
         } else {
             At::Day(Day(d as i32))
         }
+    }
+
+    /// Each client group's moment (config order) into `out`, which is cleared first (no
+    /// allocation once `out` has room for every group): what the in-path engine decides at.
+    pub fn moments(&self, out: &mut Vec<At>) {
+        let global = self.at(None);
+        out.clear();
+        out.extend(self.groups.iter().map(|d| match d.load(Ordering::Relaxed) {
+            UNSET => global,
+            own => At::Day(Day(own as i32)),
+        }));
     }
 
     /// `blocklab_simulated_date{clients="*"}` (the gateway's) and one line per client group

@@ -86,6 +86,13 @@ techniques = ["freeze"]
 freeze_after_bytes = 16384
 source = "test"
 
+[[rule]]
+id = "{code}-ech"
+domains = ["cloudflare-ech.com"]
+ech = true
+techniques = ["tls-drop"]
+source = "test"
+
 [[vpn]]
 id = "{code}-vpn"
 protocols = ["openvpn", "wireguard"]
@@ -104,10 +111,12 @@ date = "{date}"
 rules = "rules"
 
 [[clients]]
+name = "ru-clients"
 networks = ["{CLIENT}/32"]
 jurisdiction = "ru"
 
 [[clients]]
+name = "xf-clients"
 networks = ["{CLIENT_FIRST_ONLY}/32"]
 jurisdiction = "xf"
 
@@ -579,6 +588,101 @@ fn live_https_passes_byte_for_byte_blocked_sni_is_reset_blockpage_ip_drop_residu
     );
 }
 
+/// Sends `hello` from `src` in the client namespace to the HTTPS origin and reads for up to
+/// 2 s: `Ok(bytes)` when the server answered (or closed), `Err` on a timeout or reset.
+fn send_hello(lab: &Lab, src: &str, hello: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    let ns = lab.ns(0).to_string();
+    let dst = SocketAddr::new(ORIGIN.parse().unwrap(), lab.origins().https);
+    let src: IpAddr = src.parse().unwrap();
+    in_ns(&ns, move || {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        sock.bind(&SocketAddr::new(src, 0).into())?;
+        sock.connect_timeout(&dst.into(), Duration::from_secs(3))?;
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(&hello)?;
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    })
+}
+
+/// A POST to the admin listener (in the router namespace): the status line.
+fn admin_post(lab: &Lab, path: &str) -> String {
+    let log = lab.log();
+    let (_, addr) = log
+        .lines()
+        .filter_map(common::parse_listening)
+        .find(|(name, _)| name == "admin")
+        .unwrap_or_else(|| panic!("no admin listener in the log:\n{log}"));
+    let ns = lab.ns(1).to_string();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    in_ns(&ns, move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines().next().unwrap_or("").to_string()
+    })
+}
+
+#[test]
+fn live_ech_hello_is_dropped_in_path_and_a_group_date_moves_at_run_time() {
+    let lab = Lab::start("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    // The ECH rule: the hello without ECH reaches the origin (which answers); with ECH it is
+    // dropped silently (no answer, no reset).
+    let plain = common::crafted_client_hello("cloudflare-ech.com", false);
+    let back = send_hello(&lab, CLIENT, plain).expect("the origin answers");
+    assert!(
+        !back.is_empty(),
+        "the origin answered the hello without ECH"
+    );
+    let with_ech = common::crafted_client_hello("cloudflare-ech.com", true);
+    let e = send_hello(&lab, CLIENT, with_ech).expect_err("dropped");
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "silence, not a reset: {e}"
+    );
+    let d = lab.wait_decision("ru-ech");
+    assert_eq!(
+        (d["layer"].as_str(), d["technique"].as_str()),
+        (Some("inpath"), Some("tls-drop"))
+    );
+
+    // Per-group dates: at the lab's date (2022-03-10) facebook.com is reset for both groups;
+    // moving the `xf-clients` group to 2022-01-01 (before the rule) lets its next flow pass,
+    // while the `ru-clients` group stays at the gateway's date.
+    let (url, resolve) = lab.https_url("facebook.com", "/");
+    let curl_from = |src: &str| {
+        lab.curl(&[
+            "--interface",
+            src,
+            "--resolve",
+            &resolve,
+            "--max-time",
+            "5",
+            &url,
+        ])
+    };
+    assert_eq!(
+        curl_from(CLIENT_FIRST_ONLY).0,
+        35,
+        "xf at 2022-03-10: reset"
+    );
+    let status = admin_post(&lab, "/date?at=2022-01-01&clients=xf-clients");
+    assert!(status.contains("200"), "{status}");
+    let (code, body, err, _) = curl_from(CLIENT_FIRST_ONLY);
+    assert_eq!(code, 0, "xf at 2022-01-01: passes ({err})");
+    assert!(body.contains("host=facebook.com"), "{body}");
+    assert_eq!(curl_from(CLIENT).0, 35, "ru still at 2022-03-10: reset");
+}
+
 /// A real TLS client in the client namespace that sends its ClientHello in two TCP
 /// segments, split inside the SNI; returns what the first read gave.
 fn split_hello(lab: &Lab, src: &str, name: &str) -> std::io::Result<Vec<u8>> {
@@ -986,6 +1090,12 @@ fn engine_fast_path_allocates_nothing() {
     )
     .unwrap();
     let at = blocklab::policy::At::Day("2021-04-01".parse().unwrap());
+    let groups = [at];
+    let at = &blocklab::inpath::Moments {
+        at,
+        groups: &groups,
+        unix_secs: Some(1_617_300_000),
+    };
     let mut engine = Engine::new(EngineConfig::default());
     let mut out = Output::default();
     let mut flows = Vec::new();

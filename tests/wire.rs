@@ -91,51 +91,6 @@ async fn freeze_stops_downloads_after_16_kb_without_a_reset() {
 
 const CONDITION_RULES: &str = include_str!("data/rules/wire-conditions.toml");
 
-/// A TLS ClientHello record naming `name`, with an `encrypted_client_hello` (0xfe0d) outer
-/// extension when `ech` (the layout of draft-ietf-tls-esni: outer type, HPKE suite, config
-/// id, encapsulated key, payload).
-fn client_hello(name: &str, ech: bool) -> Vec<u8> {
-    fn ext(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
-        out.extend(kind.to_be_bytes());
-        out.extend((data.len() as u16).to_be_bytes());
-        out.extend(data);
-    }
-    let mut exts = Vec::new();
-    let mut sni = vec![0];
-    sni.extend((name.len() as u16).to_be_bytes());
-    sni.extend(name.as_bytes());
-    let mut list = (sni.len() as u16).to_be_bytes().to_vec();
-    list.extend(sni);
-    ext(&mut exts, 0x0000, &list);
-    ext(&mut exts, 0x000a, &[0, 2, 0, 29]); // supported_groups: x25519
-    ext(&mut exts, 0x000d, &[0, 2, 4, 3]); // signature_algorithms: ecdsa_secp256r1_sha256
-    ext(&mut exts, 0x002b, &[2, 3, 4]); // supported_versions: TLS 1.3
-    if ech {
-        let mut e = vec![0]; // outer
-        e.extend([0, 1, 0, 1]); // HKDF-SHA256, AES-128-GCM
-        e.push(0x42); // config id
-        e.extend(32u16.to_be_bytes());
-        e.extend([0x5a; 32]); // enc
-        e.extend(144u16.to_be_bytes());
-        e.extend([0xa5; 144]); // payload
-        ext(&mut exts, 0xfe0d, &e);
-    }
-    let mut body = vec![3, 3];
-    body.extend([0x11; 32]); // random
-    body.push(0); // session id
-    body.extend([0, 4, 0x13, 0x01, 0x13, 0x02]); // cipher suites
-    body.extend([1, 0]); // compression: null
-    body.extend((exts.len() as u16).to_be_bytes());
-    body.extend(exts);
-    let mut hs = vec![1];
-    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend(body);
-    let mut rec = vec![0x16, 3, 1];
-    rec.extend((hs.len() as u16).to_be_bytes());
-    rec.extend(hs);
-    rec
-}
-
 /// A TCP server on `ip:port` that reports what each connection sent within 1.5 s and answers
 /// `server-hello` to anything.
 async fn recording_server(
@@ -224,8 +179,8 @@ async fn ech_hellos_are_dropped_and_the_same_hello_without_ech_passes() {
     );
     let gw = Blocklab::start(&config, &[("lab.toml", CONDITION_RULES)], &["http", "tls"]);
     let target = format!("cloudflare-ech.com:{}", server.port());
-    let plain = client_hello("cloudflare-ech.com", false);
-    let with_ech = client_hello("cloudflare-ech.com", true);
+    let plain = common::crafted_client_hello("cloudflare-ech.com", false);
+    let with_ech = common::crafted_client_hello("cloudflare-ech.com", true);
 
     // Through a CONNECT tunnel: without ECH the hello reaches the server and its answer comes
     // back; with ECH it is swallowed (nothing back, the connection stays open).
@@ -298,7 +253,7 @@ async fn a_ports_condition_blocks_connect_to_443_and_not_8443() {
         server.ip()
     );
     let gw = Blocklab::start(&config, &[("lab.toml", CONDITION_RULES)], &["http"]);
-    let hello = client_hello("ports.test", false);
+    let hello = common::crafted_client_hello("ports.test", false);
 
     // :8443 is outside the condition: the hello passes.
     let mut s = connect_tunnel(gw.addr("http"), "ports.test:8443").await;

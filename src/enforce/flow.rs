@@ -19,6 +19,7 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::conn::{Hello, Known};
 use super::freeze::Frozen;
 use super::observe::{Observed, Observer};
 use super::throttle::Throttled;
@@ -27,7 +28,7 @@ use crate::detect::Dir;
 use crate::gateway::Gateway;
 use crate::policy::{At, Conn, IspId, JurisdictionId, Policy, RuleId};
 use crate::rules::{Port, Proto};
-use crate::sniff::client_hello::{self, Ja4, Sni};
+use crate::sniff::client_hello::{self, Sni};
 use crate::sniff::http_head::{self, HttpHead};
 
 /// The longest the sniffer waits for a client's first bytes.
@@ -35,28 +36,6 @@ pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Buffer size of each direction of a splice.
 const SPLICE_BUF: usize = 64 * 1024;
-
-/// What a censor reads from a TLS ClientHello.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hello {
-    /// The server name, if it names a valid host.
-    pub sni: Option<Sni>,
-    /// Whether it carries an Encrypted Client Hello extension.
-    pub ech: bool,
-    /// Its JA4 fingerprint.
-    pub ja4: Ja4,
-}
-
-impl Hello {
-    /// What `h` shows.
-    pub fn of(h: &client_hello::ClientHello<'_>) -> Hello {
-        Hello {
-            sni: h.server_name(),
-            ech: h.ech(),
-            ja4: h.ja4(),
-        }
-    }
-}
 
 /// What the first bytes of a connection say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,19 +182,6 @@ where
     Ok((up + first.len() as u64, down))
 }
 
-/// What a frontend learnt of a connection, for rules with conditions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Known {
-    /// The server port (CONNECT's, the original destination's, the Host's).
-    pub port: Option<Port>,
-    /// The ClientHello carries ECH.
-    pub ech: bool,
-    /// The ClientHello's JA4.
-    pub ja4: Option<Ja4>,
-    /// The destination address, when known before resolving (`SO_ORIGINAL_DST`).
-    pub dst: Option<IpAddr>,
-}
-
 /// One flow's (or one request's) context: the gateway, the policy snapshot it is decided
 /// under, the client's group and both ends of the client connection.
 #[derive(Debug, Clone)]
@@ -272,21 +238,13 @@ impl FlowCtx {
     /// Notes what the ClientHello in `sniffed` showed (ECH, JA4).
     pub fn saw(&mut self, sniffed: &Sniffed) {
         if let Sniffed::Tls(Some(h)) = sniffed {
-            self.known.ech = h.ech;
-            self.known.ja4 = Some(h.ja4);
+            self.known.saw(h);
         }
     }
 
     /// The connection as the policy takes it.
     pub fn conn(&self) -> Conn<'_> {
-        Conn {
-            port: self.known.port,
-            ech: self.known.ech,
-            ja4: self.known.ja4.as_ref().map(Ja4::as_str),
-            local_minute: self.minute,
-            isp: self.isp,
-            dst: self.known.dst,
-        }
+        self.known.conn(self.isp, self.minute)
     }
 
     /// Whether the client's jurisdiction reassembles messages split across segments.

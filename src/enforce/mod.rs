@@ -1,10 +1,12 @@
 //! The enforcement layer: what a connection or flow gets, shared by the forward proxy
 //! (`http`), the transparent listener and interception (`tls`), the relays (`relay`), and the
-//! in-path engine to come. It sits above `gateway`, `policy`, `sniff` and `detect`, and imports
+//! in-path engine. It sits above `gateway`, `policy`, `sniff` and `detect`, and imports
 //! no frontend.
 //!
 //! - [`verdict`]: decision -> [`verdict::Verdict`] (pure); [`pipeline`]: name -> name's
 //!   addresses -> resolve -> address verdict, written once.
+//! - [`conn`]: what a frontend saw of a connection ([`conn::Known`], [`conn::Hello`]) as
+//!   the policy's `Conn`, built in one place for every frontend.
 //! - [`flow`]: the per-flow context ([`flow::FlowCtx`]), sniffing first bytes, reset, swallow,
 //!   splice, the `active_flows` gauge.
 //! - [`freeze`]: the `freeze` technique on the server side of a stream.
@@ -16,6 +18,7 @@
 //!   [`blockpage`]: the 302/451 page.
 
 pub mod blockpage;
+pub mod conn;
 pub mod flow;
 pub mod freeze;
 pub mod inspect;

@@ -14,7 +14,6 @@ use std::net::IpAddr;
 
 use super::flow::FlowCtx;
 use super::verdict::{self, Verdict};
-use crate::policy::Target;
 
 /// What the pipeline found for one connection or request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,10 +40,8 @@ impl FlowCtx {
         }
         let (at, conn) = (self.at, self.conn());
         if !name.is_empty() {
-            let target = Target::Domain(name);
-            let ips =
-                verdict::for_target(&self.policy, self.j, target, &conn, at, verdict::NAME_IPS);
-            route.verdict = route.verdict.and(ips);
+            route.verdict =
+                verdict::with_name_ips(&self.policy, self.j, route.verdict, name, &conn, at);
             if !route.verdict.passes() {
                 return route;
             }
@@ -66,9 +63,7 @@ impl FlowCtx {
         }
         if let Some(ip) = route.addr {
             route.verdict =
-                route
-                    .verdict
-                    .and(verdict::for_dest(&self.policy, self.j, name, ip, &conn, at));
+                verdict::with_dest(&self.policy, self.j, route.verdict, name, ip, &conn, at);
         }
         route
     }

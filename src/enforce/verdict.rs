@@ -282,6 +282,65 @@ pub fn for_dest(
     for_ip(policy, j, ip, conn, at)
 }
 
+/// `first`, then (when it passes and a name was seen) the `ip-*` techniques of a rule
+/// matching `name`: the step of the pipeline before the name is resolved.
+pub fn with_name_ips(
+    policy: &Policy,
+    j: JurisdictionId,
+    first: Verdict,
+    name: &str,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    if !first.passes() || name.is_empty() {
+        return first;
+    }
+    first.and(for_target(
+        policy,
+        j,
+        Target::Domain(name),
+        conn,
+        at,
+        NAME_IPS,
+    ))
+}
+
+/// `v`, then (when it passes) the verdict of the destination `ip` for `name` ([`for_dest`]):
+/// the step of the pipeline once the address is known.
+pub fn with_dest(
+    policy: &Policy,
+    j: JurisdictionId,
+    v: Verdict,
+    name: &str,
+    ip: IpAddr,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    if !v.passes() {
+        return v;
+    }
+    v.and(for_dest(policy, j, name, ip, conn, at))
+}
+
+/// The `quic-drop` rule for a QUIC flow to `ip` whose Initials name `sni` (if read), by name
+/// or by address, over connection `conn` (UDP port, the ClientHello's ECH and JA4, ISP).
+pub fn for_quic(
+    policy: &Policy,
+    j: JurisdictionId,
+    sni: Option<&str>,
+    ip: IpAddr,
+    conn: &Conn<'_>,
+    at: At,
+) -> Option<RuleId> {
+    let by_name = sni.map(|n| policy.decide_conn_in(j, Target::Domain(n), conn, at));
+    let by_ip = policy.decide_conn_in(j, Target::Ip(ip), conn, at);
+    [by_name, Some(by_ip)]
+        .into_iter()
+        .flatten()
+        .find(|d| d.techniques().contains(Technique::QuicDrop))
+        .and_then(|d| d.rule())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

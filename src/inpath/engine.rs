@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use super::deps::{client_hello, http_head, quic, verdict, Verdict};
+use super::deps::{client_hello, http_head, quic, verdict, Hello, Known, Verdict};
 use super::flow::{FlowKey, FlowTable, Proto, Side};
 use super::packet::{
     craft_tcp, IpPacket, TcpSegment, TcpSpec, UdpDatagram, ACK, FIN, PROTO_TCP, PROTO_UDP, PSH,
@@ -32,8 +32,9 @@ use super::packet::{
 };
 use super::reassembly::{Defrag, DefragLimits, Defragged, Stream};
 use crate::detect::{self, Detector};
-use crate::policy::{At, Block, Conn, Decision, JurisdictionId, Policy, RuleId, Target};
-use crate::rules::{Technique, VpnTechnique};
+use crate::gateway::{minute_at, Client};
+use crate::policy::{At, Conn, Decision, IspId, JurisdictionId, Policy, RuleId, Target};
+use crate::rules::{Port, Technique, VpnTechnique};
 
 /// How the engine treats `[[vpn]]` rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,6 +44,51 @@ pub enum VpnMode {
     Observe,
     /// Apply the client jurisdiction's `[[vpn]]` rules.
     Enforce,
+}
+
+/// When the engine decides: a default simulated moment, each client group's own, and the
+/// wall clock (for `hours` conditions on a simulated day). Borrowed per packet, so the live
+/// driver can move a group's date (admin `POST /date`) without a lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Moments<'a> {
+    /// The moment of clients whose group has no entry in `groups` and no date of its own,
+    /// and of every client when the engine forces a jurisdiction (replay `--at`, the
+    /// gateway-wide date).
+    pub at: At,
+    /// Per client group, by the policy's group index (config order): the moment it decides
+    /// at (live: the gateway's dates). A group past the end decides at its own `date` from
+    /// the config, else at `at`.
+    pub groups: &'a [At],
+    /// Wall-clock unix time in seconds (live: now; replay: the packet's timestamp); `None`
+    /// leaves the time of day unknown on a simulated day (`hours` rules then never apply).
+    pub unix_secs: Option<i64>,
+}
+
+impl Moments<'static> {
+    /// Every client at `at`, each group at its configured date if it has one; time of day
+    /// unknown on a simulated day.
+    pub const fn at(at: At) -> Moments<'static> {
+        Moments {
+            at,
+            groups: &[],
+            unix_secs: None,
+        }
+    }
+}
+
+impl Moments<'_> {
+    /// The moment of group `group` of `policy`.
+    #[inline]
+    fn of_group(&self, policy: &Policy, group: usize) -> At {
+        match self.groups.get(group) {
+            Some(at) => *at,
+            None => policy
+                .groups()
+                .get(group)
+                .and_then(|g| g.date)
+                .map_or(self.at, At::Day),
+        }
+    }
 }
 
 /// Engine limits and switches.
@@ -268,8 +314,10 @@ struct DetectState {
 #[derive(Debug)]
 struct FlowState {
     j: Option<JurisdictionId>,
-    /// The client group's own simulated date (`[[clients]] date`), if it has one.
-    date: Option<crate::rules::Day>,
+    /// The client group's ISP profile.
+    isp: Option<IspId>,
+    /// The simulated moment of the client's group when the flow opened.
+    at: At,
     action: Action,
     /// Still reading the name from the first data.
     naming: bool,
@@ -292,6 +340,8 @@ type ResidualKey = (IpAddr, IpAddr, u16, Proto);
 pub struct Engine {
     flows: FlowTable<FlowState>,
     ctx: Ctx,
+    /// The generation of the policy the tracked flows were opened under.
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -319,6 +369,7 @@ impl Engine {
     /// An engine with the given detectors.
     pub fn with_detectors(cfg: EngineConfig, detectors: Vec<Box<dyn Detector>>) -> Engine {
         Engine {
+            generation: 0,
             flows: FlowTable::new(cfg.max_flows),
             ctx: Ctx {
                 cfg,
@@ -349,9 +400,20 @@ impl Engine {
         self.ctx.held
     }
 
-    /// Handles one IP packet (no link header) seen at `now_ns`.
-    pub fn process(&mut self, policy: &Policy, at: At, now_ns: u64, pkt: &[u8], out: &mut Output) {
+    /// Handles one IP packet (no link header) seen at `now_ns` (a monotonic clock: policers,
+    /// idle times and residual blocks), deciding new flows at their group's moment in `when`.
+    pub fn process(
+        &mut self,
+        policy: &Policy,
+        when: &Moments<'_>,
+        now_ns: u64,
+        pkt: &[u8],
+        out: &mut Output,
+    ) {
         out.clear();
+        if policy.generation() != self.generation {
+            self.repolicy(policy, when);
+        }
         self.ctx.stats.packets += 1;
         self.ctx.stats.bytes += pkt.len() as u64;
         let Ok(ip) = IpPacket::parse(pkt) else {
@@ -360,10 +422,10 @@ impl Engine {
             return;
         };
         if ip.fragment.is_some() {
-            self.fragment(policy, at, now_ns, &ip, out);
+            self.fragment(policy, when, now_ns, &ip, out);
             return;
         }
-        let fate = self.packet(policy, at, now_ns, &ip, out);
+        let fate = self.packet(policy, when, now_ns, &ip, out);
         if fate == Fate::Drop {
             self.ctx.stats.dropped += 1;
         }
@@ -373,7 +435,7 @@ impl Engine {
     fn fragment(
         &mut self,
         policy: &Policy,
-        at: At,
+        when: &Moments<'_>,
         now_ns: u64,
         ip: &IpPacket<'_>,
         out: &mut Output,
@@ -383,7 +445,7 @@ impl Engine {
             // First-packet censor: only the first fragment (with the ports) is inspected.
             let first = ip.fragment.is_some_and(|f| f.offset == 0);
             let fate = if first {
-                self.packet(policy, at, now_ns, ip, out)
+                self.packet(policy, when, now_ns, ip, out)
             } else {
                 Fate::Forward
             };
@@ -398,7 +460,7 @@ impl Engine {
             }
             Defragged::Complete { packet, fragments } => {
                 let fate = match IpPacket::parse(&packet) {
-                    Ok(whole) => self.packet(policy, at, now_ns, &whole, out),
+                    Ok(whole) => self.packet(policy, when, now_ns, &whole, out),
                     Err(_) => Fate::Drop,
                 };
                 if fate == Fate::Forward {
@@ -427,7 +489,7 @@ impl Engine {
     fn packet(
         &mut self,
         policy: &Policy,
-        at: At,
+        when: &Moments<'_>,
         now_ns: u64,
         ip: &IpPacket<'_>,
         out: &mut Output,
@@ -464,7 +526,7 @@ impl Engine {
                 } else {
                     Side::ToClient
                 };
-                let state = ctx.open(policy, at, now_ns, key, tcp.as_ref(), side, out);
+                let state = ctx.open(policy, when, now_ns, key, tcp.as_ref(), side, out);
                 ctx.stats.flows += 1;
                 if let Some((_, gone)) = self.flows.insert(key, state, now_ns) {
                     ctx.free(&gone);
@@ -479,17 +541,16 @@ impl Engine {
         if flow.j.is_none() {
             return Fate::Forward;
         }
-        let at = flow.date.map_or(at, At::Day);
         // Decided flows: the fast path.
         let fate = ctx.enact(flow, side, ip.bytes().len(), payload, now_ns, &key, out);
         if fate == Fate::Drop || (!flow.naming && flow.detect.is_none()) {
             return fate;
         }
         let fate = match tcp {
-            Some(t) => ctx.tcp(policy, at, now_ns, &key, side, flow, &t, out),
+            Some(t) => ctx.tcp(policy, when, now_ns, &key, side, flow, &t, out),
             None => ctx.udp(
                 policy,
-                at,
+                when,
                 now_ns,
                 &key,
                 side,
@@ -500,19 +561,29 @@ impl Engine {
             ),
         };
         if fate == Fate::Forward && flow.detect.is_some() && !payload.is_empty() {
-            return ctx.detect(
-                policy,
-                at,
-                now_ns,
-                &key,
-                side,
-                flow,
-                payload,
-                tcp.as_ref(),
-                out,
-            );
+            return ctx.detect(policy, now_ns, &key, side, flow, payload, tcp.as_ref(), out);
         }
         fate
+    }
+
+    /// A reloaded policy: flows still being decided take their client's jurisdiction and ISP
+    /// from it (the old indices may name nothing in the new one); decided flows keep their
+    /// action. Once per reload, not per packet.
+    #[cold]
+    fn repolicy(&mut self, policy: &Policy, when: &Moments<'_>) {
+        self.generation = policy.generation();
+        let ctx = &self.ctx;
+        self.flows.for_each_mut(|key, flow| {
+            if flow.j.is_some() && (flow.naming || flow.detect.is_some()) {
+                match ctx.who(policy, when, key.client.ip()) {
+                    Some(c) => (flow.j, flow.isp) = (Some(c.jurisdiction), c.isp),
+                    None => {
+                        flow.naming = false;
+                        flow.detect = None;
+                    }
+                }
+            }
+        });
     }
 
     /// Reports every tracked flow not yet reported (as `pass`) and forgets them all.
@@ -587,35 +658,18 @@ impl Ctx {
     fn open(
         &mut self,
         policy: &Policy,
-        at: At,
+        when: &Moments<'_>,
         now_ns: u64,
         key: FlowKey,
         tcp: Option<&TcpSegment<'_>>,
         side: Side,
         out: &mut Output,
     ) -> FlowState {
-        let client_ok = self.cfg.clients.is_empty()
-            || self
-                .cfg
-                .clients
-                .iter()
-                .any(|n| n.contains(&key.client.ip()));
-        let j = if client_ok {
-            self.cfg
-                .jurisdiction
-                .or_else(|| policy.jurisdiction_for(key.client.ip()))
-        } else {
-            None
-        };
-        let date = if self.cfg.jurisdiction.is_none() {
-            policy.group_for(key.client.ip()).and_then(|g| g.date)
-        } else {
-            None
-        };
-        let at = date.map_or(at, At::Day);
+        let who = self.who(policy, when, key.client.ip());
         let mut st = FlowState {
-            j,
-            date,
+            j: who.map(|c| c.jurisdiction),
+            isp: who.and_then(|c| c.isp),
+            at: who.map_or(when.at, |c| c.at),
             action: Action::Pass,
             naming: true,
             c2s: None,
@@ -626,7 +680,7 @@ impl Ctx {
             client_next: None,
             reported: false,
         };
-        let Some(j) = j else {
+        let Some(j) = st.j else {
             self.stats.unmapped += 1;
             st.naming = false;
             st.detect = None;
@@ -661,14 +715,17 @@ impl Ctx {
             });
             return st;
         }
-        let v = verdict::for_ip(policy, j, key.server.ip(), &conn_of(&key), at);
+        let known = known_of(&key);
+        let conn = flow_conn(policy, j, &st, &known, when);
+        let at = st.at;
+        let v = verdict::for_ip(policy, j, key.server.ip(), &conn, at);
         let target = key.server.ip().to_string();
         let freeze = match v.rule() {
             Some(rule) => self
                 .extras(policy, rule)
                 .freeze_after_bytes
                 .map(|after| (rule, after)),
-            None => self.freeze_rule(policy, j, Target::Ip(key.server.ip()), at),
+            None => self.freeze_rule(policy, j, Target::Ip(key.server.ip()), &conn, at),
         };
         if let Some((rule, after)) = freeze {
             self.freeze(policy, &key, j, &mut st, v, rule, after, target, out);
@@ -708,6 +765,27 @@ impl Ctx {
             }
         }
         st
+    }
+
+    /// The client at `client`: its jurisdiction, ISP profile and moment (the forced
+    /// jurisdiction's, at the default moment, when the engine has one); `None` outside the
+    /// `[inpath] clients` networks or every configured network.
+    fn who(&self, policy: &Policy, when: &Moments<'_>, client: IpAddr) -> Option<Client> {
+        let in_nets =
+            self.cfg.clients.is_empty() || self.cfg.clients.iter().any(|n| n.contains(&client));
+        if !in_nets {
+            return None;
+        }
+        if let Some(j) = self.cfg.jurisdiction {
+            return Some(Client {
+                group: usize::MAX,
+                jurisdiction: j,
+                isp: None,
+                at: when.at,
+            });
+        }
+        let group = policy.group_index_for(client)?;
+        Client::in_group(policy, group, when.of_group(policy, group))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -768,9 +846,10 @@ impl Ctx {
         policy: &Policy,
         j: JurisdictionId,
         target: Target<'_>,
+        conn: &Conn<'_>,
         at: At,
     ) -> Option<(RuleId, u64)> {
-        let Decision::Block(b) = policy.decide_in(j, target, at) else {
+        let Decision::Block(b) = policy.decide_conn_in(j, target, conn, at) else {
             return None;
         };
         if !b.techniques.contains(Technique::Freeze) {
@@ -869,7 +948,7 @@ impl Ctx {
     fn tcp(
         &mut self,
         policy: &Policy,
-        at: At,
+        when: &Moments<'_>,
         now_ns: u64,
         key: &FlowKey,
         side: Side,
@@ -941,14 +1020,14 @@ impl Ctx {
         let data = s.data();
         let closed = s.closed();
         enum Named {
-            Tls(Option<String>),
+            Tls(Option<Hello>),
             Http(Option<(String, String)>),
             NotYet,
             Neither,
         }
         let named = if client_hello::looks_like_tls(data) {
-            match client_hello::sni(data) {
-                Ok(sni) => Named::Tls(sni.map(|s| s.0)),
+            match client_hello::parse(data) {
+                Ok(h) => Named::Tls(h.as_ref().map(Hello::of)),
                 Err(_) => Named::NotYet,
             }
         } else if http_head::looks_like_http(data) {
@@ -961,35 +1040,51 @@ impl Ctx {
         } else {
             Named::Neither
         };
-        let (v, target, url) = match named {
+        // What the censor saw of the connection: port and address, and the ClientHello's ECH
+        // and JA4; the name (SNI or Host, empty when the hello names none) and the path.
+        let mut known = known_of(key);
+        let (name, path) = match named {
             Named::NotYet if !closed => return Fate::Forward,
             Named::NotYet | Named::Neither | Named::Tls(None) | Named::Http(None) => {
                 flow.naming = false;
                 self.release(flow);
                 return Fate::Forward;
             }
-            Named::Tls(Some(name)) => {
-                let v = verdict::for_name(policy, j, &name, &conn_of(key), at);
-                if v == Verdict::Pass {
-                    if let Some((rule, after)) =
-                        self.freeze_rule(policy, j, Target::Domain(&name), at)
-                    {
-                        flow.naming = false;
-                        self.release(flow);
-                        return self.freeze(policy, key, j, flow, v, rule, after, name, out);
-                    }
-                }
-                (v, name, None)
+            Named::Tls(Some(hello)) => {
+                known.saw(&hello);
+                (hello.sni.map_or_else(String::new, |s| s.0), None)
             }
             Named::Http(Some((host, path))) => {
-                let host_only = http_head::split_host_port(&host).map_or(host.clone(), |(h, _)| h);
-                let v = verdict::for_http(policy, j, &host_only, &path, &conn_of(key), at);
-                let url = format!("http://{host_only}{path}");
-                (v, host_only, Some(url))
+                let host_only = http_head::split_host_port(&host).map_or(host, |(h, _)| h);
+                (host_only, Some(path))
             }
         };
         flow.naming = false;
         self.release(flow);
+        // The frontends' pipeline on a known address: the name's verdict, the `ip-*` of a
+        // rule matching the name, then the address's (an allow on name or address wins).
+        let (at, ip) = (flow.at, key.server.ip());
+        let conn = flow_conn(policy, j, flow, &known, when);
+        let first = match &path {
+            Some(path) => verdict::for_http(policy, j, &name, path, &conn, at),
+            None if name.is_empty() => Verdict::Pass,
+            None => verdict::for_name(policy, j, &name, &conn, at),
+        };
+        let v = verdict::with_name_ips(policy, j, first, &name, &conn, at);
+        let v = verdict::with_dest(policy, j, v, &name, ip, &conn, at);
+        if v == Verdict::Pass && !name.is_empty() {
+            if let Some((rule, after)) =
+                self.freeze_rule(policy, j, Target::Domain(&name), &conn, at)
+            {
+                return self.freeze(policy, key, j, flow, v, rule, after, name, out);
+            }
+        }
+        let url = path.map(|p| format!("http://{name}{p}"));
+        let target = if name.is_empty() {
+            ip.to_string()
+        } else {
+            name
+        };
         self.decide_tcp(policy, now_ns, key, j, flow, t, v, target, url, out)
     }
 
@@ -1021,6 +1116,9 @@ impl Ctx {
                 return self.freeze(policy, key, j, flow, v, rule, after, target, out);
             }
             Verdict::Throttle { kbps, .. } => {
+                if matches!(flow.action, Action::Police(_)) {
+                    return Fate::Forward; // policed since its first packet (by address)
+                }
                 flow.action = Action::Police(Policer::new(kbps, now_ns));
                 self.stats.throttles += 1;
                 self.report(flow, policy, *key, j, "throttle", v, rule, target, out);
@@ -1045,7 +1143,7 @@ impl Ctx {
                 let page = super::deps::blockpage::page(
                     policy,
                     j,
-                    None,
+                    flow.isp,
                     rule,
                     &url,
                     &self.cfg.gateway_url,
@@ -1129,7 +1227,7 @@ impl Ctx {
     fn udp(
         &mut self,
         policy: &Policy,
-        at: At,
+        when: &Moments<'_>,
         now_ns: u64,
         key: &FlowKey,
         side: Side,
@@ -1158,13 +1256,13 @@ impl Ctx {
             return Fate::Forward;
         }
         let reassemble = policy.jurisdiction(j).reassemble;
-        let sni = match quic::InitialInfo::parse(payload) {
+        let hello = match quic::InitialInfo::parse(payload) {
             Ok(info) => {
                 let st = flow.quic.get_or_insert_with(Box::default);
                 st.1 = st.1.saturating_add(1);
                 st.0.add(info.crypto);
-                match st.0.sni() {
-                    Ok(sni) => sni.map(|s| s.0),
+                match st.0.client_hello() {
+                    Ok(h) => h.as_ref().map(Hello::of),
                     Err(_) if reassemble && st.1 < 8 => return Fate::Forward,
                     Err(_) => None,
                 }
@@ -1173,19 +1271,21 @@ impl Ctx {
         };
         flow.naming = false;
         flow.quic = None;
-        let by_name = sni
-            .as_deref()
-            .map(|n| policy.decide_in(j, Target::Domain(n), at));
-        let by_ip = policy.decide_in(j, Target::Ip(key.server.ip()), at);
-        let hit = [by_name, Some(by_ip)]
-            .into_iter()
-            .flatten()
-            .find(|d| d.techniques().contains(Technique::QuicDrop));
-        let Some(Decision::Block(Block { rule, .. })) = hit else {
+        let mut known = known_of(key);
+        if let Some(h) = &hello {
+            known.saw(h);
+        }
+        let sni = hello
+            .as_ref()
+            .and_then(|h| h.sni.as_ref())
+            .map(|s| s.as_str());
+        let conn = flow_conn(policy, j, flow, &known, when);
+        let ip = key.server.ip();
+        let Some(rule) = verdict::for_quic(policy, j, sni, ip, &conn, flow.at) else {
             return Fate::Forward;
         };
         flow.action = Action::QuicDrop;
-        let target = sni.unwrap_or_else(|| key.server.ip().to_string());
+        let target = sni.map_or_else(|| ip.to_string(), str::to_string);
         flow.reported = true;
         out.events.push(FlowEvent {
             key: *key,
@@ -1212,7 +1312,6 @@ impl Ctx {
     fn detect(
         &mut self,
         policy: &Policy,
-        at: At,
         now_ns: u64,
         key: &FlowKey,
         side: Side,
@@ -1262,7 +1361,7 @@ impl Ctx {
         let Some(found) = found else {
             return Fate::Forward;
         };
-        let rule = policy.vpn_rule(j, found.protocol, at);
+        let rule = policy.vpn_rule(j, found.protocol, flow.at);
         let enforce = self.cfg.vpn == VpnMode::Enforce;
         let (action, technique, fate) = match (enforce, rule) {
             (true, Some(r)) => {
@@ -1345,15 +1444,29 @@ fn rst(key: &FlowKey, toward: Side, seq: u32, ack: Option<u32>) -> TcpSpec<'stat
 #[path = "engine_tests.rs"]
 mod tests;
 
-/// What the engine knows of a flow's connection for the policy's conditions: the server's
-/// protocol and port and its address (ECH/JA4 of the ClientHello are not passed yet).
-fn conn_of(key: &FlowKey) -> Conn<'static> {
-    Conn {
-        port: Some(crate::rules::Port {
+/// What the engine knows of a flow's connection before its first data: the server's
+/// protocol, port and address.
+fn known_of(key: &FlowKey) -> Known {
+    Known {
+        port: Some(Port {
             proto: key.proto,
             port: key.server.port(),
         }),
         dst: Some(key.server.ip()),
-        ..Conn::NONE
+        ..Known::default()
     }
+}
+
+/// The connection as the policy takes it: what the engine saw (`known`), the flow's ISP
+/// profile, and the local minute of the wall clock in `when` on a simulated day.
+fn flow_conn<'k>(
+    policy: &Policy,
+    j: JurisdictionId,
+    flow: &FlowState,
+    known: &'k Known,
+    when: &Moments<'_>,
+) -> Conn<'k> {
+    let off = policy.jurisdiction(j).utc_offset;
+    let minute = when.unix_secs.and_then(|t| minute_at(flow.at, t, off));
+    known.conn(flow.isp, minute)
 }

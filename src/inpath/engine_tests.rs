@@ -19,6 +19,11 @@ utc_offset = "+03:00"
 reassemble = REASSEMBLE
 http_blockpage = "http://warning.rt.ru/"
 
+[[isp]]
+id = "mobile"
+name = "Test mobile operator"
+http_blockpage = "http://blocked.mobile.example/"
+
 [[rule]]
 id = "t-reset"
 domains = ["blocked.example"]
@@ -61,6 +66,43 @@ id = "t-residual-rule"
 domains = ["residual.example"]
 techniques = ["tls-reset"]
 residual_secs = 30
+
+[[rule]]
+id = "t-dated"
+domains = ["dated.example"]
+since = "2023-01-01"
+techniques = ["tls-reset"]
+
+[[rule]]
+id = "t-ech"
+domains = ["ech.example"]
+ech = true
+techniques = ["tls-drop"]
+
+[[rule]]
+id = "t-port"
+domains = ["port.example"]
+ports = ["tcp/443"]
+techniques = ["tls-reset"]
+
+[[rule]]
+id = "t-hours"
+domains = ["hours.example"]
+hours = ["09:00-17:00"]
+techniques = ["tls-reset"]
+
+[[rule]]
+id = "t-mobile-allowlist"
+domains = ["."]
+isp = ["mobile"]
+techniques = ["tls-drop"]
+
+[[rule]]
+id = "t-mobile-allow"
+allow = true
+domains = ["vk.example"]
+ips = ["192.0.2.99/32"]
+isp = ["mobile"]
 
 [[vpn]]
 id = "t-vpn"
@@ -157,6 +199,10 @@ struct Run {
     engine: Engine,
     policy: Policy,
     at: At,
+    /// Per client group moments (as the live driver passes them).
+    groups: Vec<At>,
+    /// The wall clock, unix seconds.
+    unix: Option<i64>,
     out: Output,
     events: Vec<FlowEvent>,
     now: u64,
@@ -171,6 +217,8 @@ impl Run {
             engine: Engine::new(cfg),
             policy: policy(reassemble),
             at: at("2024-01-01"),
+            groups: Vec::new(),
+            unix: None,
             out: Output::default(),
             events: Vec::new(),
             now: 1_000_000_000,
@@ -179,8 +227,13 @@ impl Run {
     /// Feeds a packet; returns its fate and the injected packets.
     fn feed(&mut self, pkt: &[u8]) -> (Fate, Vec<(Side, Vec<u8>)>) {
         self.now += 1_000_000;
+        let when = Moments {
+            at: self.at,
+            groups: &self.groups,
+            unix_secs: self.unix,
+        };
         self.engine
-            .process(&self.policy, self.at, self.now, pkt, &mut self.out);
+            .process(&self.policy, &when, self.now, pkt, &mut self.out);
         self.events.append(&mut self.out.events);
         (self.out.fate(), std::mem::take(&mut self.out.inject))
     }
@@ -728,4 +781,146 @@ fn a_client_group_date_beats_the_engine_date() {
         let fate = r.feed(&udp(c, s, &build::transport(9, 0, 64, 0xcc))).0;
         assert_eq!(fate == Fate::Drop, cut, "{client}");
     }
+}
+
+/// A policy over `RULES` with client groups (networks 10.0.N.0/24, in order), each with an
+/// optional ISP profile.
+fn grouped(isps: &[Option<&str>]) -> Policy {
+    use crate::policy::ClientGroup;
+    let text = RULES.replace("REASSEMBLE", "true");
+    let file = RuleSet::parse_str(Path::new("test.toml"), &text).unwrap();
+    let groups: Vec<ClientGroup> = isps
+        .iter()
+        .enumerate()
+        .map(|(i, isp)| ClientGroup {
+            nets: vec![format!("10.0.{i}.0/24").parse().unwrap()],
+            jurisdiction: "ru".into(),
+            isp: isp.map(str::to_string),
+            ..ClientGroup::default()
+        })
+        .collect();
+    Policy::compile_groups(&RuleSet { files: vec![file] }, &groups).unwrap()
+}
+
+/// A connection from client `client` to `server` sending its ClientHello `hello`: the
+/// hello's fate and the engine's events for it.
+fn hello_from(r: &mut Run, client: &str, server: &str, hello: &[u8]) -> (Fate, Vec<FlowEvent>) {
+    let c = Conn {
+        c: client.parse().unwrap(),
+        s: server.parse().unwrap(),
+    };
+    r.events.clear();
+    r.handshake(&c);
+    let fate = r.feed(&c.data(0, hello)).0;
+    (fate, std::mem::take(&mut r.events))
+}
+
+#[test]
+fn two_client_groups_decide_at_their_own_moments_on_one_engine() {
+    let mut r = Run::new(true);
+    r.policy = grouped(&[None, None]);
+    // The live driver passes each group's moment: group 0 before the rule, group 1 after.
+    r.groups = vec![at("2022-06-01"), at("2023-06-01")];
+    r.at = at("2021-01-01");
+    let ch = rustls_client_hello("dated.example");
+    let (fate, ev) = hello_from(&mut r, "10.0.0.5:40000", "192.0.2.10:443", &ch);
+    assert_eq!(
+        (fate, ev.len()),
+        (Fate::Forward, 0),
+        "group 0 at 2022: {ev:?}"
+    );
+    let (fate, ev) = hello_from(&mut r, "10.0.1.5:40000", "192.0.2.10:443", &ch);
+    assert_eq!(fate, Fate::Drop, "group 1 at 2023");
+    assert_eq!(ev[0].rule.as_deref(), Some("t-dated"));
+    // Group 0's date moved (admin `POST /date`): its next flow decides at the new date.
+    r.groups[0] = at("2023-02-01");
+    let (fate, _) = hello_from(&mut r, "10.0.0.5:40001", "192.0.2.10:443", &ch);
+    assert_eq!(fate, Fate::Drop, "group 0 moved to 2023");
+    // Without per-group moments every group decides at the default moment.
+    r.groups.clear();
+    let (fate, _) = hello_from(&mut r, "10.0.1.5:40002", "192.0.2.10:443", &ch);
+    assert_eq!(fate, Fate::Forward, "the default, 2021");
+}
+
+#[test]
+fn an_ech_hello_is_dropped_and_the_same_name_without_ech_passes() {
+    use crate::sniff::client_hello::tests::{hello, records, sni_ext};
+    let plain = records(&hello(&[(0, sni_ext("ech.example"))]), 16384);
+    let with_ech = records(
+        &hello(&[(0, sni_ext("ech.example")), (0xfe0d, vec![0; 120])]),
+        16384,
+    );
+    let mut r = Run::new(true);
+    let (fate, ev) = hello_from(&mut r, "10.0.0.1:40000", "192.0.2.10:443", &plain);
+    assert_eq!((fate, ev.len()), (Fate::Forward, 0), "{ev:?}");
+    let (fate, ev) = hello_from(&mut r, "10.0.0.1:40001", "192.0.2.10:443", &with_ech);
+    assert_eq!(fate, Fate::Drop);
+    assert_eq!(
+        (ev[0].action, ev[0].technique, ev[0].rule.as_deref()),
+        ("drop", Some("tls-drop"), Some("t-ech"))
+    );
+}
+
+#[test]
+fn a_ports_rule_applies_on_its_port_only() {
+    let mut r = Run::new(true);
+    let ch = rustls_client_hello("port.example");
+    let (fate, ev) = hello_from(&mut r, "10.0.0.1:40000", "192.0.2.10:443", &ch);
+    assert_eq!(fate, Fate::Drop, "tcp/443");
+    assert_eq!(ev[0].rule.as_deref(), Some("t-port"));
+    let (fate, ev) = hello_from(&mut r, "10.0.0.1:40001", "192.0.2.10:8443", &ch);
+    assert_eq!((fate, ev.len()), (Fate::Forward, 0), "tcp/8443: {ev:?}");
+}
+
+#[test]
+fn an_hours_rule_follows_the_wall_clock_on_a_simulated_day() {
+    let mut r = Run::new(true);
+    let ch = rustls_client_hello("hours.example");
+    // 2024-01-01T07:30Z is 10:30 at +03:00 (inside 09:00-17:00); 15:30Z is 18:30.
+    let morning = 1_704_094_200;
+    r.unix = Some(morning);
+    let (fate, _) = hello_from(&mut r, "10.0.0.1:40000", "192.0.2.10:443", &ch);
+    assert_eq!(fate, Fate::Drop, "10:30 local");
+    r.unix = Some(morning + 8 * 3600);
+    let (fate, _) = hello_from(&mut r, "10.0.0.1:40001", "192.0.2.10:443", &ch);
+    assert_eq!(fate, Fate::Forward, "18:30 local");
+    r.unix = None;
+    let (fate, _) = hello_from(&mut r, "10.0.0.1:40002", "192.0.2.10:443", &ch);
+    assert_eq!(
+        fate,
+        Fate::Forward,
+        "time of day unknown: no `hours` rule applies"
+    );
+}
+
+#[test]
+fn a_mobile_group_gets_the_allowlist_by_name_or_address_and_its_isp_blockpage() {
+    let mut r = Run::new(true);
+    r.policy = grouped(&[None, Some("mobile")]);
+    let other = rustls_client_hello("other.example");
+    let (fate, _) = hello_from(&mut r, "10.0.0.5:40000", "192.0.2.10:443", &other);
+    assert_eq!(fate, Fate::Forward, "home ISP: no allowlist");
+    let (fate, ev) = hello_from(&mut r, "10.0.1.5:40000", "192.0.2.10:443", &other);
+    assert_eq!(fate, Fate::Drop, "mobile: not on the allowlist");
+    assert_eq!(ev[0].rule.as_deref(), Some("t-mobile-allowlist"));
+    let vk = rustls_client_hello("vk.example");
+    let (fate, _) = hello_from(&mut r, "10.0.1.5:40001", "192.0.2.10:443", &vk);
+    assert_eq!(fate, Fate::Forward, "allowed by name");
+    let (fate, _) = hello_from(&mut r, "10.0.1.5:40002", "192.0.2.99:443", &other);
+    assert_eq!(fate, Fate::Forward, "allowed by address");
+    // A blockpage from the mobile ISP's own page.
+    let c = Conn {
+        c: "10.0.1.5:40003".parse().unwrap(),
+        s: "192.0.2.10:80".parse().unwrap(),
+    };
+    r.handshake(&c);
+    let req = b"GET / HTTP/1.1\r\nHost: blocked.example\r\n\r\n";
+    let (fate, inj) = r.feed(&c.data(0, req));
+    assert_eq!(fate, Fate::Drop);
+    let (_, t) = tcp_of(&inj[0].1);
+    let body = std::str::from_utf8(t.payload).unwrap();
+    assert!(
+        body.contains("Location: http://blocked.mobile.example/\r\n"),
+        "{body}"
+    );
 }

@@ -141,6 +141,13 @@ impl<V> FlowTable<V> {
         evicted
     }
 
+    /// Calls `f` on every flow (no order).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&FlowKey, &mut V)) {
+        for (k, s) in &mut self.map {
+            f(k, &mut s.value);
+        }
+    }
+
     /// Removes a flow.
     pub fn remove(&mut self, key: &FlowKey) -> Option<V> {
         self.map.remove(key).map(|s| s.value)

@@ -13,11 +13,12 @@ pub mod reassembly;
 pub mod replay;
 pub mod tun;
 
-pub use engine::{Engine, EngineConfig, Extras, Fate, FlowEvent, Output, Stats, VpnMode};
+pub use engine::{Engine, EngineConfig, Extras, Fate, FlowEvent, Moments, Output, Stats, VpnMode};
 
 /// The sniffers and the decision helpers the engine uses, in one place.
 pub(crate) mod deps {
     pub(crate) use crate::enforce::blockpage;
+    pub(crate) use crate::enforce::conn::{Hello, Known};
     pub(crate) use crate::enforce::verdict::{self, Verdict};
     pub(crate) use crate::sniff::{client_hello, http_head, quic};
 }

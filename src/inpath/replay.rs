@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::engine::{Engine, EngineConfig, Fate, FlowEvent, Output, Stats, VpnMode};
+use super::engine::{Engine, EngineConfig, Fate, FlowEvent, Moments, Output, Stats, VpnMode};
 use crate::config::Config;
 use crate::experiment::pcap;
 use crate::policy::{At, Policy};
@@ -184,7 +184,14 @@ pub fn replay(
                 sum.not_ip += 1;
                 continue;
             };
-            engine.process(policy, at, frame.ts_ns, ip, &mut o);
+            // The capture's own clock gives the time of day (`hours` rules); each client
+            // group decides at its configured date, else at `at`.
+            let when = Moments {
+                at,
+                groups: &[],
+                unix_secs: Some((frame.ts_ns / 1_000_000_000) as i64),
+            };
+            engine.process(policy, &when, frame.ts_ns, ip, &mut o);
             if o.fate() == Fate::Forward {
                 passed.packet(frame.ts_ns, ip)?;
                 sum.passed += 1;

@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use super::engine::{Engine, EngineConfig, Extras, Fate, FlowEvent, Output, Stats, VpnMode};
+use super::engine::{
+    Engine, EngineConfig, Extras, Fate, FlowEvent, Moments, Output, Stats, VpnMode,
+};
 use crate::config::{InpathSection, RelayMode};
 use crate::decision_log::{now_rfc3339, Event};
 use crate::gateway::{Gateway, StartError};
+use crate::policy::At;
 
 /// The engine config an `[inpath]` section describes.
 pub fn engine_config(s: &InpathSection) -> EngineConfig {
@@ -134,6 +137,9 @@ pub async fn run(dev: tun_rs::AsyncDevice, gw: Arc<Gateway>, cfg: EngineConfig) 
     let mut engine = Engine::new(cfg);
     let mut out = Output::default();
     let mut buf = vec![0u8; 65_536];
+    // Each client group's moment, re-read per packet from the gateway's dates (atomics), so
+    // `POST /date` applies to the next new flow.
+    let mut dates: Vec<At> = Vec::new();
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
@@ -149,7 +155,13 @@ pub async fn run(dev: tun_rs::AsyncDevice, gw: Arc<Gateway>, cfg: EngineConfig) 
                 let now = start.elapsed().as_nanos() as u64;
                 {
                     let policy = gw.policy();
-                    engine.process(&policy, gw.at(), now, &buf[..n], &mut out);
+                    gw.dates.moments(&mut dates);
+                    let when = Moments {
+                        at: gw.at(),
+                        groups: &dates,
+                        unix_secs: Some(crate::config::unix_now()),
+                    };
+                    engine.process(&policy, &when, now, &buf[..n], &mut out);
                 }
                 if out.fate() == Fate::Forward {
                     let _ = dev.send(&buf[..n]).await;

@@ -21,9 +21,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::enforce::flow::Hello;
+use crate::enforce::conn::{Hello, Known};
+use crate::enforce::verdict;
 use crate::gateway::{Client, Gateway, StartError};
-use crate::policy::{Conn, Policy, RuleId, Target};
+use crate::policy::{Policy, RuleId};
 use crate::rules::{Port, Proto, Technique};
 use crate::sniff::quic::{self, CryptoStream, InitialInfo};
 
@@ -277,25 +278,20 @@ fn quic_drop_rule(
     ip: IpAddr,
 ) -> Option<(RuleId, String)> {
     let (j, at) = (client.jurisdiction, client.at);
-    let conn = Conn {
+    let mut known = Known {
         port: Some(Port {
             proto: Proto::Udp,
             port: 443,
         }),
-        ech: hello.is_some_and(|h| h.ech),
-        ja4: hello.map(|h| h.ja4.as_str()),
-        local_minute: crate::gateway::clock_minute(at, policy.jurisdiction(j).utc_offset),
-        isp: client.isp,
         dst: Some(ip),
+        ..Known::default()
     };
-    let by_name = sni.map(|n| policy.decide_conn_in(j, Target::Domain(n), &conn, at));
-    let by_ip = policy.decide_conn_in(j, Target::Ip(ip), &conn, at);
-    [by_name, Some(by_ip)]
-        .into_iter()
-        .flatten()
-        .find(|d| d.techniques().contains(Technique::QuicDrop))
-        .and_then(|d| d.rule())
-        .map(|r| (r, policy.rule(r).id.clone()))
+    if let Some(h) = hello {
+        known.saw(h);
+    }
+    let minute = crate::gateway::clock_minute(at, policy.jurisdiction(j).utc_offset);
+    let conn = known.conn(client.isp, minute);
+    verdict::for_quic(policy, j, sni, ip, &conn, at).map(|r| (r, policy.rule(r).id.clone()))
 }
 
 async fn open_upstream(dest: SocketAddr) -> std::io::Result<UdpSocket> {

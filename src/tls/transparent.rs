@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::intercept::{self, Interceptor};
 use crate::enforce::blockpage;
-use crate::enforce::flow::{self, FlowCtx, Hello, Sniffed};
+use crate::enforce::conn::Hello;
+use crate::enforce::flow::{self, FlowCtx, Sniffed};
 use crate::enforce::throttle::Throttled;
 use crate::enforce::verdict::Verdict;
 use crate::gateway::{Gateway, StartError};

@@ -363,6 +363,51 @@ pub fn client_hello(name: &str) -> Vec<u8> {
     out
 }
 
+/// A TLS ClientHello record naming `name`, with an `encrypted_client_hello` (0xfe0d) outer
+/// extension when `ech` (the layout of draft-ietf-tls-esni: outer type, HPKE suite, config
+/// id, encapsulated key, payload).
+pub fn crafted_client_hello(name: &str, ech: bool) -> Vec<u8> {
+    fn ext(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+        out.extend(kind.to_be_bytes());
+        out.extend((data.len() as u16).to_be_bytes());
+        out.extend(data);
+    }
+    let mut exts = Vec::new();
+    let mut sni = vec![0];
+    sni.extend((name.len() as u16).to_be_bytes());
+    sni.extend(name.as_bytes());
+    let mut list = (sni.len() as u16).to_be_bytes().to_vec();
+    list.extend(sni);
+    ext(&mut exts, 0x0000, &list);
+    ext(&mut exts, 0x000a, &[0, 2, 0, 29]); // supported_groups: x25519
+    ext(&mut exts, 0x000d, &[0, 2, 4, 3]); // signature_algorithms: ecdsa_secp256r1_sha256
+    ext(&mut exts, 0x002b, &[2, 3, 4]); // supported_versions: TLS 1.3
+    if ech {
+        let mut e = vec![0]; // outer
+        e.extend([0, 1, 0, 1]); // HKDF-SHA256, AES-128-GCM
+        e.push(0x42); // config id
+        e.extend(32u16.to_be_bytes());
+        e.extend([0x5a; 32]); // enc
+        e.extend(144u16.to_be_bytes());
+        e.extend([0xa5; 144]); // payload
+        ext(&mut exts, 0xfe0d, &e);
+    }
+    let mut body = vec![3, 3];
+    body.extend([0x11; 32]); // random
+    body.push(0); // session id
+    body.extend([0, 4, 0x13, 0x01, 0x13, 0x02]); // cipher suites
+    body.extend([1, 0]); // compression: null
+    body.extend((exts.len() as u16).to_be_bytes());
+    body.extend(exts);
+    let mut hs = vec![1];
+    hs.extend(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend(body);
+    let mut rec = vec![0x16, 3, 1];
+    rec.extend((hs.len() as u16).to_be_bytes());
+    rec.extend(hs);
+    rec
+}
+
 /// Deterministic body bytes for `/bytes/N`.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n)
@@ -636,7 +681,7 @@ impl Drop for Blocklab {
 }
 
 /// `listening listener=http addr=127.0.0.1:1234` -> ("http", addr).
-fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
+pub fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     if !line.contains("listening") {
         return None;
     }
