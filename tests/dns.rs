@@ -8,7 +8,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -653,23 +652,9 @@ fn sigterm_stops_the_gateway_cleanly() {
 
 #[test]
 fn config_with_bad_dns_keys_is_rejected_before_binding() {
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args(["serve", "--config"])
-        .arg(
-            write_tmp("[dns]\nlisten = [\"127.0.0.1:0\"]\ncache_sise = 5\n")
-                .path()
-                .join("c.toml"),
-        )
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cache_sise"));
-}
-
-fn write_tmp(config: &str) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::write(Path::new(d.path()).join("c.toml"), config).unwrap();
-    d
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[dns]\nlisten = [\"127.0.0.1:0\"]\ncache_sise = 5\n";
+    assert!(common::serve_refuses(dir.path(), config).contains("cache_sise"));
 }
 
 // ---------------------------------------------------------------------------------------------

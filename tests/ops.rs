@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, require, Blocklab, Dnsmasq, Gateway};
+use common::{free_port, require, serve_refuses, Blocklab, Dnsmasq, Gateway};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
@@ -393,14 +393,7 @@ fn an_unwritable_log_directory_stops_the_gateway_before_binding() {
     let cfg = format!(
         "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"ru\"\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = [\"127.0.0.1:9\"]\n[log]\npath = \"notadir/decisions.jsonl\"\n"
     );
-    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = serve_refuses(dir.path(), &cfg);
     assert!(err.contains("cannot open decision log"), "{err}");
     assert!(err.contains("notadir/decisions.jsonl"), "{err}");
     assert!(!err.contains("listening"), "{err}");
@@ -410,18 +403,10 @@ fn an_unwritable_log_directory_stops_the_gateway_before_binding() {
 fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"ru\"\n[http]\nlisten = [\"{addr}\"]\n"
     );
-    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = serve_refuses(tempfile::tempdir().unwrap().path(), &cfg);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert!(err.to_lowercase().contains("in use"), "{err}");
 }

@@ -76,6 +76,15 @@ async fn probe_gateway(gw: &Gateway, dns: &Dnsmasq, ca: Option<&str>, args: &[&s
     probe_via(&resolver, &dns.addr.to_string(), Some(&proxy), ca, args).await
 }
 
+/// [`probe_via`] with the lab's dnsmasq `dns` as both resolvers and blocklab's proxy as the
+/// network under test.
+async fn probe_proxy(dns: &Dnsmasq, gw: &Gateway, ca: Option<&Path>, args: &[&str]) -> ProbeRun {
+    let resolver = dns.addr.to_string();
+    let proxy = format!("http://{}", gw.addr("http"));
+    let ca = ca.map(|p| p.to_str().unwrap());
+    probe_via(&resolver, &resolver, Some(&proxy), ca, args).await
+}
+
 /// Runs the real `blocklab probe` with `args` (plus `--out`, `--allow-net 127.0.0.0/8`).
 async fn probe(args: &[&str]) -> ProbeRun {
     let dir = tempfile::tempdir().unwrap();
@@ -283,16 +292,7 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     );
     let ipdrop = format!("https://ipdrop.example:{}/", dropped.https.port());
     let tlsdrop = format!("https://drop.example:{}/", origin.https.port());
-    let resolver = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
-        Some(dropped.ca.to_str().unwrap()),
-        &["--timeout", "2", &ipdrop],
-    )
-    .await;
+    let run = probe_proxy(&dns, &gw, Some(&dropped.ca), &["--timeout", "2", &ipdrop]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&ipdrop);
     assert_eq!(tk(m, "blocking"), "tcp_ip", "{m:#}");
@@ -302,14 +302,7 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     assert_eq!(c["status"]["failure"], "generic_timeout_error", "{m:#}");
     assert_eq!(c["status"]["blocked"], true);
 
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
-        Some(origin.ca.to_str().unwrap()),
-        &["--timeout", "2", &tlsdrop],
-    )
-    .await;
+    let run = probe_proxy(&dns, &gw, Some(&origin.ca), &["--timeout", "2", &tlsdrop]).await;
     let m = run.get(&tlsdrop);
     assert_eq!(tk(m, "blocking"), "http-failure", "{m:#}");
     assert_eq!(tk(m, "http_experiment_failure"), "generic_timeout_error");
@@ -326,16 +319,7 @@ async fn ru_2021_04_01_twitter_is_accessible_but_throttled() {
     let dns = lab_dns(ZONE);
     let gw = Gateway::start(&gateway_config("ru", "2021-04-01", false, ""), &[]);
     let big = format!("https://twitter.com:{}/bytes/400000", origin.https.port());
-    let resolver = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
-        Some(origin.ca.to_str().unwrap()),
-        &["--download-time", "3", &big],
-    )
-    .await;
+    let run = probe_proxy(&dns, &gw, Some(&origin.ca), &["--download-time", "3", &big]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&big);
     assert_eq!(tk(m, "blocking"), false, "{m:#}");
@@ -408,12 +392,9 @@ async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
     }
     let dns = lab_dns(&["/#/127.0.0.1"]);
     let gw = Gateway::start(&gateway_config("ru", "2022-03-10", false, &hosts), &[]);
-    let resolver = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
+    let run = probe_proxy(
+        &dns,
+        &gw,
         None,
         &["--timeout", "10", "--input", short.to_str().unwrap()],
     )

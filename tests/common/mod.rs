@@ -42,6 +42,21 @@ pub fn require(tool: &str) {
     );
 }
 
+/// Runs `blocklab serve` (the binary) on `config`, written to `dir/c.toml`, which must be
+/// refused before anything is bound (exit status 2); returns what it printed on stderr.
+pub fn serve_refuses(dir: &Path, config: &str) -> String {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
 /// A loopback port free for both UDP and TCP (the OS may hand it out again: bind soon).
 pub fn free_port() -> u16 {
     loop {
