@@ -123,6 +123,15 @@ fn gateway_config(jurisdiction: &str, date: &str, rules: bool, extra_hosts: &str
     )
 }
 
+/// An origin, the lab zone's dnsmasq and the gateway with its DNS frontend forwarding to it
+/// (clients in `jurisdiction` at `date`, the shipped rules).
+async fn with_dns(jurisdiction: &str, date: &str) -> (Origin, Dnsmasq, Gateway) {
+    let origin = Origin::start().await;
+    let dns = lab_dns(ZONE);
+    let config = gateway_config_with_dns(jurisdiction, date, dns.addr);
+    (origin, dns, Gateway::start(&config, &[]))
+}
+
 /// The same gateway with its DNS frontend too, forwarding to `upstream`.
 fn gateway_config_with_dns(jurisdiction: &str, date: &str, upstream: SocketAddr) -> String {
     format!(
@@ -137,11 +146,18 @@ fn tk<'a>(m: &'a Value, key: &str) -> &'a Value {
     &m["test_keys"][key]
 }
 
+/// Asserts that measurement `m` found DNS blocking: NXDOMAIN from the resolver under test,
+/// inconsistent with the control, the site not accessible.
+fn assert_dns_blocking(m: &Value) {
+    assert_eq!(tk(m, "blocking"), "dns", "{m:#}");
+    assert_eq!(tk(m, "accessible"), false);
+    assert_eq!(tk(m, "dns_experiment_failure"), "dns_nxdomain_error");
+    assert_eq!(tk(m, "dns_consistency"), "inconsistent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
-    let origin = Origin::start().await;
-    let dns = lab_dns(ZONE);
-    let gw = Gateway::start(&gateway_config_with_dns("ru", "2022-03-10", dns.addr), &[]);
+    let (origin, dns, gw) = with_dns("ru", "2022-03-10").await;
     let fb_https = format!("https://facebook.com:{}/", origin.https.port());
     let fb_http = format!("http://facebook.com:{}/", origin.http.port());
     let ok_https = format!("https://example.org:{}/page", origin.https.port());
@@ -360,10 +376,7 @@ async fn nxdomain_from_the_resolver_under_test_is_dns_blocking() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&rt);
-    assert_eq!(tk(m, "blocking"), "dns", "{m:#}");
-    assert_eq!(tk(m, "accessible"), false);
-    assert_eq!(tk(m, "dns_experiment_failure"), "dns_nxdomain_error");
-    assert_eq!(tk(m, "dns_consistency"), "inconsistent");
+    assert_dns_blocking(m);
     assert_eq!(tk(m, "queries")[0]["failure"], "dns_nxdomain_error");
     assert_eq!(tk(m, "control")["dns"]["addrs"][0], "127.0.0.1");
     let m = run.get(&ok);
@@ -439,9 +452,7 @@ async fn an_absent_proxy_is_an_error_not_tcp_blocking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
-    let origin = Origin::start().await;
-    let dns = lab_dns(ZONE);
-    let gw = Gateway::start(&gateway_config_with_dns("eu", "2022-03-10", dns.addr), &[]);
+    let (origin, dns, gw) = with_dns("eu", "2022-03-10").await;
     let rt = format!("https://rt.com:{}/", origin.https.port());
     let ok = format!("https://example.org:{}/", origin.https.port());
     // The test CA's certificate does not name rt.com: --insecure lets the control fetch it.
@@ -454,10 +465,7 @@ async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&rt);
-    assert_eq!(tk(m, "blocking"), "dns", "{m:#}");
-    assert_eq!(tk(m, "accessible"), false);
-    assert_eq!(tk(m, "dns_experiment_failure"), "dns_nxdomain_error");
-    assert_eq!(tk(m, "dns_consistency"), "inconsistent");
+    assert_dns_blocking(m);
     assert_eq!(
         tk(m, "control")["http_request"]["status_code"],
         200,
