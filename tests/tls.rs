@@ -245,7 +245,8 @@ async fn netns_client_redirected_by_nftables() {
     net.redirect(origin.https.port(), l.port()).unwrap();
     net.redirect(origin.http.port(), l.port()).unwrap();
     let ca = origin.ca.to_str().unwrap();
-    let in_ns = |url: String, name: &str, port: u16| {
+    let in_ns = |scheme: &str, name: &str, port: u16, path: &str| {
+        let url = format!("{scheme}://{name}:{port}{path}");
         let resolve = format!("{name}:{port}:{}", net.host);
         let mut args = vec![
             "netns".to_string(),
@@ -271,78 +272,41 @@ async fn netns_client_redirected_by_nftables() {
         ]);
         args
     };
-    let run = |args: Vec<String>| async move {
-        tokio::process::Command::new("ip")
+    // Runs curl in the namespace; asserts its exit code, returns what it printed.
+    let run = |args: Vec<String>, code: i32| async move {
+        let out = tokio::process::Command::new("ip")
             .args(&args)
             .output()
             .await
-            .expect("ip netns exec curl")
+            .expect("ip netns exec curl");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        out.stdout
     };
     let sp = origin.https.port();
 
-    let out = run(in_ns(
-        format!("https://example.org:{sp}/bytes/50000"),
-        "example.org",
-        sp,
-    ))
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(in_ns("https", "example.org", sp, "/bytes/50000"), 0).await;
     let mut want = pattern(50_000);
     want.extend(b"\n200");
-    assert!(out.stdout == want, "body through the redirect differs");
+    assert!(out == want, "body through the redirect differs");
     let dest = format!("dest=\"{}:{sp}\"", net.host);
     assert!(!gw.log().contains("decision=\"tls-reset\""));
 
-    let out = run(in_ns(
-        format!("https://facebook.com:{sp}/"),
-        "facebook.com",
-        sp,
-    ))
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(35),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(in_ns("https", "facebook.com", sp, "/"), 35).await;
     gw.wait_log(&["decision=\"tls-reset\"", &dest, "tls.sni=\"facebook.com\""]);
 
     // Plain HTTP through the same redirect: the RU blockpage by Host, the origin otherwise.
     let hp = origin.http.port();
-    let out = run(in_ns(
-        format!("http://facebook.com:{hp}/"),
-        "facebook.com",
-        hp,
-    ))
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(in_ns("http", "facebook.com", hp, "/"), 0).await;
     assert!(
-        String::from_utf8_lossy(&out.stdout).ends_with("\n302"),
+        String::from_utf8_lossy(&out).ends_with("\n302"),
         "{}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out)
     );
-    let out = run(in_ns(
-        format!("http://example.org:{hp}/bytes/2000"),
-        "example.org",
-        hp,
-    ))
-    .await;
+    let out = run(in_ns("http", "example.org", hp, "/bytes/2000"), 0).await;
     let mut want = pattern(2000);
     want.extend(b"\n200");
-    assert!(
-        out.stdout == want,
-        "plain HTTP through the redirect differs"
-    );
+    assert!(out == want, "plain HTTP through the redirect differs");
 }
 
 /// A UDP echo server on 127.0.0.1 standing in for a QUIC origin.
