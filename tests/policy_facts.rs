@@ -753,28 +753,7 @@ fn check_hour_and_ja4_conditions_on_a_lab_rules_dir() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("lab.toml"),
-        r#"[jurisdiction]
-code = "lab"
-utc_offset = "+03:00"
-
-[[rule]]
-id = "curfew"
-domains = ["."]
-hours = ["22:00-06:00"]
-since = "2026-01-01"
-techniques = ["tls-drop"]
-basis = "test"
-source = "test"
-
-[[rule]]
-id = "fp"
-ips = ["0.0.0.0/0"]
-ports = ["udp/1-65535"]
-ja4 = ["d12d1516h2_8daaf6152771_b186095e22b6"]
-techniques = ["ip-drop"]
-basis = "test"
-source = "test"
-"#,
+        include_str!("data/rules/hours-ja4.toml"),
     )
     .unwrap();
     let d = dir.path().to_str().unwrap();
