@@ -483,56 +483,39 @@ fn bad_configs_and_missing_privileges_make_nothing() {
     };
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(
-        &p,
+    // `lab up` on `config` (written to bad.toml): its exit code and stderr.
+    let up = |config: &str| {
+        std::fs::write(&p, config).unwrap();
+        let out = blocklab(&[
+            "lab",
+            "up",
+            "--name",
+            &name,
+            "--config",
+            p.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = up(
         "[lab]\nmode = \"proxy\"\n[[clients]]\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"ru\"\n",
-    )
-    .unwrap();
-    let out = blocklab(&[
-        "lab",
-        "up",
-        "--name",
-        &name,
-        "--config",
-        p.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    );
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("bad.toml:5:16") && err.contains("needs `name"),
         "{err}"
     );
-    std::fs::write(&p, "[lab]\nmode = \"bridge\"\n").unwrap();
-    let out = blocklab(&[
-        "lab",
-        "up",
-        "--name",
-        &name,
-        "--config",
-        p.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = up("[lab]\nmode = \"bridge\"\n");
     assert!(err.contains("bad.toml:2:8"), "{err}");
     let out = blocklab(&["lab", "up", "--name", "Bad Name"]);
     assert_eq!(out.status.code(), Some(2));
 
     // A gateway that fails to start (its rules directory is missing) after the topology is
     // up: the start fails and everything made so far is removed.
-    std::fs::write(
-        &p,
+    let (code, err) = up(
         "rules = \"no-such-rules\"\n[[clients]]\nname = \"ru\"\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"ru\"\n",
-    )
-    .unwrap();
-    let out = blocklab(&[
-        "lab",
-        "up",
-        "--name",
-        &name,
-        "--config",
-        p.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no-such-rules"), "{err}");
     assert_clean(&name, &before);
 

@@ -363,6 +363,22 @@ pub(crate) mod testutil {
         }
     }
 
+    /// A packet from the client to the server.
+    pub(crate) fn to_s(payload: &[u8]) -> Packet<'_> {
+        Packet {
+            dir: Dir::ToServer,
+            payload,
+        }
+    }
+
+    /// A packet from the server to the client.
+    pub(crate) fn to_c(payload: &[u8]) -> Packet<'_> {
+        Packet {
+            dir: Dir::ToClient,
+            payload,
+        }
+    }
+
     /// Packets borrowed from `(direction, payload)` pairs.
     pub(crate) fn packets(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
         v.iter()
@@ -406,6 +422,44 @@ pub(crate) mod testutil {
             }
         }
         last
+    }
+
+    /// The rule `d` decides `packets` by: after exactly `after` packets, for its own protocol,
+    /// and the same for every longer prefix (see [`every_prefix`]).
+    pub(crate) fn rule_after(
+        d: &dyn Detector,
+        transport: Transport,
+        port: u16,
+        packets: &[Packet<'_>],
+        after: usize,
+    ) -> &'static str {
+        every_prefix(d, transport, port, packets, after, Some(d.name()))
+            .expect("a verdict for the detector's protocol")
+            .rule
+    }
+
+    /// `n` packets made by `payload(i)`, to the client where `to_client(i)`, else to the
+    /// server.
+    pub(crate) fn flow_of(
+        n: usize,
+        to_client: impl Fn(usize) -> bool,
+        payload: impl Fn(usize) -> Vec<u8>,
+    ) -> Vec<(Dir, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let dir = if to_client(i) {
+                    Dir::ToClient
+                } else {
+                    Dir::ToServer
+                };
+                (dir, payload(i))
+            })
+            .collect()
+    }
+
+    /// `n` packets made by `payload(i)`: even ones to the server, odd ones to the client.
+    pub(crate) fn alternating(n: usize, payload: impl Fn(usize) -> Vec<u8>) -> Vec<(Dir, Vec<u8>)> {
+        flow_of(n, |i| i % 2 == 1, payload)
     }
 
     /// Decodes hex (whitespace ignored).

@@ -521,14 +521,6 @@ impl Policy {
                 &compiled,
             ));
         }
-        let have = || {
-            rules
-                .files
-                .iter()
-                .map(|f| f.jurisdiction.code.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let mut client_nets = Vec::new();
         let mut pairs = Vec::new();
         let mut infos_g = Vec::with_capacity(groups.len());
@@ -541,7 +533,7 @@ impl Policy {
                 return Err(CompileError::UnknownJurisdiction {
                     net: g.nets.first().copied().unwrap_or_default(),
                     code: g.jurisdiction.clone(),
-                    have: have(),
+                    have: rules.codes(),
                 });
             };
             let isps = &rules.files[j].jurisdiction.isps;
