@@ -330,6 +330,12 @@ pub struct InpathSection {
     /// Device MTU (default 1500).
     #[serde(default = "default_inpath_mtu")]
     pub mtu: u16,
+    /// GSO/GRO offloads on the device (IFF_VNET_HDR, TSO and checksum offload, as
+    /// wireguard-go does): the kernel hands over TCP super-packets of up to 64 KiB; those of
+    /// passing flows go back whole, the others are cut into segments for the engine (default
+    /// true; false reads and writes one MTU-sized packet at a time).
+    #[serde(default = "default_true")]
+    pub offload: bool,
     /// In-path parameters of rules by rule id, `[inpath.rules.ID] freeze_after_bytes = N,
     /// residual_secs = N` (until the rules format carries these keys itself).
     #[serde(default)]

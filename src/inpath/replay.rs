@@ -266,6 +266,8 @@ fn add(a: &mut Stats, b: &Stats) {
     a.quic_drops += b.quic_drops;
     a.residual_drops += b.residual_drops;
     a.vpn_actions += b.vpn_actions;
+    a.gso_whole += b.gso_whole;
+    a.gso_split += b.gso_split;
 }
 
 /// `blocklab replay`: exit 0, 1 when a capture was skipped, 2 on bad arguments.
