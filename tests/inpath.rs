@@ -5,6 +5,8 @@
 //! no traffic leaves them.
 
 mod common;
+#[path = "../src/inpath/testdata.rs"]
+mod testdata;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -897,23 +899,8 @@ fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
 }
 
 fn tcp(src: &str, dst: &str, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    use blocklab::inpath::packet::{craft_tcp, TcpSpec};
-    let mut p = Vec::new();
-    craft_tcp(
-        &mut p,
-        &TcpSpec {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            seq,
-            ack,
-            flags,
-            window: 65535,
-            ttl: 64,
-            payload,
-        },
-    )
-    .unwrap();
-    p
+    let (src, dst) = (src.parse().unwrap(), dst.parse().unwrap());
+    testdata::tcp_segment(src, dst, seq, ack, flags, 64, payload)
 }
 
 fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {

@@ -62,6 +62,18 @@ pub struct Packet<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> Packet<'a> {
+    /// The packets of `(direction, payload)` pairs, borrowed.
+    pub fn all(raw: &'a [(Dir, Vec<u8>)]) -> Vec<Packet<'a>> {
+        raw.iter()
+            .map(|(dir, p)| Packet {
+                dir: *dir,
+                payload: p,
+            })
+            .collect()
+    }
+}
+
 /// What a detector sees: a flow's endpoints and its first payload packets.
 #[derive(Debug, Clone, Copy)]
 pub struct Flow<'a> {
@@ -379,14 +391,9 @@ pub(crate) mod testutil {
         }
     }
 
-    /// Packets borrowed from `(direction, payload)` pairs.
+    /// Packets borrowed from `(direction, payload)` pairs ([`Packet::all`]).
     pub(crate) fn packets(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
-        v.iter()
-            .map(|(d, p)| Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect()
+        Packet::all(v)
     }
 
     /// Feeds every packet prefix of `packets` to `d`: `Incomplete` until `after` packets, then

@@ -1386,14 +1386,7 @@ impl Ctx {
         };
         let keep = payload.len().min(2048);
         state.packets.push((dir, payload[..keep].to_vec()));
-        let packets: Vec<detect::Packet<'_>> = state
-            .packets
-            .iter()
-            .map(|(d, p)| detect::Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect();
+        let packets = detect::Packet::all(&state.packets);
         let f = detect::Flow {
             transport: match key.proto {
                 Proto::Tcp => detect::Transport::Tcp,

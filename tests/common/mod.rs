@@ -363,19 +363,13 @@ fn wait_line(log: impl Fn() -> String, parts: &[&str]) -> String {
     }
 }
 
-/// The first flight of a rustls client connecting to `name`: a real TLS ClientHello record.
+#[path = "../../src/sniff/testdata.rs"]
+mod sniff_testdata;
+
+/// The first flight of a rustls client connecting to `name`: a real TLS ClientHello record
+/// (`src/sniff/testdata.rs`, the library's own test input).
 pub fn client_hello(name: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), server).unwrap();
-    let mut out = Vec::new();
-    conn.write_tls(&mut out).unwrap();
-    out
+    sniff_testdata::rustls_client_hello(name)
 }
 
 /// A TLS ClientHello record naming `name`, with an `encrypted_client_hello` (0xfe0d) outer
