@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use blocklab::enforce::verdict;
-use blocklab::policy::{At, ClientNet, Conn, Policy};
+use blocklab::policy::{At, ClientNet, Conn, Policy, Target};
 use blocklab::rules::{Port, Proto, RuleSet};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,7 +44,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             continue;
         };
         let v = verdict::for_http(&policy, j, black_box(host), "/index.html", &conn, at)
-            .and(verdict::for_name_ips(&policy, j, host, &conn, at))
+            .and(verdict::for_target(
+                &policy,
+                j,
+                Target::Domain(host),
+                &conn,
+                at,
+                verdict::NAME_IPS,
+            ))
             .and(verdict::for_dest(
                 &policy,
                 j,

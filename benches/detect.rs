@@ -45,13 +45,7 @@ fn drive(
     server: SocketAddr,
     raw: &[(Dir, Vec<u8>)],
 ) -> usize {
-    let packets: Vec<Packet<'_>> = raw
-        .iter()
-        .map(|(d, p)| Packet {
-            dir: *d,
-            payload: p,
-        })
-        .collect();
+    let packets = Packet::all(raw);
     let client: SocketAddr = "10.0.0.1:40000".parse().unwrap_or(server);
     for n in 1..=packets.len() {
         let flow = Flow {

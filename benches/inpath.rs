@@ -5,42 +5,24 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use blocklab::inpath::packet::{craft_tcp, TcpSpec, ACK, PSH, SYN};
+use blocklab::inpath::packet::{ACK, PSH, SYN};
 use blocklab::inpath::{Engine, EngineConfig, Moments, Output};
 use blocklab::policy::{At, ClientNet, Policy};
 use blocklab::rules::RuleSet;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+#[path = "../src/inpath/testdata.rs"]
+mod inpath_testdata;
+#[path = "../src/sniff/testdata.rs"]
+mod sniff_testdata;
+
 fn tcp(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    let spec = TcpSpec {
-        src,
-        dst,
-        seq,
-        ack,
-        flags,
-        window: 65535,
-        ttl: 64,
-        payload,
-    };
-    craft_tcp(&mut p, &spec).expect("same family");
-    p
+    inpath_testdata::tcp_segment(src, dst, seq, ack, flags, 64, payload)
 }
 
 fn hello(name: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let sn = rustls::pki_types::ServerName::try_from(name.to_string()).expect("name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), sn).expect("client");
-    let mut rec = Vec::new();
-    conn.write_tls(&mut rec).expect("hello");
-    rec
+    sniff_testdata::rustls_client_hello(name)
 }
 
 fn policy() -> Policy {

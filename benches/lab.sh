@@ -15,7 +15,7 @@
 #              TLS handshake, through the transparent listener in proxy mode);
 #   - download: rate of one https://example.org/bytes/BYTES download (spliced by the gateway in
 #              proxy mode).
-# A mode this build does not have (inpath, until the engine lands) is reported as skipped.
+# A mode whose lab does not come up is reported as skipped, with the start of its error.
 # Settings (environment): MODES, DURATION (default 5), PINGS (default 20), REQS (default 20),
 # BYTES (default 500000000), NO_BUILD=1, BIN=path of the blocklab binary.
 set -euo pipefail

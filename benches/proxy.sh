@@ -6,6 +6,7 @@
 #
 #   benches/proxy.sh                 # DUR=5 CONNS=32 THREADS=2 by default
 #   DUR=10 CONNS=64 benches/proxy.sh
+#   NO_BUILD=1 BIN=/path/to/other/blocklab benches/proxy.sh   # another build, same harness
 #
 # Needs: wrk, curl, tinyproxy, squid, python3 (Debian: apt-get install wrk curl tinyproxy squid).
 # The origin is benches/bench_origin.rs. Allowed requests go to the origin by address
@@ -25,8 +26,8 @@ for tool in wrk curl tinyproxy squid python3; do
   command -v "$tool" >/dev/null || { echo "benches/proxy.sh: $tool is required" >&2; exit 1; }
 done
 
-cargo build --release --quiet --example bench_origin --bin blocklab
-BIN=target/release/blocklab
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --example bench_origin --bin blocklab
+BIN=${BIN:-target/release/blocklab}
 ORIGIN_BIN=target/release/examples/bench_origin
 
 . benches/lib.sh

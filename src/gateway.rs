@@ -82,21 +82,9 @@ impl Gateway {
 
     /// Counts and logs one decision of a frontend. `enacted` is the technique the frontend
     /// applied (`None` when it let the request through, even if the rule blocks at another
-    /// layer).
+    /// layer); `detail` fills in a frontend's own fields of the logged event (called only when
+    /// the decision log is on; `|_| {}` for none).
     pub fn record(
-        &self,
-        layer: &'static str,
-        client: SocketAddr,
-        target: &str,
-        decision: &Decision,
-        enacted: Option<Technique>,
-    ) {
-        self.record_with(layer, client, target, decision, enacted, |_| {});
-    }
-
-    /// [`Gateway::record`], with `detail` filling in a frontend's own fields of the logged
-    /// event (called only when the decision log is on).
-    pub fn record_with(
         &self,
         layer: &'static str,
         client: SocketAddr,

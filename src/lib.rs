@@ -34,6 +34,11 @@
 //! - [`probe`]: client-side measurement, classified like OONI's Web Connectivity; independent
 //!   of the gateway.
 
+// The shared test inputs (`sniff::testdata`, `inpath::testdata`) name the library `blocklab`,
+// as the benches and integration tests that include them do.
+#[cfg(test)]
+extern crate self as blocklab;
+
 pub mod admin;
 pub mod cli;
 pub mod config;

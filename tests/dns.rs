@@ -8,7 +8,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,59 +40,7 @@ const HOSTS: &str = "\
 ";
 
 /// A rules file with one rule per DNS technique, plus CNAME, CIDR and date cases.
-const LAB_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test lab"
-utc_offset = "+00:00"
-dns_blockpage = ["10.10.10.10", "2001:db8::10"]
-
-[[rule]]
-id = "lab-nxdomain"
-domains = ["nx.test"]
-techniques = ["dns-nxdomain"]
-
-[[rule]]
-id = "lab-refused"
-domains = ["refused.test"]
-techniques = ["dns-refused"]
-
-[[rule]]
-id = "lab-servfail"
-domains = ["servfail.test"]
-techniques = ["dns-servfail"]
-
-[[rule]]
-id = "lab-drop"
-domains = ["drop.test"]
-techniques = ["dns-drop"]
-
-[[rule]]
-id = "lab-blockpage"
-domains = ["blockpage.test"]
-techniques = ["dns-blockpage", "tls-reset"]
-
-[[rule]]
-id = "lab-tls-only"
-domains = ["tlsonly.test"]
-techniques = ["tls-reset"]
-
-[[rule]]
-id = "lab-cname-target"
-exact = ["blocked-target.test"]
-techniques = ["dns-nxdomain"]
-
-[[rule]]
-id = "lab-cidr"
-ips = ["192.0.2.0/24"]
-techniques = ["dns-blockpage"]
-
-[[rule]]
-id = "lab-dated"
-domains = ["dated.test"]
-since = "2022-03-01"
-techniques = ["dns-nxdomain"]
-"#;
+const LAB_RULES: &str = include_str!("data/rules/dns-lab.toml");
 
 /// The upstream: a dnsmasq serving [`HOSTS`] plus two CNAMEs and two large TXT records.
 fn upstream() -> Dnsmasq {
@@ -175,6 +122,25 @@ struct Dig {
     types: Vec<String>,
     timed_out: bool,
     raw: String,
+}
+
+impl Dig {
+    /// Asserts the status and the number of answers (dig's output on failure).
+    fn has(&self, status: &str, answers: usize) {
+        let got = (self.status.as_str(), self.answers.len());
+        assert_eq!(got, (status, answers), "{}", self.raw);
+    }
+
+    /// Asserts the status and the answers (dig's output on failure).
+    fn answered(&self, status: &str, answers: &[&str]) {
+        let got: Vec<&str> = self.answers.iter().map(String::as_str).collect();
+        assert_eq!(
+            (self.status.as_str(), &got[..]),
+            (status, answers),
+            "{}",
+            self.raw
+        );
+    }
 }
 
 /// Runs `dig @server -p port ARGS` (plus `+time=2 +tries=1` unless given).
@@ -273,27 +239,12 @@ fn ru_2022_facebook_resolves_linkedin_gets_blockpage_allowed_is_upstreams_answer
     let gw = start_binary(&shipped_config(&up, "ru", "2022-03-10"), None);
     // Facebook was blocked by SNI (tls-reset), not DNS: the real address comes back.
     let fb = dig(gw.addr("dns/udp"), &["facebook.com"]);
-    assert_eq!(
-        (fb.status.as_str(), fb.answers.clone()),
-        ("NOERROR", vec!["157.240.1.35".to_string()]),
-        "{}",
-        fb.raw
-    );
+    fb.answered("NOERROR", &["157.240.1.35"]);
     // LinkedIn is under a dns-blockpage rule: the Rostelecom blockpage address.
     let li = dig(gw.addr("dns/udp"), &["www.linkedin.com"]);
-    assert_eq!(
-        (li.status.as_str(), li.answers.clone()),
-        ("NOERROR", vec!["95.167.13.50".to_string()]),
-        "{}",
-        li.raw
-    );
-    let li = dig(gw.addr("dns/udp"), &["linkedin.com", "TXT"]);
-    assert_eq!(
-        (li.status.as_str(), li.answers.len()),
-        ("NOERROR", 0),
-        "blockpage for TXT is an empty NOERROR: {}",
-        li.raw
-    );
+    li.answered("NOERROR", &["95.167.13.50"]);
+    // The blockpage for TXT is an empty NOERROR.
+    dig(gw.addr("dns/udp"), &["linkedin.com", "TXT"]).has("NOERROR", 0);
     // An allowed name is exactly what the upstream says.
     let direct = dig(up.addr, &["allowed.test", "AAAA"]);
     let via = dig(gw.addr("dns/udp"), &["allowed.test", "AAAA"]);
@@ -350,12 +301,7 @@ fn dns_refused() {
     let up = upstream();
     let gw = lab(&up, "2022-03-10");
     let d = dig(gw.addr("dns/udp"), &["refused.test"]);
-    assert_eq!(
-        (d.status.as_str(), d.answers.len()),
-        ("REFUSED", 0),
-        "{}",
-        d.raw
-    );
+    d.has("REFUSED", 0);
 }
 
 #[test]
@@ -397,12 +343,7 @@ fn dns_blockpage_answers_a_and_aaaa_with_the_jurisdictions_addresses() {
         ["2001:db8::10"]
     );
     let mx = dig(gw.addr("dns/udp"), &["blockpage.test", "MX"]);
-    assert_eq!(
-        (mx.status.as_str(), mx.answers.len()),
-        ("NOERROR", 0),
-        "{}",
-        mx.raw
-    );
+    mx.has("NOERROR", 0);
 }
 
 #[test]
@@ -410,12 +351,7 @@ fn blocked_only_at_other_layers_resolves_normally() {
     let up = upstream();
     let gw = lab(&up, "2022-03-10");
     let d = dig(gw.addr("dns/udp"), &["tlsonly.test"]);
-    assert_eq!(
-        (d.status.as_str(), d.answers.clone()),
-        ("NOERROR", vec!["198.51.100.8".to_string()]),
-        "{}",
-        d.raw
-    );
+    d.answered("NOERROR", &["198.51.100.8"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,12 +411,7 @@ fn unmapped_client_is_refused() {
         ["-b", "127.0.0.1", "allowed.test", "+tcp"],
     ] {
         let d = dig(gw.addr("dns/udp"), &args);
-        assert_eq!(
-            (d.status.as_str(), d.answers.len()),
-            ("REFUSED", 0),
-            "{}",
-            d.raw
-        );
+        d.has("REFUSED", 0);
     }
 }
 
@@ -552,12 +483,7 @@ fn truncation_and_edns_payload_size() {
     // An answer the upstream can only give over TCP (1.8 kB) arrives whole over TCP, and
     // over UDP when the client's EDNS size allows it.
     let h = dig(gw.addr("dns/tcp"), &["huge.test", "TXT", "+tcp"]);
-    assert_eq!(
-        (h.status.as_str(), h.answers.len()),
-        ("NOERROR", 1),
-        "{}",
-        h.raw
-    );
+    h.has("NOERROR", 1);
     assert!(h.raw.contains("MSG SIZE  rcvd: 18"), "{}", h.raw);
     let h = dig(
         gw.addr("dns/udp"),
@@ -726,23 +652,9 @@ fn sigterm_stops_the_gateway_cleanly() {
 
 #[test]
 fn config_with_bad_dns_keys_is_rejected_before_binding() {
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args(["serve", "--config"])
-        .arg(
-            write_tmp("[dns]\nlisten = [\"127.0.0.1:0\"]\ncache_sise = 5\n")
-                .path()
-                .join("c.toml"),
-        )
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("cache_sise"));
-}
-
-fn write_tmp(config: &str) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::write(Path::new(d.path()).join("c.toml"), config).unwrap();
-    d
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[dns]\nlisten = [\"127.0.0.1:0\"]\ncache_sise = 5\n";
+    assert!(common::serve_refuses(dir.path(), config).contains("cache_sise"));
 }
 
 // ---------------------------------------------------------------------------------------------

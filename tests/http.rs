@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{curl, hosts_table, pattern, Gateway, Origin};
+use common::{curl, hosts_table, pattern, Gateway, Origin, LAB_RULES};
 
 fn ru_config(date: &str) -> String {
     format!(
@@ -12,54 +12,6 @@ fn ru_config(date: &str) -> String {
         hosts_table()
     )
 }
-
-/// Rules of a lab jurisdiction without `http_blockpage` (so a local 451) using every
-/// technique the proxy enacts.
-const LAB_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-authority = "Lab Authority"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-page"
-domains = ["blocked.example"]
-techniques = ["http-blockpage", "tls-reset"]
-basis = "Lab order 1"
-source = "https://lab.example/order-1"
-
-[[rule]]
-id = "lab-drop"
-domains = ["drop.example"]
-techniques = ["tls-drop"]
-
-[[rule]]
-id = "lab-reset"
-domains = ["reset.example"]
-techniques = ["tls-reset"]
-
-[[rule]]
-id = "lab-dns-only"
-domains = ["example.org"]
-techniques = ["dns-nxdomain"]
-
-[[rule]]
-id = "lab-ip-reset"
-ips = ["127.0.0.2/32"]
-techniques = ["ip-reset"]
-
-[[rule]]
-id = "lab-ip-drop"
-ips = ["127.0.0.3/32"]
-techniques = ["ip-drop"]
-
-[[rule]]
-id = "lab-throttle"
-domains = ["throttle.example"]
-techniques = ["throttle"]
-throttle_kbps = 140
-"#;
 
 fn lab_config() -> String {
     String::from(

@@ -5,6 +5,8 @@
 //! no traffic leaves them.
 
 mod common;
+#[path = "../src/inpath/testdata.rs"]
+mod testdata;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -48,60 +50,17 @@ fn run(args: &[&str]) -> Output {
     out
 }
 
+/// The rules file of jurisdiction `code` (`tests/data/rules/inpath.toml` with its placeholders
+/// filled in): reassembling split ClientHellos or not, with a residual block when it does.
 fn rules(code: &str, reassemble: bool) -> String {
-    format!(
-        r#"
-[jurisdiction]
-code = "{code}"
-name = "Test jurisdiction {code}"
-utc_offset = "+03:00"
-reassemble = {reassemble}
-http_blockpage = "http://warning.rt.ru/"
-
-[[rule]]
-id = "{code}-facebook"
-domains = ["facebook.com"]
-since = "2022-03-04"
-techniques = ["tls-reset", "http-blockpage", "quic-drop"]
-{residual}
-source = "test"
-
-[[rule]]
-id = "{code}-ipdrop"
-ips = ["{ORIGIN_IPDROP}/32"]
-techniques = ["ip-drop"]
-source = "test"
-
-[[rule]]
-id = "{code}-twitter-throttle"
-domains = ["twitter.com"]
-techniques = ["throttle"]
-throttle_kbps = 140
-source = "test"
-
-[[rule]]
-id = "{code}-freeze"
-domains = ["example.org"]
-techniques = ["freeze"]
-freeze_after_bytes = 16384
-source = "test"
-
-[[rule]]
-id = "{code}-ech"
-domains = ["cloudflare-ech.com"]
-ech = true
-techniques = ["tls-drop"]
-source = "test"
-
-[[vpn]]
-id = "{code}-vpn"
-protocols = ["openvpn", "wireguard"]
-since = "2023-08-07"
-technique = "drop"
-source = "test"
-"#,
-        residual = if reassemble { "residual_secs = 4" } else { "" }
-    )
+    include_str!("data/rules/inpath.toml")
+        .replace("{code}", code)
+        .replace("{reassemble}", if reassemble { "true" } else { "false" })
+        .replace(
+            "{residual}",
+            if reassemble { "residual_secs = 4" } else { "" },
+        )
+        .replace("{ORIGIN_IPDROP}", ORIGIN_IPDROP)
 }
 
 fn config(date: &str, vpn: &str, extra: &str) -> String {
@@ -134,6 +93,23 @@ vpn = "{vpn}"
 }
 
 static SERIAL: AtomicUsize = AtomicUsize::new(0);
+
+/// A network namespace of one test (`PREFIX<pid>`), deleted when dropped.
+struct TempNs(String);
+
+impl TempNs {
+    fn add(prefix: &str) -> TempNs {
+        let ns = format!("{prefix}{}", std::process::id());
+        run(&["ip", "netns", "add", &ns]);
+        TempNs(ns)
+    }
+}
+
+impl Drop for TempNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
 
 /// Binds in namespace `ns`: runs `f` on a thread that entered it.
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -872,15 +848,8 @@ fn retransmissions(lab: &Lab) -> u64 {
 fn without_cap_net_admin_the_error_says_so() {
     require("setpriv");
     require("ip");
-    let ns = format!("blipcap{}", std::process::id());
-    run(&["ip", "netns", "add", &ns]);
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _gone = Gone(ns.clone());
+    let made = TempNs::add("blipcap");
+    let ns = made.0.clone();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("blocklab.toml");
     std::fs::write(
@@ -930,23 +899,8 @@ fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
 }
 
 fn tcp(src: &str, dst: &str, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    use blocklab::inpath::packet::{craft_tcp, TcpSpec};
-    let mut p = Vec::new();
-    craft_tcp(
-        &mut p,
-        &TcpSpec {
-            src: src.parse().unwrap(),
-            dst: dst.parse().unwrap(),
-            seq,
-            ack,
-            flags,
-            window: 65535,
-            ttl: 64,
-            payload,
-        },
-    )
-    .unwrap();
-    p
+    let (src, dst) = (src.parse().unwrap(), dst.parse().unwrap());
+    testdata::tcp_segment(src, dst, seq, ack, flags, 64, payload)
 }
 
 fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
@@ -1008,7 +962,7 @@ fn replay_gives_per_flow_verdicts_passed_packets_and_skips_a_bad_capture() {
         tcp(c, s, 101, 501, ACK, &[]),
         tcp(c, s, 101, 501, ACK | PSH, &hello),
     ];
-    // The shared OpenVPN capture's first packets (UDP, tls-auth), as a flow to port 1194.
+    // Our OpenVPN capture's first packets (UDP, tls-auth), as a flow to port 1194.
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/openvpn-udp-tls.txt"
@@ -1299,15 +1253,8 @@ fn live_real_openvpn_passes_in_observe_and_is_cut_in_enforce_by_date() {
 #[test]
 fn open_in_creates_the_device_in_the_namespace() {
     require("ip");
-    let ns = format!("blipns{}", std::process::id());
-    run(&["ip", "netns", "add", &ns]);
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        }
-    }
-    let _gone = Gone(ns.clone());
+    let made = TempNs::add("blipns");
+    let ns = made.0.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let path = PathBuf::from(format!("/var/run/netns/{ns}"));

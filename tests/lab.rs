@@ -47,6 +47,17 @@ fn lab_name(tag: &str) -> String {
     format!("bt{}{tag}", std::process::id() % 100_000)
 }
 
+/// A lab name for `tag` and the host as it is before that lab; `None` when labs cannot run
+/// here (see [`usable`]).
+fn fresh(tag: &str) -> Option<(String, Snapshot)> {
+    if !usable() {
+        return None;
+    }
+    let name = lab_name(tag);
+    let before = snapshot(&name);
+    Some((name, before))
+}
+
 /// What the host looks like, as far as a lab could change it.
 #[derive(Debug, PartialEq, Eq)]
 struct Snapshot {
@@ -197,22 +208,16 @@ impl Lab {
             .unwrap()
     }
 
+    /// `curl -sS --max-time 8 ARGS...` in `group`.
+    fn curl_args(&self, group: &str, args: &[&str]) -> Output {
+        let mut a = vec!["curl", "-sS", "--max-time", "8"];
+        a.extend_from_slice(args);
+        self.exec(group, &a)
+    }
+
     /// curl in `group`: (exit code, HTTP status, body).
     fn curl(&self, group: &str, url: &str) -> (i32, String, Vec<u8>) {
-        let out = self.exec(
-            group,
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "8",
-                "-D",
-                "/dev/stderr",
-                "-o",
-                "-",
-                url,
-            ],
-        );
+        let out = self.curl_args(group, &["-D", "/dev/stderr", "-o", "-", url]);
         let head = String::from_utf8_lossy(&out.stderr).to_string();
         let status = head
             .lines()
@@ -229,6 +234,28 @@ impl Lab {
         let mut a = vec!["dig", "+time=3", "+tries=1"];
         a.extend_from_slice(args);
         String::from_utf8_lossy(&self.exec(group, &a).stdout).to_string()
+    }
+
+    /// What `group` (jurisdiction `ru`, March 2022) sees: allowed HTTPS passes with the lab
+    /// CA from lab exec's environment (300 kB byte for byte), facebook.com over HTTPS is reset
+    /// after the ClientHello (curl 35), over HTTP it gets the RU blockpage redirect, and DNS
+    /// through the gateway's frontend gives allowed names the origins' address.
+    fn assert_ru_march_2022(&self, group: &str) {
+        let (code, status, body) = self.curl(group, "https://example.org/");
+        assert_eq!((code, status.as_str()), (0, "200"));
+        assert!(String::from_utf8_lossy(&body).contains("<h1>example.org</h1>"));
+        let (code, _, body) = self.curl(group, "https://example.org/bytes/300000");
+        assert_eq!(code, 0);
+        assert!(body == pattern(300_000), "body through the lab differs");
+        let (code, status, _) = self.curl(group, "https://facebook.com/");
+        assert_eq!(code, 35, "{status}");
+        let out = self.curl_args(group, &["-i", "http://facebook.com/"]);
+        let head = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            head.starts_with("HTTP/1.1 302") && head.contains("Location: http://warning.rt.ru/"),
+            "{head}"
+        );
+        assert!(self.dig(group, &["example.org"]).contains("10.77.0.2"));
     }
 
     /// Sends `sig` and waits for `lab up` to exit; its exit code.
@@ -277,11 +304,9 @@ fn blocklab(args: &[&str]) -> Output {
 
 #[test]
 fn default_lab_censors_each_group_and_leaves_nothing_after_sigterm() {
-    if !usable() {
+    let Some((name, before)) = fresh("a") else {
         return;
-    }
-    let name = lab_name("a");
-    let before = snapshot(&name);
+    };
     let mut lab = Lab::up(&name, None);
     assert!(
         lab.ready_in < Duration::from_secs(10),
@@ -295,35 +320,7 @@ fn default_lab_censors_each_group_and_leaves_nothing_after_sigterm() {
     );
     assert!(text.contains(&format!("netns {name}-eu")) && text.contains("date 2022-03-15"));
 
-    // ru: allowed HTTPS passes with the lab CA (from lab exec's environment).
-    let (code, status, body) = lab.curl("ru", "https://example.org/");
-    assert_eq!((code, status.as_str()), (0, "200"));
-    assert!(String::from_utf8_lossy(&body).contains("<h1>example.org</h1>"));
-    let (code, _, body) = lab.curl("ru", "https://example.org/bytes/300000");
-    assert_eq!(code, 0);
-    assert!(body == pattern(300_000), "body through the lab differs");
-    // facebook.com over HTTPS: reset after the ClientHello (curl 35).
-    let (code, status, _) = lab.curl("ru", "https://facebook.com/");
-    assert_eq!(code, 35, "{status}");
-    // Over plain HTTP: the RU blockpage redirect.
-    let out = lab.exec(
-        "ru",
-        &[
-            "curl",
-            "-sS",
-            "--max-time",
-            "8",
-            "-i",
-            "http://facebook.com/",
-        ],
-    );
-    let head = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        head.starts_with("HTTP/1.1 302") && head.contains("Location: http://warning.rt.ru/"),
-        "{head}"
-    );
-    // DNS through the gateway's frontend: allowed names get the origins' address.
-    assert!(lab.dig("ru", &["example.org"]).contains("10.77.0.2"));
+    lab.assert_ru_march_2022("ru");
 
     // eu: rt.com is NXDOMAIN, also when the client asks another address (DNS is intercepted).
     assert!(lab.dig("eu", &["rt.com"]).contains("status: NXDOMAIN"));
@@ -399,11 +396,9 @@ fn default_lab_censors_each_group_and_leaves_nothing_after_sigterm() {
 
 #[test]
 fn kill9_then_lab_down_leaves_nothing() {
-    if !usable() {
+    let Some((name, before)) = fresh("k") else {
         return;
-    }
-    let name = lab_name("k");
-    let before = snapshot(&name);
+    };
     let mut lab = Lab::up(&name, None);
     let pid = lab.pid();
     // Something of the user's running in a namespace must go too.
@@ -483,63 +478,44 @@ fn two_labs_side_by_side_and_mode_off() {
 
 #[test]
 fn bad_configs_and_missing_privileges_make_nothing() {
-    if !usable() {
+    let Some((name, before)) = fresh("e") else {
         return;
-    }
-    let name = lab_name("e");
-    let before = snapshot(&name);
+    };
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    std::fs::write(
-        &p,
+    // `lab up` on `config` (written to bad.toml): its exit code and stderr.
+    let up = |config: &str| {
+        std::fs::write(&p, config).unwrap();
+        let out = blocklab(&[
+            "lab",
+            "up",
+            "--name",
+            &name,
+            "--config",
+            p.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = up(
         "[lab]\nmode = \"proxy\"\n[[clients]]\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"ru\"\n",
-    )
-    .unwrap();
-    let out = blocklab(&[
-        "lab",
-        "up",
-        "--name",
-        &name,
-        "--config",
-        p.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    );
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("bad.toml:5:16") && err.contains("needs `name"),
         "{err}"
     );
-    std::fs::write(&p, "[lab]\nmode = \"bridge\"\n").unwrap();
-    let out = blocklab(&[
-        "lab",
-        "up",
-        "--name",
-        &name,
-        "--config",
-        p.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = up("[lab]\nmode = \"bridge\"\n");
     assert!(err.contains("bad.toml:2:8"), "{err}");
     let out = blocklab(&["lab", "up", "--name", "Bad Name"]);
     assert_eq!(out.status.code(), Some(2));
 
     // A gateway that fails to start (its rules directory is missing) after the topology is
     // up: the start fails and everything made so far is removed.
-    std::fs::write(
-        &p,
+    let (code, err) = up(
         "rules = \"no-such-rules\"\n[[clients]]\nname = \"ru\"\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"ru\"\n",
-    )
-    .unwrap();
-    let out = blocklab(&[
-        "lab",
-        "up",
-        "--name",
-        &name,
-        "--config",
-        p.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("no-such-rules"), "{err}");
     assert_clean(&name, &before);
 
@@ -575,13 +551,13 @@ const SPLIT_RULES: [(&str, &str); 2] = [
     ),
 ];
 
-#[test]
-fn split_client_hello_passes_only_a_non_reassembling_censor() {
-    if !usable() {
+/// A lab in `mode` with two censors, `nr` (reassemble = false) and `ra` (reassemble =
+/// true): a ClientHello sent in one piece is reset by both; the Python client that splits its
+/// ClientHello passes `nr` and is reset by `ra`.
+fn split_client_hello_case(mode: &str, tag: &str) {
+    let Some((name, before)) = fresh(tag) else {
         return;
-    }
-    let name = lab_name("s");
-    let before = snapshot(&name);
+    };
     // The config and its rules directory live in one temporary directory.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rules")).unwrap();
@@ -590,7 +566,7 @@ fn split_client_hello_passes_only_a_non_reassembling_censor() {
     }
     let rules = dir.path().join("rules");
     let cfg = format!(
-        "rules = {:?}\n[[clients]]\nname = \"nr\"\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"nr\"\n\
+        "rules = {:?}\n[lab]\nmode = \"{mode}\"\n[[clients]]\nname = \"nr\"\nnetworks = [\"10.7.1.0/24\"]\njurisdiction = \"nr\"\n\
          [[clients]]\nname = \"ra\"\nnetworks = [\"10.7.2.0/24\"]\njurisdiction = \"ra\"\n",
         rules.to_str().unwrap()
     );
@@ -606,6 +582,124 @@ fn split_client_hello_passes_only_a_non_reassembling_censor() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(said.trim(), "reset", "{out:?}");
     assert_eq!(lab.stop("-TERM"), Some(0));
+    assert_clean(&name, &before);
+}
+
+#[test]
+fn split_client_hello_passes_only_a_non_reassembling_censor() {
+    split_client_hello_case("proxy", "s");
+}
+
+/// The same against the in-path engine, where `reassemble = false` means: only the first data
+/// segment of each direction is inspected (16 bytes here, no SNI in it).
+#[test]
+fn inpath_split_client_hello_passes_only_a_non_reassembling_censor() {
+    split_client_hello_case("inpath", "t");
+}
+
+/// `mode = "inpath"`: the packet engine on a TUN device in the gateway, policy routing into
+/// it, the DNS frontend as the groups' resolver, no nftables. `ru` at 2022-03-15 sees the
+/// March 2022 blocks; `ru25` at 2025-07-01 has its HTTPS download from a Cloudflare address
+/// (rule ru-foreign-hosting-freeze, in force from 2025-06-09, freeze_after_bytes = 16384)
+/// stop after about 16 KB without a reset, while `ru` gets the same download whole.
+/// Teardown removes the TUN, the rules and everything else.
+#[test]
+fn inpath_lab_resets_blockpages_and_freezes_foreign_hosting_in_2025() {
+    let Some((name, before)) = fresh("i") else {
+        return;
+    };
+    let mut lab = Lab::up(&name, Some(INPATH_LAB));
+    let text = lab.stdout.join("\n");
+    assert!(text.contains("mode inpath"), "{text}");
+    assert!(
+        text.contains(&format!("netns {name}-ru25")) && text.contains("date 2025-07-01"),
+        "{text}"
+    );
+    // The engine is on the path: its TUN and rules in the gateway, no nftables redirect.
+    let gw = format!("{name}-gw");
+    let ip_gw = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["-n", &gw])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ip_gw(&["link", "show", "inpath0"]).contains("UP"));
+    let rules = ip_gw(&["rule"]);
+    for dev in ["c0", "c1", "net0"] {
+        assert!(rules.contains(&format!("iif {dev} lookup 100")), "{rules}");
+    }
+    let tables = lab.exec("gateway", &["nft", "list", "tables"]);
+    assert_eq!(String::from_utf8_lossy(&tables.stdout).trim(), "");
+    assert!(text.contains("resolver 10.7.1.1"), "{text}");
+
+    lab.assert_ru_march_2022("ru");
+
+    // ru25: the name resolves (through the gateway's DNS) to a Cloudflare address.
+    assert!(lab
+        .dig("ru25", &["+short", "cf.example"])
+        .contains("104.16.0.10"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/lab/split_hello.py");
+    let out = lab.exec(
+        "ru25",
+        &["python3", script, "--count", "cf.example", "/bytes/200000"],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (bytes, end) = said.split_once(' ').unwrap_or(("", ""));
+    let bytes: usize = bytes.parse().unwrap_or_else(|_| panic!("{out:?}"));
+    // The engine stops server-to-client payload at 16384 bytes (the segment that would cross
+    // it and all after it are dropped), so at most that and at least two full segments less.
+    assert_eq!(end, "timeout", "frozen, not reset or closed: {said}");
+    assert!(
+        (16_384 - 2 * 1448..=16_384).contains(&bytes),
+        "server bytes before the freeze: {bytes}"
+    );
+    // curl sees a timeout (28), not a reset (35, 56), and less than 16 KB of the body (none,
+    // when the origin's first 16 KB TLS record never completes).
+    let (code, _, body) = lab.curl("ru25", "https://cf.example/bytes/200000");
+    assert_eq!(code, 28);
+    assert!(
+        body.len() < 16_384 && body == pattern(body.len()),
+        "{}",
+        body.len()
+    );
+    // Another host in 2025, and the same host in 2022, download whole.
+    let (code, _, body) = lab.curl("ru25", "https://example.org/bytes/200000");
+    assert_eq!(code, 0);
+    assert!(body == pattern(200_000));
+    let (code, _, body) = lab.curl("ru", "https://cf.example/bytes/200000");
+    assert_eq!(code, 0);
+    assert!(body == pattern(200_000));
+
+    assert_eq!(lab.stop("-TERM"), Some(0));
+    assert_clean(&name, &before);
+}
+
+/// The shipped inpath lab (README Quick start): `ru` at 2022-03-15 and `ru25` at 2025-07-01,
+/// `cf.example` on a Cloudflare address.
+const INPATH_LAB: &str = include_str!("../examples/lab-inpath.toml");
+
+/// kill -9 on an inpath lab (the TUN goes with the process, its policy-routing rules stay in
+/// the gateway namespace): `lab down` removes the recorded rules, then the namespaces.
+#[test]
+fn inpath_lab_after_kill9_is_removed_by_lab_down() {
+    let Some((name, before)) = fresh("j") else {
+        return;
+    };
+    let mut lab = Lab::up(&name, Some(INPATH_LAB));
+    assert_eq!(lab.stop("-KILL"), None);
+    let st = blocklab(&["lab", "status", "--name", &name]);
+    let said = String::from_utf8_lossy(&st.stdout);
+    assert!(said.contains("NOT running"), "{said}");
+    let out = blocklab(&["lab", "down", "--name", &name]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        said.contains("removed 4 namespace(s)")
+            && said.contains(&format!("rule pref 102 in {name}-gw")),
+        "{said}"
+    );
     assert_clean(&name, &before);
 }
 
@@ -722,11 +816,9 @@ fn quic_get(ns: &str, ca: PathBuf, server: &str, sni: &str, path: &str) -> Resul
 /// in March 2022 has every big QUIC v1 Initial dropped (ru-quic-v1), so no handshake.
 #[test]
 fn quic_origin_passes_in_eu_and_is_dropped_in_ru() {
-    if !usable() {
+    let Some((name, before)) = fresh("q") else {
         return;
-    }
-    let name = lab_name("q");
-    let before = snapshot(&name);
+    };
     let mut lab = Lab::up(&name, None);
     let ca = PathBuf::from("/run/blocklab/lab")
         .join(&name)

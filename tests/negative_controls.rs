@@ -138,13 +138,7 @@ fn verdicts(
     port: u16,
     raw: &[(Dir, Vec<u8>)],
 ) -> Vec<(&'static str, Option<&'static str>)> {
-    let packets: Vec<Packet<'_>> = raw
-        .iter()
-        .map(|(d, p)| Packet {
-            dir: *d,
-            payload: p,
-        })
-        .collect();
+    let packets = Packet::all(raw);
     let mut c = Classifier::new(ds);
     for n in 1..=packets.len() {
         let flow = Flow {

@@ -13,12 +13,46 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, require, Blocklab, Dnsmasq, Gateway};
+use common::{free_port, require, serve_refuses, Blocklab, Dnsmasq, Gateway};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
+
+/// The gateway in-process on `config` with `rules` as the lab's rules file.
+fn lab(config: &str, rules: &str) -> Gateway {
+    Gateway::start(config, &[("lab.toml", rules)])
+}
+
+/// The gateway as the real binary on `config` with `rules`, once `listeners` are bound.
+fn binary(config: &str, rules: &str, listeners: &[&str]) -> Blocklab {
+    Blocklab::start(config, &[("lab.toml", rules)], listeners)
+}
+
+/// A fresh upstream and the gateway in-process on its [`config`] (with `extra`) and `rules`.
+fn dns_lab(extra: &str, rules: &str) -> (Dnsmasq, Gateway) {
+    let up = upstream();
+    let gw = lab(&config(up.addr, extra), rules);
+    (up, gw)
+}
+
+/// Asserts the admin's counts of good and failed reloads (`metrics`: its `/metrics` page).
+fn assert_reloads(metrics: &str, ok: f64, failed: f64) {
+    let ok_failed = (
+        metric(metrics, "blocklab_reloads_ok_total"),
+        metric(metrics, "blocklab_reloads_failed_total"),
+    );
+    assert_eq!(ok_failed, (ok, failed), "{metrics}");
+}
+
+/// A fresh upstream and the binary on [`config`] (with `extra`) and `rules`, once its DNS/UDP
+/// and admin listeners are bound.
+fn dns_binary(extra: &str, rules: &str) -> (Dnsmasq, Blocklab) {
+    let up = upstream();
+    let gw = binary(&config(up.addr, extra), rules, &["dns/udp", "admin"]);
+    (up, gw)
+}
 
 /// The upstream: a dnsmasq answering `allowed.test`, `probe.test` and `other.test`.
 fn upstream() -> Dnsmasq {
@@ -137,8 +171,7 @@ fn write_rules(dir: &tempfile::TempDir, text: &str) {
 
 #[test]
 fn healthz_and_metrics_move_with_real_queries() {
-    let up = upstream();
-    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_block_probe())]);
+    let (_up, gw) = dns_lab("", &rules_block_probe());
     let admin = gw.addr("admin");
     assert_eq!(http(admin, "GET", "/healthz", None), (200, "ok\n".into()));
     let before = http(admin, "GET", "/metrics", None).1;
@@ -185,8 +218,7 @@ fn healthz_and_metrics_move_with_real_queries() {
 
 #[test]
 fn decide_is_the_same_json_as_check() {
-    let up = upstream();
-    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_block_probe())]);
+    let (_up, gw) = dns_lab("", &rules_block_probe());
     let admin = gw.addr("admin");
     for target in ["probe.test", "allowed.test", "https%3A%2F%2Fprobe.test%2Fx"] {
         let (status, body) = http(
@@ -240,8 +272,7 @@ fn decide_is_the_same_json_as_check() {
 
 #[test]
 fn reload_switches_on_good_rules_and_keeps_the_old_policy_on_broken_ones() {
-    let up = upstream();
-    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_allow_probe())]);
+    let (_up, gw) = dns_lab("", &rules_allow_probe());
     let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
     assert_eq!(rcode(dns, "other.test"), ResponseCode::NXDomain);
@@ -276,14 +307,12 @@ fn reload_switches_on_good_rules_and_keeps_the_old_policy_on_broken_ones() {
     assert_eq!(rcode(dns, "other.test"), ResponseCode::NoError);
 
     let m = http(admin, "GET", "/metrics", None).1;
-    assert_eq!(metric(&m, "blocklab_reloads_ok_total"), 1.0, "{m}");
-    assert_eq!(metric(&m, "blocklab_reloads_failed_total"), 1.0, "{m}");
+    assert_reloads(&m, 1.0, 1.0);
 }
 
 #[test]
 fn a_missing_import_at_reload_keeps_the_old_policy() {
-    let up = upstream();
-    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_block_probe())]);
+    let (_up, gw) = dns_lab("", &rules_block_probe());
     let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
     let with_import = format!(
         "{JURISDICTION}\n[[rule]]\nid = \"lab-list\"\nimport = {{ path = \"gone.txt\", format = \"domains\" }}\ntechniques = [\"dns-nxdomain\"]\n"
@@ -297,11 +326,7 @@ fn a_missing_import_at_reload_keeps_the_old_policy() {
 
 #[test]
 fn the_token_is_required_when_configured() {
-    let up = upstream();
-    let gw = Gateway::start(
-        &config(up.addr, "token = \"s3cret\"\n"),
-        &[("lab.toml", &rules_block_probe())],
-    );
+    let (_up, gw) = dns_lab("token = \"s3cret\"\n", &rules_block_probe());
     let admin = gw.addr("admin");
     for (m, p) in [
         ("GET", "/healthz"),
@@ -321,12 +346,7 @@ fn the_token_is_required_when_configured() {
 
 #[test]
 fn sighup_reloads_the_rules() {
-    let up = upstream();
-    let gw = Blocklab::start(
-        &config(up.addr, ""),
-        &[("lab.toml", &rules_allow_probe())],
-        &["dns/udp", "admin"],
-    );
+    let (_up, gw) = dns_binary("", &rules_allow_probe());
     let dns = gw.addr("dns/udp");
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
     write_rules(&gw.dir, &rules_block_probe());
@@ -345,12 +365,7 @@ fn sighup_reloads_the_rules() {
 
 #[test]
 fn every_answered_query_is_in_the_decision_log_after_sigterm() {
-    let up = upstream();
-    let mut gw = Blocklab::start(
-        &config(up.addr, "[log]\npath = \"decisions.jsonl\"\n"),
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let (_up, mut gw) = dns_binary("[log]\npath = \"decisions.jsonl\"\n", &rules_block_probe());
     let dns = gw.addr("dns/udp");
     let mut answered = 0;
     for i in 0..300 {
@@ -393,14 +408,7 @@ fn an_unwritable_log_directory_stops_the_gateway_before_binding() {
     let cfg = format!(
         "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"ru\"\n[dns]\nlisten = [\"127.0.0.1:{port}\"]\nupstream = [\"127.0.0.1:9\"]\n[log]\npath = \"notadir/decisions.jsonl\"\n"
     );
-    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = serve_refuses(dir.path(), &cfg);
     assert!(err.contains("cannot open decision log"), "{err}");
     assert!(err.contains("notadir/decisions.jsonl"), "{err}");
     assert!(!err.contains("listening"), "{err}");
@@ -410,18 +418,10 @@ fn an_unwritable_log_directory_stops_the_gateway_before_binding() {
 fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"ru\"\n[http]\nlisten = [\"{addr}\"]\n"
     );
-    std::fs::write(dir.path().join("c.toml"), cfg).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args(["serve", "--config"])
-        .arg(dir.path().join("c.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = serve_refuses(tempfile::tempdir().unwrap().path(), &cfg);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert!(err.to_lowercase().contains("in use"), "{err}");
 }
@@ -433,9 +433,9 @@ fn a_port_in_use_is_a_clear_error() {
 fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
     let up = upstream();
     // All load comes from 127.0.0.1: the per-client rate limit is off here (it has its own test).
-    let gw = Gateway::start(
+    let gw = lab(
         &config_dns(up.addr, "rate_limit_qps = 0\n", ""),
-        &[("lab.toml", &rules_block_probe())],
+        &rules_block_probe(),
     );
     let (admin, dns) = (gw.addr("admin"), gw.addr("dns/udp"));
     let stop = Arc::new(AtomicBool::new(false));
@@ -534,8 +534,7 @@ fn reload_under_load_loses_no_query_and_switches_with_good_reloads() {
     assert_eq!(bad.load(Ordering::Relaxed), 0, "wrong answers");
     assert_eq!(switches, 25);
     let m = http(admin, "GET", "/metrics", None).1;
-    assert_eq!(metric(&m, "blocklab_reloads_ok_total"), 25.0, "{m}");
-    assert_eq!(metric(&m, "blocklab_reloads_failed_total"), 25.0, "{m}");
+    assert_reloads(&m, 25.0, 25.0);
     assert!(started.elapsed() < Duration::from_secs(40));
 }
 
@@ -549,7 +548,7 @@ fn upstream_down_is_servfail_in_bounded_time() {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap()
     };
-    let gw = Gateway::start(&config(dead, ""), &[("lab.toml", &rules_block_probe())]);
+    let gw = lab(&config(dead, ""), &rules_block_probe());
     let dns = gw.addr("dns/udp");
     let started = Instant::now();
     let m = ask(dns, "allowed.test", Duration::from_secs(8)).expect("an answer");
@@ -574,7 +573,7 @@ fn a_silent_upstream_gives_servfail_in_bounded_time_without_pile_up() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent = udp.local_addr().unwrap();
     let _tcp = std::net::TcpListener::bind(silent).unwrap();
-    let gw = Gateway::start(&config(silent, ""), &[("lab.toml", &rules_block_probe())]);
+    let gw = lab(&config(silent, ""), &rules_block_probe());
     let dns = gw.addr("dns/udp");
     let started = Instant::now();
     let askers: Vec<_> = (0..20)
@@ -611,16 +610,12 @@ async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
         "rules = \"rules\"\n{}",
         cfg.replace("rules = \"rules\"\n", "")
     );
-    let gw = Gateway::start(&cfg, &[("lab.toml", &rules_block_probe())]);
-    let proxy = gw.addr("http");
-    let out = common::curl(&[
-        "-x",
-        &format!("http://{proxy}"),
-        "--max-time",
-        "10",
-        &format!("http://gone.test:{}/", dead.port()),
-    ])
-    .await;
+    let gw = lab(&cfg, &rules_block_probe());
+    let (proxy, url) = (
+        format!("http://{}", gw.addr("http")),
+        format!("http://gone.test:{}/", dead.port()),
+    );
+    let out = common::curl(&["-x", &proxy, "--max-time", "10", &url]).await;
     assert_eq!(out.status, 502, "{out:?}");
     let body = String::from_utf8_lossy(&out.body).to_lowercase();
     assert!(body.contains("gone.test"), "{out:?}");
@@ -630,10 +625,10 @@ async fn an_unreachable_origin_through_the_proxy_is_a_502_page() {
         "--interface",
         "127.0.0.2",
         "-x",
-        &format!("http://{proxy}"),
+        &proxy,
         "--max-time",
         "10",
-        &format!("http://gone.test:{}/", dead.port()),
+        &url,
     ])
     .await;
     assert_eq!(out.status, 403, "{out:?}");
@@ -649,7 +644,7 @@ fn the_dns_rate_limit_refuses_excess_per_client_and_counts_it() {
         "date = \"2024-01-01\"\nrules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.0/8\"]\njurisdiction = \"lab\"\n[dns]\nlisten = [\"127.0.0.1:0\"]\nupstream = [\"{}\"]\nrate_limit_qps = 5\nrate_limit_burst = 10\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         up.addr
     );
-    let gw = Gateway::start(&cfg, &[("lab.toml", &rules_block_probe())]);
+    let gw = lab(&cfg, &rules_block_probe());
     let dns = gw.addr("dns/udp");
     let started = Instant::now();
     let mut answered = 0;
@@ -777,9 +772,9 @@ fn flood_and_slowloris_capped(
 fn dns_tcp_survives_a_connection_flood_and_slowloris() {
     require("dig");
     let up = upstream();
-    let gw = Blocklab::start(
+    let gw = binary(
         &config_dns(up.addr, "max_connections = 20\n", ""),
-        &[("lab.toml", &rules_block_probe())],
+        &rules_block_probe(),
         &["dns/tcp", "admin"],
     );
     let tcp = gw.addr("dns/tcp");
@@ -802,11 +797,7 @@ async fn http_survives_a_connection_flood_and_slowloris() {
         "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[http]\nlisten = [\"127.0.0.1:0\"]\nidle_secs = 2\nmax_connections = 20\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
         common::hosts_table()
     );
-    let gw = Blocklab::start(
-        &cfg,
-        &[("lab.toml", &rules_block_probe())],
-        &["http", "admin"],
-    );
+    let gw = binary(&cfg, &rules_block_probe(), &["http", "admin"]);
     let proxy = gw.addr("http");
     let url = format!("http://example.org:{}/", origin.http.port());
     let handle = tokio::runtime::Handle::current();
@@ -829,11 +820,7 @@ async fn http_survives_a_connection_flood_and_slowloris() {
 #[test]
 fn tls_survives_a_connection_flood_and_slowloris() {
     let cfg = "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[tls]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 20\n[admin]\nlisten = \"127.0.0.1:0\"\n";
-    let gw = Blocklab::start(
-        cfg,
-        &[("lab.toml", &rules_block_probe())],
-        &["tls", "admin"],
-    );
+    let gw = binary(cfg, &rules_block_probe(), &["tls", "admin"]);
     let tls = gw.addr("tls");
     // The start of a TLS record header, then nothing.
     flood_and_slowloris(&gw, tls, &[0x16, 0x03], Duration::from_secs(10), || {
@@ -861,11 +848,7 @@ fn wait_rcode(dns: SocketAddr, name: &str, want: ResponseCode, wait: Duration) -
 
 #[test]
 fn a_watched_rules_directory_reloads_on_change() {
-    let up = upstream();
-    let gw = Gateway::start(
-        &config(up.addr, "[reload]\nwatch = true\n"),
-        &[("lab.toml", &rules_allow_probe())],
-    );
+    let (_up, gw) = dns_lab("[reload]\nwatch = true\n", &rules_allow_probe());
     let dns = gw.addr("dns/udp");
     gw.wait_log(&["watching the rules directory"]);
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NoError);
@@ -881,14 +864,12 @@ fn a_watched_rules_directory_reloads_on_change() {
     gw.wait_log(&["reload failed", "lab.toml:10:"]);
     assert_eq!(rcode(dns, "probe.test"), ResponseCode::NXDomain);
     let m = http(gw.addr("admin"), "GET", "/metrics", None).1;
-    assert_eq!(metric(&m, "blocklab_reloads_ok_total"), 1.0, "{m}");
-    assert_eq!(metric(&m, "blocklab_reloads_failed_total"), 1.0, "{m}");
+    assert_reloads(&m, 1.0, 1.0);
 }
 
 #[test]
 fn without_watch_a_change_is_not_picked_up() {
-    let up = upstream();
-    let gw = Gateway::start(&config(up.addr, ""), &[("lab.toml", &rules_allow_probe())]);
+    let (_up, gw) = dns_lab("", &rules_allow_probe());
     let dns = gw.addr("dns/udp");
     write_rules(&gw.dir, &rules_block_probe());
     assert!(!wait_rcode(
@@ -916,11 +897,7 @@ fn the_tcp_relay_survives_a_connection_flood_and_idle_flows() {
     let cfg = format!(
         "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd_addr}\"\nprotocol = \"tcp\"\nmax_connections = 20\nidle_secs = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n"
     );
-    let gw = Blocklab::start(
-        &cfg,
-        &[("lab.toml", &rules_block_probe())],
-        &["relay/tcp", "admin"],
-    );
+    let gw = binary(&cfg, &rules_block_probe(), &["relay/tcp", "admin"]);
     let relay = gw.addr("relay/tcp");
     flood_and_slowloris(&gw, relay, b"\x00", Duration::from_secs(2), || {
         let mut s = TcpStream::connect(relay).unwrap();
@@ -931,12 +908,7 @@ fn the_tcp_relay_survives_a_connection_flood_and_idle_flows() {
 
 #[test]
 fn the_admin_listener_survives_a_connection_flood_and_slowloris() {
-    let up = upstream();
-    let gw = Blocklab::start(
-        &config(up.addr, ""),
-        &[("lab.toml", &rules_block_probe())],
-        &["dns/udp", "admin"],
-    );
+    let (_up, gw) = dns_binary("", &rules_block_probe());
     let admin = gw.addr("admin");
     flood_and_slowloris_capped(&gw, admin, 64, b"GET /metr", Duration::from_secs(5), || {
         let (status, body) = http(admin, "GET", "/metrics", None);
@@ -985,9 +957,9 @@ fn relays_count_refused_clients_and_warn_once() {
         "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.2/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd}\"\nprotocol = \"tcp\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{}\"\nprotocol = \"udp\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\npath = \"decisions.jsonl\"\n",
         target.local_addr().unwrap()
     );
-    let gw = Blocklab::start(
+    let gw = binary(
         &cfg,
-        &[("lab.toml", &rules_block_probe())],
+        &rules_block_probe(),
         &["relay/tcp", "relay/udp", "admin"],
     );
     let (tcp, udp) = (gw.addr("relay/tcp"), gw.addr("relay/udp"));
@@ -1053,11 +1025,7 @@ fn out_of_file_descriptors_the_listeners_back_off_and_recover() {
     let cfg = format!(
         "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n[[relay]]\nlisten = \"127.0.0.1:0\"\nforward = \"{fwd}\"\nprotocol = \"tcp\"\nidle_secs = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n"
     );
-    let gw = Blocklab::start(
-        &cfg,
-        &[("lab.toml", &rules_block_probe())],
-        &["relay/tcp", "admin"],
-    );
+    let gw = binary(&cfg, &rules_block_probe(), &["relay/tcp", "admin"]);
     let (relay, admin) = (gw.addr("relay/tcp"), gw.addr("admin"));
     assert!(relays(relay), "the relay does not work before the test");
     // Leave the gateway a few descriptors more than it has open now.

@@ -1,376 +1,379 @@
 //! The shipped rules reproduce the README's table of real-world facts: `blocklab check --json`
-//! (the real binary) gives the right verdict before, inside and after every dated window.
+//! (the real binary) gives the right verdict before, inside and after every dated window, with
+//! and without its condition (ECH on/off, right and wrong port, mobile vs home ISP, ...).
+//!
+//! Each fact is a test over a table of rows (see [`Row`]); a fact that does not hold fails
+//! with every row of it that does not, each named by its jurisdiction, date, flags and target.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn check(jurisdiction: &str, at: &str, targets: &[&str]) -> Vec<Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args([
-            "check",
-            "--jurisdiction",
-            jurisdiction,
-            "--at",
-            at,
-            "--json",
-        ])
-        .args(targets)
+/// Runs the real `blocklab` binary with `args`.
+fn blocklab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .args(args)
         .output()
-        .expect("run blocklab");
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
-    assert_eq!(lines.len(), targets.len());
-    lines
+        .expect("run blocklab")
 }
 
-/// A target and its expected verdict: `None` = allow, `Some((rule, techniques))` = block.
-type Case<'a> = (&'a str, Option<(&'a str, &'a [&'a str])>);
+/// One row of a fact: `(jurisdiction, date, flags, target, verdict, checks)`.
+///
+/// `blocklab check --jurisdiction J --at DATE --json FLAGS... TARGET` must answer `verdict`:
+/// `allow`, or the id of the rule that blocks the target (a block states its basis and source).
+/// Every check must hold too: `key=value` (the field is `value`; a list is its items joined by
+/// `,`; `absent`: there is no such field), `key~part` (the list has the item `part`, or the
+/// text contains `part`), `key!~part` (it does not). `conditions.0` is the first item of
+/// `conditions`.
+type Row<'a> = (
+    &'a str,
+    &'a str,
+    &'a [&'a str],
+    &'a str,
+    &'a str,
+    &'a [&'a str],
+);
 
-/// Asserts each target's verdict.
-fn expect(jurisdiction: &str, at: &str, cases: &[Case<'_>]) {
-    let targets: Vec<&str> = cases.iter().map(|c| c.0).collect();
-    for (v, (target, want)) in check(jurisdiction, at, &targets).iter().zip(cases) {
-        assert_eq!(v["target"], *target);
-        assert_eq!(v["jurisdiction"], jurisdiction);
-        assert_eq!(v["at"], at);
-        match want {
-            None => {
-                assert_eq!(v["verdict"], "allow", "{jurisdiction} {at} {target}: {v}");
-                assert_eq!(v["rule"], Value::Null);
-            }
-            Some((rule, techniques)) => {
-                assert_eq!(v["verdict"], "block", "{jurisdiction} {at} {target}: {v}");
-                assert_eq!(v["rule"], *rule, "{jurisdiction} {at} {target}");
-                let mut got: Vec<&str> = v["techniques"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|t| t.as_str().unwrap())
-                    .collect();
-                got.sort_unstable();
-                let mut want: Vec<&str> = techniques.to_vec();
-                want.sort_unstable();
-                assert_eq!(got, want, "{jurisdiction} {at} {target}");
-                assert!(
-                    v["source"].as_str().is_some_and(|s| !s.is_empty()),
-                    "every fact carries a source: {v}"
-                );
-                assert!(
-                    v["basis"].as_str().is_some_and(|s| !s.is_empty()),
-                    "every fact carries a basis: {v}"
-                );
+/// Checks every row (the rows with the same jurisdiction, date and flags in one run of the
+/// binary) and fails at the end, naming each row that does not hold and why.
+fn fact(rows: &[Row<'_>]) {
+    let mut failures = Vec::new();
+    let mut done = vec![false; rows.len()];
+    for i in 0..rows.len() {
+        if done[i] {
+            continue;
+        }
+        let (j, at, flags, ..) = rows[i];
+        let group: Vec<usize> = (i..rows.len())
+            .filter(|&k| (rows[k].0, rows[k].1, rows[k].2) == (j, at, flags))
+            .collect();
+        let targets: Vec<&str> = group.iter().map(|&k| rows[k].3).collect();
+        let answers = check(j, at, flags, &targets);
+        for (n, &k) in group.iter().enumerate() {
+            done[k] = true;
+            let problems = match &answers {
+                Ok(answers) => verify(&rows[k], &answers[n]),
+                Err(e) => vec![e.clone()],
+            };
+            let (j, at, flags, target, ..) = rows[k];
+            for p in problems {
+                failures.push(format!("row {k} ({j} {at} {flags:?} {target}): {p}"));
             }
         }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows do not hold:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
 }
 
-const SNI_BLOCK: &[&str] = &["tls-reset", "http-blockpage", "quic-drop"];
-const THROTTLE: &[&str] = &["throttle"];
+/// `blocklab check --json` for `targets`: one JSON answer each, or why there is none.
+fn check(j: &str, at: &str, flags: &[&str], targets: &[&str]) -> Result<Vec<Value>, String> {
+    let mut args = vec!["check", "--jurisdiction", j, "--at", at, "--json"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(targets);
+    let out = blocklab(&args);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("exit {:?}: {err}", out.status));
+    }
+    let answers = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("not one JSON object a line: {e}")))
+        .collect::<Result<Vec<Value>, String>>()?;
+    if answers.len() != targets.len() {
+        return Err(format!(
+            "{} answers for {} targets",
+            answers.len(),
+            targets.len()
+        ));
+    }
+    Ok(answers)
+}
+
+/// What is wrong with `v` as the answer to `row` (nothing: empty).
+fn verify(row: &Row<'_>, v: &Value) -> Vec<String> {
+    let &(j, at, _, target, verdict, checks) = row;
+    let mut wrong = Vec::new();
+    for (key, want) in [("target", target), ("jurisdiction", j), ("at", at)] {
+        if v[key] != want {
+            wrong.push(format!("{key} is {}, not {want}", v[key]));
+        }
+    }
+    if verdict == "allow" {
+        if v["verdict"] != "allow" || !v["rule"].is_null() {
+            wrong.push(format!("not allowed: {} by {}", v["verdict"], v["rule"]));
+        }
+    } else {
+        if v["verdict"] != "block" || v["rule"] != verdict {
+            wrong.push(format!(
+                "not blocked by {verdict}: {} by {}",
+                v["verdict"], v["rule"]
+            ));
+        }
+        for key in ["basis", "source"]
+            .into_iter()
+            .filter(|_| v["verdict"] == "block")
+        {
+            if v[key].as_str().is_none_or(str::is_empty) {
+                wrong.push(format!("every fact carries a {key}"));
+            }
+        }
+    }
+    for c in checks {
+        if !holds(v, c) {
+            wrong.push(format!("`{c}` does not hold"));
+        }
+    }
+    if !wrong.is_empty() {
+        wrong.push(format!("answer: {v}"));
+    }
+    wrong
+}
+
+/// Whether the check `c` (`key=value`, `key~part`, `key!~part`; see [`Row`]) holds for `v`.
+fn holds(v: &Value, c: &str) -> bool {
+    let op = c
+        .find(['=', '~'])
+        .expect("a check is key=value, key~part or key!~part");
+    let (key, want) = (&c[..op], &c[op + 1..]);
+    let (key, negated) = match key.strip_suffix('!') {
+        Some(k) => (k, true),
+        None => (key, false),
+    };
+    let got = key.split('.').try_fold(v, |v, k| match k.parse::<usize>() {
+        Ok(i) => v.get(i),
+        Err(_) => v.get(k),
+    });
+    let yes = if c.as_bytes()[op] == b'=' {
+        got.map_or("absent".to_string(), text) == want
+    } else {
+        match got {
+            Some(Value::Array(items)) => items.iter().any(|x| text(x) == want),
+            Some(x) => text(x).contains(want),
+            None => false,
+        }
+    };
+    yes != negated
+}
+
+/// A JSON value as a check compares it: text unquoted, a list as its items joined by `,`.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+const SNI: &[&str] = &["techniques=http-blockpage,tls-reset,quic-drop"];
+const SNI_NO_HTTP: &[&str] = &["techniques=tls-reset,quic-drop"];
+const THROTTLE: &[&str] = &["techniques=throttle"];
+const QUIC: &[&str] = &["techniques=quic-drop"];
+const NX: &[&str] = &["techniques=dns-nxdomain"];
 
 #[test]
 fn linkedin_blocked_from_17_november_2016() {
-    let li: &[&str] = &["dns-blockpage", "http-blockpage", "ip-drop"];
-    expect(
-        "ru",
-        "2016-11-16",
-        &[("linkedin.com", None), ("www.linkedin.com", None)],
-    );
-    expect(
-        "ru",
-        "2016-11-17",
-        &[
-            ("linkedin.com", Some(("ru-linkedin", li))),
-            ("static.licdn.com", Some(("ru-linkedin", li))),
-        ],
-    );
-    expect(
-        "ru",
-        "2024-01-01",
-        &[("www.linkedin.com", Some(("ru-linkedin", li)))],
-    );
+    const LI: &[&str] = &["techniques=dns-blockpage,http-blockpage,ip-drop"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2016-11-16", &[], "linkedin.com", "allow", &[]),
+        ("ru", "2016-11-16", &[], "www.linkedin.com", "allow", &[]),
+        ("ru", "2016-11-17", &[], "linkedin.com", "ru-linkedin", LI),
+        ("ru", "2016-11-17", &[], "static.licdn.com", "ru-linkedin", LI),
+        ("ru", "2024-01-01", &[], "www.linkedin.com", "ru-linkedin", LI),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn twitter_throttled_in_2021_with_substring_collateral() {
-    let t = Some(("ru-twitter-throttle-2021", THROTTLE));
-    expect(
-        "ru",
-        "2021-03-09",
-        &[
-            ("twitter.com", None),
-            ("microsoft.com", None),
-            ("reddit.com", None),
-        ],
-    );
-    expect(
-        "ru",
-        "2021-03-10",
-        &[("twitter.com", t), ("pbs.twimg.com", t)],
-    );
-    expect(
-        "ru",
-        "2021-04-01",
-        &[
-            ("twitter.com", t),
-            ("microsoft.com", t),
-            ("reddit.com", t),
-            ("t.co", t),
-            ("example.org", None),
-        ],
-    );
-    expect(
-        "ru",
-        "2021-05-16",
-        &[("twitter.com", t), ("microsoft.com", t)],
-    );
-    expect(
-        "ru",
-        "2021-05-17",
-        &[("twitter.com", None), ("microsoft.com", None)],
-    );
-    expect(
-        "ru",
-        "2021-06-01",
-        &[("twitter.com", None), ("microsoft.com", None)],
-    );
+    const T: &str = "ru-twitter-throttle-2021";
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2021-03-09", &[], "twitter.com", "allow", &[]),
+        ("ru", "2021-03-09", &[], "microsoft.com", "allow", &[]),
+        ("ru", "2021-03-09", &[], "reddit.com", "allow", &[]),
+        ("ru", "2021-03-10", &[], "twitter.com", T, THROTTLE),
+        ("ru", "2021-03-10", &[], "pbs.twimg.com", T, THROTTLE),
+        ("ru", "2021-04-01", &[], "twitter.com", T, THROTTLE),
+        ("ru", "2021-04-01", &[], "microsoft.com", T, THROTTLE),
+        ("ru", "2021-04-01", &[], "reddit.com", T, THROTTLE),
+        ("ru", "2021-04-01", &[], "t.co", T, THROTTLE),
+        ("ru", "2021-04-01", &[], "example.org", "allow", &[]),
+        ("ru", "2021-05-16", &[], "twitter.com", T, THROTTLE),
+        ("ru", "2021-05-16", &[], "microsoft.com", T, THROTTLE),
+        ("ru", "2021-05-17", &[], "twitter.com", "allow", &[]),
+        ("ru", "2021-05-17", &[], "microsoft.com", "allow", &[]),
+        ("ru", "2021-06-01", &[], "twitter.com", "allow", &[]),
+        ("ru", "2021-06-01", &[], "microsoft.com", "allow", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn twitter_throttled_then_blocked_in_2022() {
-    expect(
-        "ru",
-        "2022-02-25",
-        &[("twitter.com", None), ("x.com", None)],
-    );
-    let t = Some(("ru-twitter-throttle-2022", THROTTLE));
-    expect(
-        "ru",
-        "2022-02-26",
-        &[
-            ("twitter.com", t),
-            ("x.com", t),
-            ("t.co", t),
-            ("abs.twimg.com", t),
-            ("microsoft.com", None),
-        ],
-    );
-    let b = Some(("ru-twitter", SNI_BLOCK));
-    expect(
-        "ru",
-        "2022-03-04",
-        &[
-            ("twitter.com", b),
-            ("x.com", b),
-            ("t.co", b),
-            ("abs.twimg.com", b),
-        ],
-    );
-    expect("ru", "2025-01-01", &[("twitter.com", b), ("api.x.com", b)]);
+    const T: &str = "ru-twitter-throttle-2022";
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2022-02-25", &[], "twitter.com", "allow", &[]),
+        ("ru", "2022-02-25", &[], "x.com", "allow", &[]),
+        ("ru", "2022-02-26", &[], "twitter.com", T, THROTTLE),
+        ("ru", "2022-02-26", &[], "x.com", T, THROTTLE),
+        ("ru", "2022-02-26", &[], "t.co", T, THROTTLE),
+        ("ru", "2022-02-26", &[], "abs.twimg.com", T, THROTTLE),
+        ("ru", "2022-02-26", &[], "microsoft.com", "allow", &[]),
+        ("ru", "2022-03-04", &[], "twitter.com", "ru-twitter", SNI),
+        ("ru", "2022-03-04", &[], "x.com", "ru-twitter", SNI),
+        ("ru", "2022-03-04", &[], "t.co", "ru-twitter", SNI),
+        ("ru", "2022-03-04", &[], "abs.twimg.com", "ru-twitter", SNI),
+        ("ru", "2025-01-01", &[], "twitter.com", "ru-twitter", SNI),
+        ("ru", "2025-01-01", &[], "api.x.com", "ru-twitter", SNI),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn facebook_and_instagram_2022() {
-    let fb = Some(("ru-facebook", SNI_BLOCK));
-    let ig = Some(("ru-instagram", SNI_BLOCK));
-    expect(
-        "ru",
-        "2022-03-03",
-        &[("facebook.com", None), ("instagram.com", None)],
-    );
-    expect(
-        "ru",
-        "2022-03-04",
-        &[
-            ("facebook.com", fb),
-            ("www.facebook.com", fb),
-            ("fb.com", fb),
-            ("static.xx.fbcdn.net", fb),
-            ("connect.facebook.net", fb),
-            ("messenger.com", fb),
-            ("instagram.com", None),
-        ],
-    );
-    expect(
-        "ru",
-        "2022-03-13",
-        &[("instagram.com", None), ("facebook.com", fb)],
-    );
-    expect(
-        "ru",
-        "2022-03-14",
-        &[("instagram.com", ig), ("scontent.cdninstagram.com", ig)],
-    );
-    // Not a suffix on a label boundary: not blocked.
-    expect(
-        "ru",
-        "2022-03-14",
-        &[("notfacebook.com", None), ("facebook.com.example", None)],
-    );
+    const FB: &str = "ru-facebook";
+    const IG: &str = "ru-instagram";
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2022-03-03", &[], "facebook.com", "allow", &[]),
+        ("ru", "2022-03-03", &[], "instagram.com", "allow", &[]),
+        ("ru", "2022-03-04", &[], "facebook.com", FB, SNI),
+        ("ru", "2022-03-04", &[], "www.facebook.com", FB, SNI),
+        ("ru", "2022-03-04", &[], "fb.com", FB, SNI),
+        ("ru", "2022-03-04", &[], "static.xx.fbcdn.net", FB, SNI),
+        ("ru", "2022-03-04", &[], "connect.facebook.net", FB, SNI),
+        ("ru", "2022-03-04", &[], "messenger.com", FB, SNI),
+        ("ru", "2022-03-04", &[], "instagram.com", "allow", &[]),
+        ("ru", "2022-03-13", &[], "instagram.com", "allow", &[]),
+        ("ru", "2022-03-13", &[], "facebook.com", FB, SNI),
+        ("ru", "2022-03-14", &[], "instagram.com", IG, SNI),
+        ("ru", "2022-03-14", &[], "scontent.cdninstagram.com", IG, SNI),
+        // Not a suffix on a label boundary: not blocked.
+        ("ru", "2022-03-14", &[], "notfacebook.com", "allow", &[]),
+        ("ru", "2022-03-14", &[], "facebook.com.example", "allow", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn quic_v1_to_foreign_hosts_from_4_march_2022() {
-    let q = Some(("ru-quic-v1", &["quic-drop"][..]));
-    expect(
-        "ru",
-        "2022-03-03",
-        &[("8.8.8.8", None), ("2001:db8::1", None)],
-    );
-    expect("ru", "2022-03-04", &[("8.8.8.8", q), ("2001:db8::1", q)]);
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2022-03-03", &[], "8.8.8.8", "allow", &[]),
+        ("ru", "2022-03-03", &[], "2001:db8::1", "allow", &[]),
+        ("ru", "2022-03-04", &[], "8.8.8.8", "ru-quic-v1", QUIC),
+        ("ru", "2022-03-04", &[], "2001:db8::1", "ru-quic-v1", QUIC),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn youtube_signal_discord_2024() {
-    expect(
-        "ru",
-        "2024-07-11",
-        &[("rr1---sn-abc.googlevideo.com", None)],
-    );
-    expect(
-        "ru",
-        "2024-07-12",
-        &[(
-            "rr1---sn-abc.googlevideo.com",
-            Some(("ru-youtube-throttle", THROTTLE)),
-        )],
-    );
-    let s = Some(("ru-signal", &["tls-reset", "quic-drop"][..]));
-    expect("ru", "2024-08-08", &[("signal.org", None)]);
-    expect(
-        "ru",
-        "2024-08-09",
-        &[
-            ("signal.org", s),
-            ("updates.signal.org", s),
-            ("textsecure-service.whispersystems.org", s),
-        ],
-    );
-    let d = Some(("ru-discord", &["tls-reset", "quic-drop"][..]));
-    expect("ru", "2024-10-07", &[("discord.com", None)]);
-    expect(
-        "ru",
-        "2024-10-08",
-        &[
-            ("discord.com", d),
-            ("discord.gg", d),
-            ("cdn.discordapp.com", d),
-        ],
-    );
+    const YT: &str = "rr1---sn-abc.googlevideo.com";
+    const SIGNAL_SERVICE: &str = "textsecure-service.whispersystems.org";
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2024-07-11", &[], YT, "allow", &[]),
+        ("ru", "2024-07-12", &[], YT, "ru-youtube-throttle", THROTTLE),
+        ("ru", "2024-08-08", &[], "signal.org", "allow", &[]),
+        ("ru", "2024-08-09", &[], "signal.org", "ru-signal", SNI_NO_HTTP),
+        ("ru", "2024-08-09", &[], "updates.signal.org", "ru-signal", SNI_NO_HTTP),
+        ("ru", "2024-08-09", &[], SIGNAL_SERVICE, "ru-signal", SNI_NO_HTTP),
+        ("ru", "2024-10-07", &[], "discord.com", "allow", &[]),
+        ("ru", "2024-10-08", &[], "discord.com", "ru-discord", SNI_NO_HTTP),
+        ("ru", "2024-10-08", &[], "discord.gg", "ru-discord", SNI_NO_HTTP),
+        ("ru", "2024-10-08", &[], "cdn.discordapp.com", "ru-discord", SNI_NO_HTTP),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn registry_snapshot_speaks_only_from_its_date() {
     // First entries of rules/ru/registry.lst and rules/ru/ipsum.lst.
-    expect(
-        "ru",
-        "2026-07-03",
-        &[
-            ("0.nb-novorossiysk.net", None),
-            ("188.166.238.170", Some(("ru-quic-v1", &["quic-drop"][..]))),
-        ],
-    );
-    expect(
-        "ru",
-        "2026-07-04",
-        &[
-            (
-                "0.nb-novorossiysk.net",
-                Some((
-                    "ru-registry",
-                    &["dns-blockpage", "http-blockpage", "tls-reset", "quic-drop"][..],
-                )),
-            ),
-            (
-                "188.166.238.170",
-                Some(("ru-registry-ips", &["ip-drop"][..])),
-            ),
-            // A dated rule listed first beats the snapshot for the same name.
-            ("fbcdn.net", Some(("ru-facebook", SNI_BLOCK))),
-        ],
-    );
+    const REGISTRY: &[&str] = &["techniques=dns-blockpage,http-blockpage,tls-reset,quic-drop"];
+    const IP_DROP: &[&str] = &["techniques=ip-drop"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2026-07-03", &[], "0.nb-novorossiysk.net", "allow", &[]),
+        ("ru", "2026-07-03", &[], "188.166.238.170", "ru-quic-v1", QUIC),
+        ("ru", "2026-07-04", &[], "0.nb-novorossiysk.net", "ru-registry", REGISTRY),
+        ("ru", "2026-07-04", &[], "188.166.238.170", "ru-registry-ips", IP_DROP),
+        // A dated rule listed first beats the snapshot for the same name.
+        ("ru", "2026-07-04", &[], "fbcdn.net", "ru-facebook", SNI),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn eu_blocks_rt_and_sputnik_by_dns_and_russia_does_not() {
-    expect(
-        "eu",
-        "2022-03-01",
-        &[("rt.com", None), ("sputniknews.com", None)],
-    );
-    let e = Some(("eu-rt-sputnik", &["dns-nxdomain"][..]));
-    expect(
-        "eu",
-        "2022-03-02",
-        &[
-            ("rt.com", e),
-            ("de.rt.com", e),
-            ("francais.rt.com", e),
-            ("sputniknews.com", e),
-        ],
-    );
-    expect(
-        "eu",
-        "2022-03-10",
-        &[("rt.com", e), ("facebook.com", None), ("twitter.com", None)],
-    );
-    expect(
-        "ru",
-        "2022-03-10",
-        &[("rt.com", None), ("sputniknews.com", None)],
-    );
+    const E: &str = "eu-rt-sputnik";
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("eu", "2022-03-01", &[], "rt.com", "allow", &[]),
+        ("eu", "2022-03-01", &[], "sputniknews.com", "allow", &[]),
+        ("eu", "2022-03-02", &[], "rt.com", E, NX),
+        ("eu", "2022-03-02", &[], "de.rt.com", E, NX),
+        ("eu", "2022-03-02", &[], "francais.rt.com", E, NX),
+        ("eu", "2022-03-02", &[], "sputniknews.com", E, NX),
+        ("eu", "2022-03-10", &[], "rt.com", E, NX),
+        ("eu", "2022-03-10", &[], "facebook.com", "allow", &[]),
+        ("eu", "2022-03-10", &[], "twitter.com", "allow", &[]),
+        ("ru", "2022-03-10", &[], "rt.com", "allow", &[]),
+        ("ru", "2022-03-10", &[], "sputniknews.com", "allow", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn urls_and_case_and_idn_targets() {
-    let fb = Some(("ru-facebook", SNI_BLOCK));
-    expect(
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2022-03-10", &[], "https://www.facebook.com/some/page", "ru-facebook", SNI),
+        ("ru", "2022-03-10", &[], "FaceBook.COM.", "ru-facebook", SNI),
+    ];
+    fact(rows);
+    let out = blocklab(&[
+        "check",
+        "-j",
         "ru",
+        "--at",
         "2022-03-10",
-        &[
-            ("https://www.facebook.com/some/page", fb),
-            ("FaceBook.COM.", fb),
-        ],
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args([
-            "check",
-            "-j",
-            "ru",
-            "--at",
-            "2022-03-10",
-            "--json",
-            "пример.рф",
-        ])
-        .output()
-        .unwrap();
+        "--json",
+        "пример.рф",
+    ]);
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["verdict"], "allow");
 }
 
+/// The one JSON answer of `blocklab ARGS` (which must succeed).
+fn json(args: &[&str]) -> Value {
+    let out = blocklab(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON answer")
+}
+
 #[test]
 fn text_output_explains_the_decision() {
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args([
-            "check",
-            "--jurisdiction",
-            "ru",
-            "--at",
-            "2021-04-01",
-            "microsoft.com",
-        ])
-        .output()
-        .unwrap();
+    let out = blocklab(&[
+        "check",
+        "--jurisdiction",
+        "ru",
+        "--at",
+        "2021-04-01",
+        "microsoft.com",
+    ]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -386,12 +389,6 @@ fn text_output_explains_the_decision() {
 
 #[test]
 fn bad_input_exits_2() {
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_blocklab"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
     for args in [
         &["check", "-j", "xx", "--at", "2022-03-10", "a.com"][..],
         &["check", "-j", "ru", "--at", "2022-02-30", "a.com"],
@@ -399,7 +396,7 @@ fn bad_input_exits_2() {
         &["check", "--client", "192.0.2.1", "a.com"],
         &["check", "a.com"],
     ] {
-        let out = run(args);
+        let out = blocklab(args);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -409,7 +406,7 @@ fn bad_input_exits_2() {
         assert!(!out.stderr.is_empty(), "{args:?} explains the error");
         assert!(out.stdout.is_empty(), "{args:?} prints no verdict");
     }
-    let out = run(&["check", "--client", "192.0.2.1", "a.com"]);
+    let out = blocklab(&["check", "--client", "192.0.2.1", "a.com"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in any configured network"));
 }
 
@@ -422,25 +419,11 @@ fn client_addresses_map_through_the_config() {
         "date = \"2022-03-10\"\n[[clients]]\nnetworks = [\"10.7.0.0/16\"]\njurisdiction = \"ru\"\n[[clients]]\nnetworks = [\"10.7.9.0/24\", \"2001:db8::/32\"]\njurisdiction = \"eu\"\n",
     )
     .unwrap();
-    let run = |client: &str| -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-            .args([
-                "check",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--client",
-                client,
-                "--json",
-                "rt.com",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+    let cfg = cfg.to_str().unwrap();
+    let run = |client: &str| {
+        json(&[
+            "check", "--config", cfg, "--client", client, "--json", "rt.com",
+        ])
     };
     let v = run("10.7.1.1");
     assert_eq!(
@@ -460,194 +443,136 @@ fn client_addresses_map_through_the_config() {
     assert_eq!(run("2001:db8::5")["jurisdiction"], "eu");
 }
 
-// ---- Facts 2021-2026 (README): before, inside and after each window, with and without
-// its condition (ECH on/off, right and wrong port, mobile vs home ISP, ...).
+// ---- Facts 2021-2026 (README).
 
-/// `blocklab check -j ru --at AT --json EXTRA... TARGET`: the one JSON line.
-fn one(jurisdiction: &str, at: &str, extra: &[&str], target: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args([
-            "check",
-            "--jurisdiction",
-            jurisdiction,
-            "--at",
-            at,
-            "--json",
-        ])
-        .args(extra)
-        .arg(target)
-        .output()
-        .expect("run blocklab");
-    assert!(
-        out.status.success(),
-        "{extra:?} {target}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-    assert_eq!(v["target"], target);
-    assert_eq!(v["at"], at);
-    v
-}
-
-/// Asserts the rule (`None` = allow) of `target` in `ru` at `at` with `extra` flags.
-fn rule_is(at: &str, extra: &[&str], target: &str, want: Option<&str>) -> Value {
-    let v = one("ru", at, extra, target);
-    match want {
-        None => assert_eq!(v["verdict"], "allow", "{at} {extra:?} {target}: {v}"),
-        Some(rule) => {
-            assert_eq!(v["verdict"], "block", "{at} {extra:?} {target}: {v}");
-            assert_eq!(v["rule"], rule, "{at} {extra:?} {target}: {v}");
-            assert!(v["basis"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
-            assert!(v["source"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
-        }
-    }
-    v
-}
-
-fn techniques(v: &Value) -> Vec<&str> {
-    v["techniques"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap())
-        .collect()
-}
+const UDP53: &[&str] = &["--port", "udp/53"];
+const TLS: &[&str] = &["--port", "tcp/443"];
+const MTS: &[&str] = &["--isp", "mts"];
+const ECH: &[&str] = &["--ech"];
+const MOBILE: &[&str] = &["--isp", "mobile"];
 
 #[test]
 fn doh_names_reset_and_udp_dns_to_8888_dropped_from_september_2021() {
-    for name in [
-        "dns.google",
-        "1dot1dot1dot1.cloudflare-dns.com",
-        "doh.opendns.com",
-    ] {
-        rule_is("2021-09-02", &[], name, None);
-        let v = rule_is("2021-09-03", &[], name, Some("ru-doh"));
-        assert_eq!(techniques(&v), ["tls-reset"]);
-        rule_is("2023-01-01", &[], name, Some("ru-doh"));
-    }
-    rule_is("2021-09-03", &[], "dns.quad9.net", None);
-    // UDP/53 to 8.8.8.8 only: another port or TCP passes.
-    rule_is("2021-09-02", &["--port", "udp/53"], "8.8.8.8", None);
-    let v = rule_is(
-        "2021-09-03",
-        &["--port", "udp/53"],
-        "8.8.8.8",
-        Some("ru-dns-8888"),
-    );
-    assert_eq!(techniques(&v), ["ip-drop"]);
-    assert_eq!(v["conditions"][0], "ports = udp/53");
-    rule_is("2021-09-03", &["--port", "tcp/53"], "8.8.8.8", None);
-    rule_is("2021-09-03", &["--port", "udp/54"], "8.8.8.8", None);
-    rule_is("2021-09-03", &[], "8.8.8.8", None);
+    const RESET: &[&str] = &["techniques=tls-reset"];
+    const G: &str = "dns.google";
+    const CF: &str = "1dot1dot1dot1.cloudflare-dns.com";
+    const ODNS: &str = "doh.opendns.com";
+    const UDP53_DROP: &[&str] = &["techniques=ip-drop", "conditions.0=ports = udp/53"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2021-09-02", &[], G, "allow", &[]),
+        ("ru", "2021-09-03", &[], G, "ru-doh", RESET),
+        ("ru", "2023-01-01", &[], G, "ru-doh", &[]),
+        ("ru", "2021-09-02", &[], CF, "allow", &[]),
+        ("ru", "2021-09-03", &[], CF, "ru-doh", RESET),
+        ("ru", "2023-01-01", &[], CF, "ru-doh", &[]),
+        ("ru", "2021-09-02", &[], ODNS, "allow", &[]),
+        ("ru", "2021-09-03", &[], ODNS, "ru-doh", RESET),
+        ("ru", "2023-01-01", &[], ODNS, "ru-doh", &[]),
+        ("ru", "2021-09-03", &[], "dns.quad9.net", "allow", &[]),
+        // UDP/53 to 8.8.8.8 only: another port or TCP passes.
+        ("ru", "2021-09-02", UDP53, "8.8.8.8", "allow", &[]),
+        ("ru", "2021-09-03", UDP53, "8.8.8.8", "ru-dns-8888", UDP53_DROP),
+        ("ru", "2021-09-03", &["--port", "tcp/53"], "8.8.8.8", "allow", &[]),
+        ("ru", "2021-09-03", &["--port", "udp/54"], "8.8.8.8", "allow", &[]),
+        ("ru", "2021-09-03", &[], "8.8.8.8", "allow", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn tor_dirauths_blocked_at_some_isps_from_december_2021() {
-    let moria1 = "128.31.0.39";
-    rule_is("2021-11-30", &["--isp", "mts"], moria1, None);
-    let v = rule_is(
-        "2021-12-01",
-        &["--isp", "mts"],
-        moria1,
-        Some("ru-tor-dirauths"),
-    );
-    assert_eq!(techniques(&v), ["ip-drop"]);
-    assert_eq!(v["isp"], "mts");
-    rule_is(
-        "2021-12-01",
-        &["--isp", "beeline"],
-        "2001:678:558:1000::244",
-        Some("ru-tor-dirauths"),
-    );
-    // Not at every ISP, and not for a client of unknown ISP.
-    rule_is("2021-12-01", &["--isp", "rostelecom"], moria1, None);
-    rule_is("2021-12-01", &[], moria1, None);
-    rule_is(
-        "2024-01-01",
-        &["--isp", "mts"],
-        "171.25.193.9",
-        Some("ru-tor-dirauths"),
-    );
+    const MORIA1: &str = "128.31.0.39";
+    const R: &str = "ru-tor-dirauths";
+    const BEELINE: &[&str] = &["--isp", "beeline"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2021-11-30", MTS, MORIA1, "allow", &[]),
+        ("ru", "2021-12-01", MTS, MORIA1, R, &["techniques=ip-drop", "isp=mts"]),
+        ("ru", "2021-12-01", BEELINE, "2001:678:558:1000::244", R, &[]),
+        // Not at every ISP, and not for a client of unknown ISP.
+        ("ru", "2021-12-01", &["--isp", "rostelecom"], MORIA1, "allow", &[]),
+        ("ru", "2021-12-01", &[], MORIA1, "allow", &[]),
+        ("ru", "2024-01-01", MTS, "171.25.193.9", R, &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn torproject_in_the_registry_from_7_december_2021_to_14_july_2022() {
-    rule_is("2021-12-06", &[], "www.torproject.org", None);
-    let v = rule_is(
-        "2021-12-07",
-        &[],
-        "www.torproject.org",
-        Some("ru-torproject"),
-    );
-    assert_eq!(techniques(&v), ["http-blockpage", "tls-reset"]);
-    rule_is("2022-07-13", &[], "torproject.org", Some("ru-torproject"));
-    rule_is("2022-07-14", &[], "www.torproject.org", None);
-    rule_is("2025-01-01", &[], "www.torproject.org", None);
+    const WWW: &str = "www.torproject.org";
+    const R: &str = "ru-torproject";
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2021-12-06", &[], WWW, "allow", &[]),
+        ("ru", "2021-12-07", &[], WWW, R, &["techniques=http-blockpage,tls-reset"]),
+        ("ru", "2022-07-13", &[], "torproject.org", R, &[]),
+        ("ru", "2022-07-14", &[], WWW, "allow", &[]),
+        ("ru", "2025-01-01", &[], WWW, "allow", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn sni_quic_drop_with_the_2024_sni_blocks() {
-    let v = rule_is("2024-08-09", &[], "signal.org", Some("ru-signal"));
-    assert!(techniques(&v).contains(&"quic-drop"), "{v}");
-    let v = rule_is("2024-10-08", &[], "discord.gg", Some("ru-discord"));
-    assert!(techniques(&v).contains(&"quic-drop"), "{v}");
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2024-08-09", &[], "signal.org", "ru-signal", &["techniques~quic-drop"]),
+        ("ru", "2024-10-08", &[], "discord.gg", "ru-discord", &["techniques~quic-drop"]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn googlevideo_policed_from_july_2024() {
-    rule_is("2024-07-11", &[], "rr1---sn-abc.googlevideo.com", None);
-    let v = rule_is(
-        "2024-07-12",
-        &[],
-        "rr1---sn-abc.googlevideo.com",
-        Some("ru-youtube-throttle"),
-    );
-    assert_eq!(techniques(&v), ["throttle"]);
-    assert!(v["basis"].as_str().unwrap().contains("assumption"), "{v}");
+    const YT: &str = "rr1---sn-abc.googlevideo.com";
+    const ASSUMED: &[&str] = &["techniques=throttle", "basis~assumption"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2024-07-11", &[], YT, "allow", &[]),
+        ("ru", "2024-07-12", &[], YT, "ru-youtube-throttle", ASSUMED),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn cloudflare_ech_dropped_only_with_an_ech_extension_from_november_2024() {
-    rule_is("2024-11-04", &["--ech"], "cloudflare-ech.com", None);
-    let v = rule_is(
-        "2024-11-05",
-        &["--ech"],
-        "cloudflare-ech.com",
-        Some("ru-ech-cloudflare"),
-    );
-    assert_eq!(techniques(&v), ["tls-drop", "quic-drop"]);
-    assert_eq!(v["conditions"][0], "ech = true");
-    // Either alone passes: the SNI without ECH, ECH with another SNI.
-    rule_is("2024-11-05", &[], "cloudflare-ech.com", None);
-    rule_is("2024-11-05", &["--ech"], "example.org", None);
-    rule_is(
-        "2026-01-01",
-        &["--ech"],
-        "cloudflare-ech.com",
-        Some("ru-ech-cloudflare"),
-    );
+    const CF: &str = "cloudflare-ech.com";
+    const R: &str = "ru-ech-cloudflare";
+    const ECH_DROP: &[&str] = &["techniques=tls-drop,quic-drop", "conditions.0=ech = true"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2024-11-04", ECH, CF, "allow", &[]),
+        ("ru", "2024-11-05", ECH, CF, R, ECH_DROP),
+        // Either alone passes: the SNI without ECH, ECH with another SNI.
+        ("ru", "2024-11-05", &[], CF, "allow", &[]),
+        ("ru", "2024-11-05", ECH, "example.org", "allow", &[]),
+        ("ru", "2026-01-01", ECH, CF, R, &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn foreign_hosting_freezes_after_16_kb_from_9_june_2025() {
-    let cf = "104.16.1.1";
-    let tls = ["--port", "tcp/443"];
-    // Before: only the 2022 QUIC rule covers the address (not a TCP technique).
-    rule_is("2025-06-08", &tls, cf, Some("ru-quic-v1"));
-    let v = rule_is("2025-06-09", &tls, cf, Some("ru-foreign-hosting-freeze"));
-    assert_eq!(techniques(&v), ["freeze"]);
-    assert_eq!(v["freeze_after_bytes"], 16384);
-    assert!(v.get("residual_secs").is_none(), "{v}");
-    rule_is(
-        "2025-06-09",
-        &tls,
-        "2606:4700::1",
-        Some("ru-foreign-hosting-freeze"),
-    );
-    // The wrong port (or none) is not this rule.
-    rule_is("2025-06-09", &["--port", "tcp/80"], cf, Some("ru-quic-v1"));
-    rule_is("2025-06-09", &[], cf, Some("ru-quic-v1"));
-    rule_is("2026-03-01", &tls, cf, Some("ru-foreign-hosting-freeze"));
+    const CF: &str = "104.16.1.1";
+    const R: &str = "ru-foreign-hosting-freeze";
+    const FREEZE: &[&str] = &[
+        "techniques=freeze",
+        "freeze_after_bytes=16384",
+        "residual_secs=absent",
+    ];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        // Before: only the 2022 QUIC rule covers the address (not a TCP technique).
+        ("ru", "2025-06-08", TLS, CF, "ru-quic-v1", &[]),
+        ("ru", "2025-06-09", TLS, CF, R, FREEZE),
+        ("ru", "2025-06-09", TLS, "2606:4700::1", R, &[]),
+        // The wrong port (or none) is not this rule.
+        ("ru", "2025-06-09", &["--port", "tcp/80"], CF, "ru-quic-v1", &[]),
+        ("ru", "2025-06-09", &[], CF, "ru-quic-v1", &[]),
+        ("ru", "2026-03-01", TLS, CF, R, &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
@@ -662,129 +587,121 @@ fn ovh_residual_rule_states_its_seconds_for_listed_addresses() {
     }
     std::fs::write(dir.path().join("ru/ovh.lst"), "198.51.100.0/24\n").unwrap();
     let d = dir.path().to_str().unwrap();
-    let tls = ["--rules", d, "--port", "tcp/443"];
-    rule_is("2025-05-27", &tls, "198.51.100.7", Some("ru-quic-v1"));
-    let v = rule_is("2025-05-28", &tls, "198.51.100.7", Some("ru-ovh-residual"));
-    assert_eq!(v["residual_secs"], 600);
-    assert_eq!(techniques(&v), ["tls-drop"]);
-    rule_is(
-        "2025-05-28",
-        &["--rules", d, "--port", "udp/443"],
-        "198.51.100.7",
-        Some("ru-quic-v1"),
+    let (tls, quic) = (
+        ["--rules", d, "--port", "tcp/443"],
+        ["--rules", d, "--port", "udp/443"],
     );
+    const OVH: &str = "198.51.100.7";
+    const RESIDUAL: &[&str] = &["residual_secs=600", "techniques=tls-drop"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2025-05-27", &tls, OVH, "ru-quic-v1", &[]),
+        ("ru", "2025-05-28", &tls, OVH, "ru-ovh-residual", RESIDUAL),
+        ("ru", "2025-05-28", &quic, OVH, "ru-quic-v1", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn mobile_networks_allow_only_a_list_by_sni_or_address_from_september_2025() {
-    let m = ["--isp", "mobile"];
-    rule_is("2025-09-06", &m, "example.org", None);
-    let v = rule_is("2025-09-07", &m, "example.org", Some("ru-mobile-allowlist"));
-    assert_eq!(techniques(&v), ["tls-drop"]);
-    // The allowlist, by SNI ...
-    let v = rule_is("2025-09-07", &m, "www.gosuslugi.ru", None);
-    assert_eq!(v["exception"], "ru-mobile-allowlist-allow");
-    // ... or by destination address: any SNI to a Yandex address passes.
-    let v = rule_is(
-        "2025-09-07",
-        &["--isp", "mobile", "--dst", "77.88.8.8"],
-        "example.org",
-        None,
-    );
-    assert_eq!(v["exception"], "ru-mobile-allowlist-allow");
-    rule_is(
-        "2025-09-07",
-        &["--isp", "mobile", "--dst", "192.0.2.1"],
-        "example.org",
-        Some("ru-mobile-allowlist"),
-    );
-    // Home ISPs are not under the regime.
-    rule_is("2025-09-07", &["--isp", "rostelecom"], "example.org", None);
-    rule_is("2025-09-07", &[], "example.org", None);
-    // Names blocked anyway stay blocked by their own rule.
-    rule_is("2025-10-01", &m, "twitter.com", Some("ru-twitter"));
+    const R: &str = "ru-mobile-allowlist";
+    const EXCEPTION: &[&str] = &["exception=ru-mobile-allowlist-allow"];
+    const YANDEX: &[&str] = &["--isp", "mobile", "--dst", "77.88.8.8"];
+    const ELSEWHERE: &[&str] = &["--isp", "mobile", "--dst", "192.0.2.1"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2025-09-06", MOBILE, "example.org", "allow", &[]),
+        ("ru", "2025-09-07", MOBILE, "example.org", R, &["techniques=tls-drop"]),
+        // The allowlist, by SNI ...
+        ("ru", "2025-09-07", MOBILE, "www.gosuslugi.ru", "allow", EXCEPTION),
+        // ... or by destination address: any SNI to a Yandex address passes.
+        ("ru", "2025-09-07", YANDEX, "example.org", "allow", EXCEPTION),
+        ("ru", "2025-09-07", ELSEWHERE, "example.org", R, &[]),
+        // Home ISPs are not under the regime.
+        ("ru", "2025-09-07", &["--isp", "rostelecom"], "example.org", "allow", &[]),
+        ("ru", "2025-09-07", &[], "example.org", "allow", &[]),
+        // Names blocked anyway stay blocked by their own rule.
+        ("ru", "2025-10-01", MOBILE, "twitter.com", "ru-twitter", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn whatsapp_throttled_from_november_2025_then_removed_from_dns() {
-    for n in ["whatsapp.com", "web.whatsapp.com", "whatsapp.net", "wa.me"] {
-        rule_is("2025-11-27", &[], n, None);
-        let v = rule_is("2025-11-28", &[], n, Some("ru-whatsapp-throttle"));
-        assert_eq!(techniques(&v), ["throttle"]);
-    }
-    for n in ["whatsapp.com", "web.whatsapp.com"] {
-        rule_is("2026-02-10", &[], n, Some("ru-whatsapp-throttle"));
-        let v = rule_is("2026-02-11", &[], n, Some("ru-nsdi-2026-whatsapp"));
-        assert_eq!(techniques(&v), ["dns-nxdomain", "throttle"]);
-    }
-    // whatsapp.net and wa.me were kept in the national DNS.
-    rule_is(
-        "2026-03-01",
-        &[],
-        "whatsapp.net",
-        Some("ru-whatsapp-throttle"),
-    );
-    rule_is("2026-03-01", &[], "wa.me", Some("ru-whatsapp-throttle"));
+    const T: &str = "ru-whatsapp-throttle";
+    const DNS: &str = "ru-nsdi-2026-whatsapp";
+    const NX_THROTTLE: &[&str] = &["techniques=dns-nxdomain,throttle"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2025-11-27", &[], "whatsapp.com", "allow", &[]),
+        ("ru", "2025-11-28", &[], "whatsapp.com", T, THROTTLE),
+        ("ru", "2025-11-27", &[], "web.whatsapp.com", "allow", &[]),
+        ("ru", "2025-11-28", &[], "web.whatsapp.com", T, THROTTLE),
+        ("ru", "2025-11-27", &[], "whatsapp.net", "allow", &[]),
+        ("ru", "2025-11-28", &[], "whatsapp.net", T, THROTTLE),
+        ("ru", "2025-11-27", &[], "wa.me", "allow", &[]),
+        ("ru", "2025-11-28", &[], "wa.me", T, THROTTLE),
+        ("ru", "2026-02-10", &[], "whatsapp.com", T, &[]),
+        ("ru", "2026-02-11", &[], "whatsapp.com", DNS, NX_THROTTLE),
+        ("ru", "2026-02-10", &[], "web.whatsapp.com", T, &[]),
+        ("ru", "2026-02-11", &[], "web.whatsapp.com", DNS, NX_THROTTLE),
+        // whatsapp.net and wa.me were kept in the national DNS.
+        ("ru", "2026-03-01", &[], "whatsapp.net", T, &[]),
+        ("ru", "2026-03-01", &[], "wa.me", T, &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn telegram_throttled_from_10_february_2026() {
-    rule_is("2026-02-09", &[], "telegram.org", None);
-    rule_is(
-        "2026-02-10",
-        &[],
-        "telegram.org",
-        Some("ru-telegram-throttle"),
-    );
-    rule_is("2026-02-10", &[], "t.me", Some("ru-telegram-throttle"));
-    rule_is(
-        "2026-06-01",
-        &[],
-        "telegram.me",
-        Some("ru-telegram-throttle"),
-    );
+    const T: &str = "ru-telegram-throttle";
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2026-02-09", &[], "telegram.org", "allow", &[]),
+        ("ru", "2026-02-10", &[], "telegram.org", T, &[]),
+        ("ru", "2026-02-10", &[], "t.me", T, &[]),
+        ("ru", "2026-06-01", &[], "telegram.me", T, &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn national_dns_removals_of_february_2026() {
-    rule_is("2026-02-09", &[], "youtube.com", None);
-    let v = rule_is(
-        "2026-02-10",
-        &[],
-        "www.youtube.com",
-        Some("ru-nsdi-2026-youtube"),
-    );
-    assert_eq!(techniques(&v), ["dns-nxdomain"]);
-    for n in [
-        "bbc.com",
-        "dw.com",
-        "rferl.org",
-        "themoscowtimes.com",
-        "torproject.org",
-        "windscribe.com",
-        "apkmirror.com",
-        "currenttime.tv",
-    ] {
-        rule_is("2026-02-10", &[], n, None);
-        rule_is("2026-02-11", &[], n, Some("ru-nsdi-2026"));
-    }
-    // Meta's names: the 2022 TLS block before, the DNS removal on top of it after.
-    let v = rule_is("2026-02-10", &[], "instagram.com", Some("ru-instagram"));
-    assert!(!techniques(&v).contains(&"dns-nxdomain"));
-    let v = rule_is(
-        "2026-02-11",
-        &[],
-        "instagram.com",
-        Some("ru-nsdi-2026-meta"),
-    );
-    assert!(techniques(&v).contains(&"dns-nxdomain") && techniques(&v).contains(&"tls-reset"));
-    rule_is("2026-02-11", &[], "fbcdn.net", Some("ru-facebook"));
+    const R: &str = "ru-nsdi-2026";
+    const NOT_DNS: &[&str] = &["techniques!~dns-nxdomain"];
+    const DNS_TOO: &[&str] = &["techniques~dns-nxdomain", "techniques~tls-reset"];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("ru", "2026-02-09", &[], "youtube.com", "allow", &[]),
+        ("ru", "2026-02-10", &[], "www.youtube.com", "ru-nsdi-2026-youtube", NX),
+        ("ru", "2026-02-10", &[], "bbc.com", "allow", &[]),
+        ("ru", "2026-02-11", &[], "bbc.com", R, &[]),
+        ("ru", "2026-02-10", &[], "dw.com", "allow", &[]),
+        ("ru", "2026-02-11", &[], "dw.com", R, &[]),
+        ("ru", "2026-02-10", &[], "rferl.org", "allow", &[]),
+        ("ru", "2026-02-11", &[], "rferl.org", R, &[]),
+        ("ru", "2026-02-10", &[], "themoscowtimes.com", "allow", &[]),
+        ("ru", "2026-02-11", &[], "themoscowtimes.com", R, &[]),
+        ("ru", "2026-02-10", &[], "torproject.org", "allow", &[]),
+        ("ru", "2026-02-11", &[], "torproject.org", R, &[]),
+        ("ru", "2026-02-10", &[], "windscribe.com", "allow", &[]),
+        ("ru", "2026-02-11", &[], "windscribe.com", R, &[]),
+        ("ru", "2026-02-10", &[], "apkmirror.com", "allow", &[]),
+        ("ru", "2026-02-11", &[], "apkmirror.com", R, &[]),
+        ("ru", "2026-02-10", &[], "currenttime.tv", "allow", &[]),
+        ("ru", "2026-02-11", &[], "currenttime.tv", R, &[]),
+        // Meta's names: the 2022 TLS block before, the DNS removal on top of it after.
+        ("ru", "2026-02-10", &[], "instagram.com", "ru-instagram", NOT_DNS),
+        ("ru", "2026-02-11", &[], "instagram.com", "ru-nsdi-2026-meta", DNS_TOO),
+        ("ru", "2026-02-11", &[], "fbcdn.net", "ru-facebook", &[]),
+    ];
+    fact(rows);
 }
 
 #[test]
 fn eu_media_bans_2022_to_2024() {
-    let nx: &[&str] = &["dns-nxdomain"];
-    let rows: &[(&str, &str, &str, &[&str])] = &[
+    const MODELLED: &[&str] = &["techniques=dns-nxdomain", "basis~modelling choice"];
+    let bans: &[(&str, &str, &str, &[&str])] = &[
         (
             "eu-2022-879",
             "2022-06-24",
@@ -810,21 +727,24 @@ fn eu_media_bans_2022_to_2024() {
             &["ria.ru", "iz.ru", "rg.ru", "voice-of-europe.eu"],
         ),
     ];
-    for (rule, before, from, names) in rows {
-        let cases: Vec<Case<'_>> = names.iter().map(|n| (*n, None)).collect();
-        expect("eu", before, &cases);
-        let cases: Vec<Case<'_>> = names.iter().map(|n| (*n, Some((*rule, nx)))).collect();
-        expect("eu", from, &cases);
-        expect("eu", "2026-03-01", &cases);
-        let v = one("eu", from, &[], names[0]);
-        assert!(
-            v["basis"].as_str().unwrap().contains("modelling choice"),
-            "{v}"
-        );
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for &(rule, before, from, names) in bans {
+        for (i, &n) in names.iter().enumerate() {
+            rows.push(("eu", before, &[], n, "allow", &[]));
+            rows.push(("eu", from, &[], n, rule, if i == 0 { MODELLED } else { NX }));
+            rows.push(("eu", "2026-03-01", &[], n, rule, NX));
+        }
     }
     // The uncertain date says so.
-    let v = one("eu", "2024-06-01", &[], "ria.ru");
-    assert!(v["basis"].as_str().unwrap().contains("UNCERTAIN"), "{v}");
+    rows.push((
+        "eu",
+        "2024-06-01",
+        &[],
+        "ria.ru",
+        "eu-2024-1428",
+        &["basis~UNCERTAIN"],
+    ));
+    fact(&rows);
 }
 
 #[test]
@@ -833,68 +753,37 @@ fn check_hour_and_ja4_conditions_on_a_lab_rules_dir() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("lab.toml"),
-        r#"[jurisdiction]
-code = "lab"
-utc_offset = "+03:00"
-
-[[rule]]
-id = "curfew"
-domains = ["."]
-hours = ["22:00-06:00"]
-since = "2026-01-01"
-techniques = ["tls-drop"]
-basis = "test"
-source = "test"
-
-[[rule]]
-id = "fp"
-ips = ["0.0.0.0/0"]
-ports = ["udp/1-65535"]
-ja4 = ["d12d1516h2_8daaf6152771_b186095e22b6"]
-techniques = ["ip-drop"]
-basis = "test"
-source = "test"
-"#,
+        include_str!("data/rules/hours-ja4.toml"),
     )
     .unwrap();
-    let run = |extra: &[&str], target: &str| {
-        let d = dir.path().to_str().unwrap();
-        let mut args = vec!["--rules", d];
-        args.extend_from_slice(extra);
-        one("lab", "2026-03-01", &args, target)
-    };
-    assert_eq!(run(&["--hour", "23:30"], "example.org")["rule"], "curfew");
-    assert_eq!(run(&["--hour", "05:59"], "example.org")["rule"], "curfew");
-    assert_eq!(run(&["--hour", "06:00"], "example.org")["verdict"], "allow");
-    assert_eq!(run(&[], "example.org")["verdict"], "allow");
-    let fp = [
-        "--port",
-        "udp/3478",
-        "--ja4",
-        "D12D1516H2_8DAAF6152771_B186095E22B6",
+    let d = dir.path().to_str().unwrap();
+    let at = |hour: &'static str| ["--rules", d, "--hour", hour];
+    let (late, early, morning) = (at("23:30"), at("05:59"), at("06:00"));
+    let stun = |ja4: &'static str| ["--rules", d, "--port", "udp/3478", "--ja4", ja4];
+    let fp = stun("D12D1516H2_8DAAF6152771_B186095E22B6");
+    let other = stun("d13d1516h2_8daaf6152771_b186095e22b6");
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        ("lab", "2026-03-01", &late, "example.org", "curfew", &[]),
+        ("lab", "2026-03-01", &early, "example.org", "curfew", &[]),
+        ("lab", "2026-03-01", &morning, "example.org", "allow", &[]),
+        ("lab", "2026-03-01", &["--rules", d], "example.org", "allow", &[]),
+        ("lab", "2026-03-01", &fp, "192.0.2.9", "fp", &[]),
+        ("lab", "2026-03-01", &other, "192.0.2.9", "allow", &[]),
     ];
-    assert_eq!(run(&fp, "192.0.2.9")["rule"], "fp");
-    let other = [
-        "--port",
-        "udp/3478",
-        "--ja4",
-        "d13d1516h2_8daaf6152771_b186095e22b6",
-    ];
-    assert_eq!(run(&other, "192.0.2.9")["verdict"], "allow");
+    fact(rows);
     // Bad flag values are clear errors (exit 2), not panics.
     for bad in [["--hour", "25:00"], ["--ja4", "nope"], ["--port", "tcp/0"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-            .args([
-                "check",
-                "--rules",
-                dir.path().to_str().unwrap(),
-                "-j",
-                "lab",
-            ])
-            .args(bad)
-            .arg("example.org")
-            .output()
-            .unwrap();
+        let out = blocklab(&[
+            "check",
+            "--rules",
+            d,
+            "-j",
+            "lab",
+            bad[0],
+            bad[1],
+            "example.org",
+        ]);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains(bad[0]),
@@ -928,19 +817,12 @@ jurisdiction = "ru"
 "#,
     )
     .unwrap();
-    let run = |who: &[&str], target: &str| -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-            .args(["check", "--config", cfg.to_str().unwrap(), "--json"])
-            .args(who)
-            .arg(target)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+    let cfg = cfg.to_str().unwrap();
+    let run = |who: &[&str], target: &str| {
+        let mut args = vec!["check", "--config", cfg, "--json"];
+        args.extend_from_slice(who);
+        args.push(target);
+        json(&args)
     };
     let v = run(&["--client-group", "ru2021"], "microsoft.com");
     assert_eq!(
@@ -973,17 +855,7 @@ jurisdiction = "ru"
     );
     assert_eq!(v["verdict"], "allow");
     // An unknown group is a clear error.
-    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
-        .args([
-            "check",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--client-group",
-            "nope",
-            "x.org",
-        ])
-        .output()
-        .unwrap();
+    let out = blocklab(&["check", "--config", cfg, "--client-group", "nope", "x.org"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ru2021, ru2025"));
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::{hosts_table, Dnsmasq, Gateway, Origin};
+use common::{hosts_table, Dnsmasq, Gateway, Origin, LAB_RULES};
 use serde_json::Value;
 
 /// A dnsmasq serving `zone`: dnsmasq `--address` values, e.g. `/facebook.com/127.0.0.1` or
@@ -76,6 +76,15 @@ async fn probe_gateway(gw: &Gateway, dns: &Dnsmasq, ca: Option<&str>, args: &[&s
     probe_via(&resolver, &dns.addr.to_string(), Some(&proxy), ca, args).await
 }
 
+/// [`probe_via`] with the lab's dnsmasq `dns` as both resolvers and blocklab's proxy as the
+/// network under test.
+async fn probe_proxy(dns: &Dnsmasq, gw: &Gateway, ca: Option<&Path>, args: &[&str]) -> ProbeRun {
+    let resolver = dns.addr.to_string();
+    let proxy = format!("http://{}", gw.addr("http"));
+    let ca = ca.map(|p| p.to_str().unwrap());
+    probe_via(&resolver, &resolver, Some(&proxy), ca, args).await
+}
+
 /// Runs the real `blocklab probe` with `args` (plus `--out`, `--allow-net 127.0.0.0/8`).
 async fn probe(args: &[&str]) -> ProbeRun {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +123,15 @@ fn gateway_config(jurisdiction: &str, date: &str, rules: bool, extra_hosts: &str
     )
 }
 
+/// An origin, the lab zone's dnsmasq and the gateway with its DNS frontend forwarding to it
+/// (clients in `jurisdiction` at `date`, the shipped rules).
+async fn with_dns(jurisdiction: &str, date: &str) -> (Origin, Dnsmasq, Gateway) {
+    let origin = Origin::start().await;
+    let dns = lab_dns(ZONE);
+    let config = gateway_config_with_dns(jurisdiction, date, dns.addr);
+    (origin, dns, Gateway::start(&config, &[]))
+}
+
 /// The same gateway with its DNS frontend too, forwarding to `upstream`.
 fn gateway_config_with_dns(jurisdiction: &str, date: &str, upstream: SocketAddr) -> String {
     format!(
@@ -128,11 +146,18 @@ fn tk<'a>(m: &'a Value, key: &str) -> &'a Value {
     &m["test_keys"][key]
 }
 
+/// Asserts that measurement `m` found DNS blocking: NXDOMAIN from the resolver under test,
+/// inconsistent with the control, the site not accessible.
+fn assert_dns_blocking(m: &Value) {
+    assert_eq!(tk(m, "blocking"), "dns", "{m:#}");
+    assert_eq!(tk(m, "accessible"), false);
+    assert_eq!(tk(m, "dns_experiment_failure"), "dns_nxdomain_error");
+    assert_eq!(tk(m, "dns_consistency"), "inconsistent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
-    let origin = Origin::start().await;
-    let dns = lab_dns(ZONE);
-    let gw = Gateway::start(&gateway_config_with_dns("ru", "2022-03-10", dns.addr), &[]);
+    let (origin, dns, gw) = with_dns("ru", "2022-03-10").await;
     let fb_https = format!("https://facebook.com:{}/", origin.https.port());
     let fb_http = format!("http://facebook.com:{}/", origin.http.port());
     let ok_https = format!("https://example.org:{}/page", origin.https.port());
@@ -266,24 +291,6 @@ async fn ru_2022_03_10_facebook_reset_and_blockpage_allowed_sites_accessible() {
     assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{svg}");
 }
 
-const LAB_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-authority = "Lab Authority"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-drop"
-domains = ["drop.example"]
-techniques = ["tls-drop"]
-
-[[rule]]
-id = "lab-ip-drop"
-ips = ["127.0.0.3/32"]
-techniques = ["ip-drop"]
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     let origin = Origin::start().await;
@@ -301,16 +308,7 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     );
     let ipdrop = format!("https://ipdrop.example:{}/", dropped.https.port());
     let tlsdrop = format!("https://drop.example:{}/", origin.https.port());
-    let resolver = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
-        Some(dropped.ca.to_str().unwrap()),
-        &["--timeout", "2", &ipdrop],
-    )
-    .await;
+    let run = probe_proxy(&dns, &gw, Some(&dropped.ca), &["--timeout", "2", &ipdrop]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&ipdrop);
     assert_eq!(tk(m, "blocking"), "tcp_ip", "{m:#}");
@@ -320,14 +318,7 @@ async fn ip_drop_is_tcp_ip_and_tls_drop_is_a_timeout() {
     assert_eq!(c["status"]["failure"], "generic_timeout_error", "{m:#}");
     assert_eq!(c["status"]["blocked"], true);
 
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
-        Some(origin.ca.to_str().unwrap()),
-        &["--timeout", "2", &tlsdrop],
-    )
-    .await;
+    let run = probe_proxy(&dns, &gw, Some(&origin.ca), &["--timeout", "2", &tlsdrop]).await;
     let m = run.get(&tlsdrop);
     assert_eq!(tk(m, "blocking"), "http-failure", "{m:#}");
     assert_eq!(tk(m, "http_experiment_failure"), "generic_timeout_error");
@@ -344,16 +335,7 @@ async fn ru_2021_04_01_twitter_is_accessible_but_throttled() {
     let dns = lab_dns(ZONE);
     let gw = Gateway::start(&gateway_config("ru", "2021-04-01", false, ""), &[]);
     let big = format!("https://twitter.com:{}/bytes/400000", origin.https.port());
-    let resolver = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
-        Some(origin.ca.to_str().unwrap()),
-        &["--download-time", "3", &big],
-    )
-    .await;
+    let run = probe_proxy(&dns, &gw, Some(&origin.ca), &["--download-time", "3", &big]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&big);
     assert_eq!(tk(m, "blocking"), false, "{m:#}");
@@ -394,10 +376,7 @@ async fn nxdomain_from_the_resolver_under_test_is_dns_blocking() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&rt);
-    assert_eq!(tk(m, "blocking"), "dns", "{m:#}");
-    assert_eq!(tk(m, "accessible"), false);
-    assert_eq!(tk(m, "dns_experiment_failure"), "dns_nxdomain_error");
-    assert_eq!(tk(m, "dns_consistency"), "inconsistent");
+    assert_dns_blocking(m);
     assert_eq!(tk(m, "queries")[0]["failure"], "dns_nxdomain_error");
     assert_eq!(tk(m, "control")["dns"]["addrs"][0], "127.0.0.1");
     let m = run.get(&ok);
@@ -426,12 +405,9 @@ async fn citizen_lab_list_with_unreachable_origins_is_not_blocking() {
     }
     let dns = lab_dns(&["/#/127.0.0.1"]);
     let gw = Gateway::start(&gateway_config("ru", "2022-03-10", false, &hosts), &[]);
-    let resolver = dns.addr.to_string();
-    let proxy = format!("http://{}", gw.addr("http"));
-    let run = probe_via(
-        &resolver,
-        &resolver,
-        Some(&proxy),
+    let run = probe_proxy(
+        &dns,
+        &gw,
         None,
         &["--timeout", "10", "--input", short.to_str().unwrap()],
     )
@@ -476,9 +452,7 @@ async fn an_absent_proxy_is_an_error_not_tcp_blocking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
-    let origin = Origin::start().await;
-    let dns = lab_dns(ZONE);
-    let gw = Gateway::start(&gateway_config_with_dns("eu", "2022-03-10", dns.addr), &[]);
+    let (origin, dns, gw) = with_dns("eu", "2022-03-10").await;
     let rt = format!("https://rt.com:{}/", origin.https.port());
     let ok = format!("https://example.org:{}/", origin.https.port());
     // The test CA's certificate does not name rt.com: --insecure lets the control fetch it.
@@ -491,10 +465,7 @@ async fn eu_2022_03_10_rt_com_is_nxdomain_at_blocklabs_resolver() {
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let m = run.get(&rt);
-    assert_eq!(tk(m, "blocking"), "dns", "{m:#}");
-    assert_eq!(tk(m, "accessible"), false);
-    assert_eq!(tk(m, "dns_experiment_failure"), "dns_nxdomain_error");
-    assert_eq!(tk(m, "dns_consistency"), "inconsistent");
+    assert_dns_blocking(m);
     assert_eq!(
         tk(m, "control")["http_request"]["status_code"],
         200,

@@ -349,24 +349,7 @@ mod techniques {
     use super::*;
     use std::io::Write as _;
 
-    const LAB: &str = r#"[jurisdiction]
-code = "lab"
-name = "Test lab"
-utc_offset = "+00:00"
-
-[[vpn]]
-id = "lab-pptp-reset"
-protocols = ["pptp"]
-since = "2020-01-01"
-technique = "reset"
-
-[[vpn]]
-id = "lab-wireguard-cut"
-protocols = ["wireguard"]
-since = "2020-01-01"
-technique = "cut-after"
-cut_after = 4
-"#;
+    const LAB: &str = include_str!("data/rules/relay-vpn.toml");
 
     fn lab_gateway(proto: &str, forward: SocketAddr) -> (Gateway, SocketAddr) {
         let config = format!(

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{curl, hosts_table, pattern, Gateway, Origin};
+use common::{curl, hosts_table, pattern, Gateway, Origin, LAB_RULES};
 
 fn config(date: &str, tls_port: u16) -> String {
     format!(
@@ -104,18 +104,6 @@ async fn transparent_before_the_block_date_passes() {
     assert!(r.body == pattern(777));
 }
 
-const DROP_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-drop"
-domains = ["drop.example"]
-techniques = ["tls-drop"]
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transparent_tls_drop_hangs_until_the_client_gives_up() {
     let origin = Origin::start().await;
@@ -125,7 +113,7 @@ async fn transparent_tls_drop_hangs_until_the_client_gives_up() {
         origin.https.port(),
         hosts_table()
     );
-    let gw = Gateway::start(&cfg, &[("lab.toml", DROP_RULES)]);
+    let gw = Gateway::start(&cfg, &[("lab.toml", LAB_RULES)]);
     let l = gw.addr("tls");
     let to = format!("drop.example:443:{}:{}", l.ip(), l.port());
     let r = curl(&[
@@ -257,7 +245,8 @@ async fn netns_client_redirected_by_nftables() {
     net.redirect(origin.https.port(), l.port()).unwrap();
     net.redirect(origin.http.port(), l.port()).unwrap();
     let ca = origin.ca.to_str().unwrap();
-    let in_ns = |url: String, name: &str, port: u16| {
+    let in_ns = |scheme: &str, name: &str, port: u16, path: &str| {
+        let url = format!("{scheme}://{name}:{port}{path}");
         let resolve = format!("{name}:{port}:{}", net.host);
         let mut args = vec![
             "netns".to_string(),
@@ -283,78 +272,41 @@ async fn netns_client_redirected_by_nftables() {
         ]);
         args
     };
-    let run = |args: Vec<String>| async move {
-        tokio::process::Command::new("ip")
+    // Runs curl in the namespace; asserts its exit code, returns what it printed.
+    let run = |args: Vec<String>, code: i32| async move {
+        let out = tokio::process::Command::new("ip")
             .args(&args)
             .output()
             .await
-            .expect("ip netns exec curl")
+            .expect("ip netns exec curl");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        out.stdout
     };
     let sp = origin.https.port();
 
-    let out = run(in_ns(
-        format!("https://example.org:{sp}/bytes/50000"),
-        "example.org",
-        sp,
-    ))
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(in_ns("https", "example.org", sp, "/bytes/50000"), 0).await;
     let mut want = pattern(50_000);
     want.extend(b"\n200");
-    assert!(out.stdout == want, "body through the redirect differs");
+    assert!(out == want, "body through the redirect differs");
     let dest = format!("dest=\"{}:{sp}\"", net.host);
     assert!(!gw.log().contains("decision=\"tls-reset\""));
 
-    let out = run(in_ns(
-        format!("https://facebook.com:{sp}/"),
-        "facebook.com",
-        sp,
-    ))
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(35),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run(in_ns("https", "facebook.com", sp, "/"), 35).await;
     gw.wait_log(&["decision=\"tls-reset\"", &dest, "tls.sni=\"facebook.com\""]);
 
     // Plain HTTP through the same redirect: the RU blockpage by Host, the origin otherwise.
     let hp = origin.http.port();
-    let out = run(in_ns(
-        format!("http://facebook.com:{hp}/"),
-        "facebook.com",
-        hp,
-    ))
-    .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(in_ns("http", "facebook.com", hp, "/"), 0).await;
     assert!(
-        String::from_utf8_lossy(&out.stdout).ends_with("\n302"),
+        String::from_utf8_lossy(&out).ends_with("\n302"),
         "{}",
-        String::from_utf8_lossy(&out.stdout)
+        String::from_utf8_lossy(&out)
     );
-    let out = run(in_ns(
-        format!("http://example.org:{hp}/bytes/2000"),
-        "example.org",
-        hp,
-    ))
-    .await;
+    let out = run(in_ns("http", "example.org", hp, "/bytes/2000"), 0).await;
     let mut want = pattern(2000);
     want.extend(b"\n200");
-    assert!(
-        out.stdout == want,
-        "plain HTTP through the redirect differs"
-    );
+    assert!(out == want, "plain HTTP through the redirect differs");
 }
 
 /// A UDP echo server on 127.0.0.1 standing in for a QUIC origin.
@@ -400,17 +352,7 @@ async fn quic_initial_echoed(relay: std::net::SocketAddr, sni: &str, size: usize
     }
 }
 
-const QUIC_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-quic"
-domains = ["facebook.com"]
-techniques = ["quic-drop"]
-"#;
+const QUIC_RULES: &str = include_str!("data/rules/tls-quic.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_drop_by_name_and_by_address() {
@@ -458,18 +400,7 @@ async fn quic_drop_by_name_and_by_address() {
     assert!(quic_initial_echoed(before.addr("quic"), "facebook.com", 1200).await);
 }
 
-const URL_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test Lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-url"
-urls = ["https://example.org/secret"]
-techniques = ["http-blockpage"]
-basis = "Lab order on one page"
-"#;
+const URL_RULES: &str = include_str!("data/rules/tls-url.toml");
 
 /// With `[tls] intercept`, HTTPS is terminated with a certificate from the lab CA: URL rules
 /// and the 451 page apply to HTTPS; other pages pass byte for byte; clients that do not trust

@@ -1,6 +1,7 @@
-//! VPN detectors on CONNECT tunnels: a real OpenVPN-over-TCP handshake (from the shared
+//! VPN detectors on CONNECT tunnels: a real OpenVPN-over-TCP handshake (from our own
 //! captures, `tests/data/openvpn-tcp-tls.txt`) carried through the forward proxy is named in
-//! the gateway's log (observe mode: the bytes still pass), and ordinary traffic is not.
+//! the gateway's log (observe mode: the bytes still pass), and ordinary traffic is not. The
+//! packet fixtures are what `tests/data/extract-openvpn.py` makes of `tests/data/captures/`.
 
 mod common;
 
@@ -122,4 +123,19 @@ fn ordinary_tunnels_are_not_flagged() {
     play(gw.addr("http"), to, &script);
     std::thread::sleep(Duration::from_millis(300));
     assert!(!gw.log().contains("vpn verdict"), "{}", gw.log());
+}
+
+#[test]
+fn the_openvpn_fixtures_are_extracted_from_our_own_captures() {
+    common::require("python3");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/extract-openvpn.py");
+    let out = std::process::Command::new("python3")
+        .args([script, "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tests/data/openvpn-*.txt differ from what the extractor makes of tests/data/captures: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -20,19 +20,7 @@ use tokio::sync::mpsc;
 // ---------------------------------------------------------------------------------------------
 // freeze
 
-const FREEZE_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-freeze"
-domains = ["freeze.test"]
-techniques = ["freeze"]
-freeze_after_bytes = 16384
-basis = "test: the 2025 16 KB freeze"
-"#;
+const FREEZE_RULES: &str = include_str!("data/rules/wire-freeze.toml");
 
 fn freeze_config() -> String {
     "rules = \"rules\"\n[[clients]]\nnetworks = [\"127.0.0.1/32\"]\njurisdiction = \"lab\"\n\
@@ -101,26 +89,7 @@ async fn freeze_stops_downloads_after_16_kb_without_a_reset() {
 // ---------------------------------------------------------------------------------------------
 // ECH and ports
 
-const CONDITION_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test lab"
-utc_offset = "+00:00"
-
-[[rule]]
-id = "lab-ech"
-domains = ["cloudflare-ech.com"]
-ech = true
-techniques = ["tls-drop"]
-basis = "test: ECH dropped"
-
-[[rule]]
-id = "lab-443"
-domains = ["ports.test"]
-ports = ["tcp/443"]
-techniques = ["tls-reset"]
-basis = "test: only port 443"
-"#;
+const CONDITION_RULES: &str = include_str!("data/rules/wire-conditions.toml");
 
 /// A TCP server on `ip:port` that reports what each connection sent within 1.5 s and answers
 /// `server-hello` to anything.
@@ -303,25 +272,7 @@ async fn a_ports_condition_blocks_connect_to_443_and_not_8443() {
 // ---------------------------------------------------------------------------------------------
 // per-group dates and POST /date
 
-const DATED_RULES: &str = r#"
-[jurisdiction]
-code = "lab"
-name = "Test lab"
-utc_offset = "+00:00"
-dns_blockpage = ["10.10.10.10"]
-
-[[rule]]
-id = "lab-old"
-domains = ["dated.test"]
-until = "2022-01-01"
-techniques = ["dns-blockpage"]
-
-[[rule]]
-id = "lab-new"
-domains = ["dated.test"]
-since = "2024-01-01"
-techniques = ["dns-nxdomain", "tls-reset"]
-"#;
+const DATED_RULES: &str = include_str!("data/rules/wire-dated.toml");
 
 /// One gateway at 2023-01-01 for 127.0.0.1, with group `old` (127.0.0.2) at 2021-06-01 and
 /// group `new` (127.0.0.3) at 2025-06-01; DNS (upstream: the discard port, never reached by

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use crate::config::Config;
 use crate::policy::explain::explain_conn;
 use crate::policy::{Conn, Policy};
-use crate::rules::{check_ja4, parse_hhmm, Day, Port, RuleSet};
+use crate::rules::{check_ja4, parse_hhmm, Day, Port};
 
 /// `blocklab check`.
 #[derive(Debug, clap::Args)]
@@ -114,7 +114,7 @@ pub fn run(a: Args) -> ExitCode {
             None => {
                 return bad(format!(
                     "unknown jurisdiction `{code}` (have: {})",
-                    codes(&rules)
+                    rules.codes()
                 ))
             }
         },
@@ -193,13 +193,4 @@ pub fn run(a: Args) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-fn codes(rules: &RuleSet) -> String {
-    rules
-        .files
-        .iter()
-        .map(|f| f.jurisdiction.code.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -1,6 +1,7 @@
 //! `blocklab lab up|exec|status|down`: the lab in one command. [`crate::lab`] builds the
 //! topology and the origins; this file puts blocklab itself in the gateway namespace
-//! (in-process, on a runtime inside the namespace, via [`crate::serve::start`]), prints the
+//! (in-process, on a runtime inside the namespace, via [`crate::serve::start`]; in `inpath`
+//! mode also the packet engine on a TUN device there, via [`crate::inpath::tun`]), prints the
 //! lab, waits for SIGINT/SIGTERM and tears everything down.
 
 use std::io::Write;
@@ -9,7 +10,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::config::{Config, LabMode};
+use crate::config::{Config, InpathSection, LabMode};
+use crate::inpath::tun;
 use crate::lab::netns::NsThread;
 use crate::lab::{self, plan, record, Info, Lab, Plan};
 
@@ -79,21 +81,25 @@ fn up(config: Option<PathBuf>, name: &str) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    if plan.mode == LabMode::Inpath {
-        return fail(
-            "[lab] mode = \"inpath\" needs the in-path packet engine, which this build does not have yet; use mode = \"proxy\" (the L7 listeners) or \"off\"",
-        );
-    }
     if let Err(e) = lab::check_privileges() {
         return fail(e);
     }
     // A bad rules file fails in `serve::start`, after which the topology is torn down.
-    let gw_cfg = match plan.mode {
-        LabMode::Proxy => match plan.gateway_config(&cfg) {
-            Ok(c) => Some(c),
-            Err(e) => return fail(e),
-        },
-        LabMode::Off | LabMode::Inpath => None,
+    let gw = match plan.mode {
+        LabMode::Off => None,
+        LabMode::Proxy | LabMode::Inpath => {
+            let engine = match plan.mode {
+                LabMode::Inpath => match plan.inpath_section(&cfg) {
+                    Ok(s) => Some(s),
+                    Err(e) => return fail(e),
+                },
+                _ => None,
+            };
+            match plan.gateway_config(&cfg) {
+                Ok(c) => Some((c, engine)),
+                Err(e) => return fail(e),
+            }
+        }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -119,7 +125,7 @@ fn up(config: Option<PathBuf>, name: &str) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(e),
     };
-    let running = match start(&built, gw_cfg) {
+    let running = match start(&mut built, gw) {
         Ok(r) => r,
         Err(e) => {
             let problems = built.teardown();
@@ -159,15 +165,22 @@ fn up(config: Option<PathBuf>, name: &str) -> ExitCode {
     }
 }
 
-/// The lab's running parts, stopped in order on drop: gateway first, then origins.
+/// The gateway in its namespace: the frontends and, in `inpath` mode, the engine's task.
+type GatewayParts = (crate::serve::Serving, Option<tokio::task::JoinHandle<()>>);
+
+/// The lab's running parts, stopped in order on drop: engine and gateway first (closing the
+/// TUN device), then origins.
 struct Running {
-    gateway: Option<(NsThread, crate::serve::Serving)>,
+    gateway: Option<(NsThread, GatewayParts)>,
     origins: Option<NsThread>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some((thread, serving)) = self.gateway.take() {
+        if let Some((thread, (serving, engine))) = self.gateway.take() {
+            if let Some(e) = engine {
+                e.abort();
+            }
             serving.shutdown();
             thread.stop();
         }
@@ -177,7 +190,9 @@ impl Drop for Running {
     }
 }
 
-fn start(built: &Lab, gw_cfg: Option<Config>) -> Result<Running, String> {
+/// Starts the origins and the gateway (with the engine on its TUN device in `inpath` mode,
+/// then the policy routing into it).
+fn start(built: &mut Lab, gw: Option<(Config, Option<InpathSection>)>) -> Result<Running, String> {
     let p = &built.plan;
     let mut running = Running {
         gateway: None,
@@ -195,12 +210,32 @@ fn start(built: &Lab, gw_cfg: Option<Config>) -> Result<Running, String> {
                 .map_err(|e| e.to_string())?;
         running.origins = Some(t);
     }
-    if let Some(cfg) = gw_cfg {
-        let (t, serving) = NsThread::spawn(&p.gw_ns, "gateway", 2, move || async move {
-            crate::serve::start(cfg).await.map_err(|e| e.to_string())
-        })
-        .map_err(|e| e.to_string())?;
-        running.gateway = Some((t, serving));
+    let Some((cfg, engine)) = gw else {
+        return Ok(running);
+    };
+    let inpath = engine.is_some();
+    if inpath {
+        built.note_tun().map_err(|e| e.to_string())?;
+    }
+    let netns = PathBuf::from("/run/netns").join(&built.plan.gw_ns);
+    let (t, parts) = NsThread::spawn(&built.plan.gw_ns, "gateway", 2, move || async move {
+        let serving = crate::serve::start(cfg).await.map_err(|e| e.to_string())?;
+        let Some(section) = engine else {
+            return Ok((serving, None));
+        };
+        let dev = tun::open_in(&netns, &section.device, section.mtu).map_err(|e| e.to_string())?;
+        tracing::info!(listener = "inpath", device = %section.device, "listening");
+        let task = tokio::spawn(tun::run(
+            dev,
+            std::sync::Arc::clone(&serving.gateway),
+            tun::engine_config(&section),
+        ));
+        Ok((serving, Some(task)))
+    })
+    .map_err(|e| e.to_string())?;
+    running.gateway = Some((t, parts));
+    if inpath {
+        built.route_inpath().map_err(|e| e.to_string())?;
     }
     Ok(running)
 }
@@ -325,14 +360,23 @@ fn down(name: &str) -> ExitCode {
             if let Some(pid) = r.stopped {
                 println!("stopped lab {name} (pid {pid})");
             }
-            if r.namespaces.is_empty() && r.files.is_empty() && r.stopped.is_none() {
+            if r.namespaces.is_empty()
+                && r.files.is_empty()
+                && r.routing.is_empty()
+                && r.stopped.is_none()
+            {
                 println!("lab {name}: nothing to remove");
-            } else if !r.namespaces.is_empty() || !r.files.is_empty() {
+            } else if !r.namespaces.is_empty() || !r.files.is_empty() || !r.routing.is_empty() {
                 println!(
-                    "lab {name}: removed {} namespace(s) [{}] and {} file(s)",
+                    "lab {name}: removed {} namespace(s) [{}] and {} file(s){}",
                     r.namespaces.len(),
                     r.namespaces.join(", "),
-                    r.files.len()
+                    r.files.len(),
+                    if r.routing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", and first {}", r.routing.join(", "))
+                    }
                 );
             }
             for p in &r.problems {

@@ -283,27 +283,30 @@ pub mod build {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::{every_prefix, flow};
+    use crate::detect::testutil::{flow, rule_after, to_c, to_s};
     use crate::detect::Packet;
+
+    /// The rule the default detector decides a UDP flow to `port` by, after `after` packets.
+    fn rule(port: u16, pkts: &[Packet<'_>], after: usize) -> &'static str {
+        rule_after(&Ike::default(), Transport::Udp, port, pkts, after)
+    }
+
+    /// The default detector's answer for a UDP flow to `port`.
+    fn answer(port: u16, pkts: &[Packet<'_>]) -> Outcome {
+        Ike::default().detect(&flow(Transport::Udp, port, pkts))
+    }
 
     #[test]
     fn ikev2_sa_init_exchange_on_500() {
         let req = build::ike_sa_init(0x0102_0304_0506_0708, 0, false, 300);
         let resp = build::ike_sa_init(0x0102_0304_0506_0708, 0x1111, true, 280);
-        let pk = [
-            Packet {
-                dir: Dir::ToServer,
-                payload: &req,
-            },
-            Packet {
-                dir: Dir::ToClient,
-                payload: &resp,
-            },
-        ];
-        let v = every_prefix(&Ike::default(), Transport::Udp, 500, &pk, 1, Some("ike")).unwrap();
-        assert_eq!(v.rule, "initiator", "the request's payload chain is enough");
-        let v = every_prefix(&Ike::default(), Transport::Udp, 10500, &pk, 2, Some("ike")).unwrap();
-        assert_eq!(v.rule, "exchange");
+        let pk = [to_s(&req), to_c(&resp)];
+        assert_eq!(
+            rule(500, &pk, 1),
+            "initiator",
+            "the request's payload chain is enough"
+        );
+        assert_eq!(rule(10500, &pk, 2), "exchange");
         for n in 0..req.len() {
             assert_eq!(
                 parse_ike(&req[..n]),
@@ -315,33 +318,15 @@ mod tests {
 
     #[test]
     fn nat_t_on_4500_needs_the_non_esp_marker_and_allows_esp_after() {
-        let mut req = vec![0, 0, 0, 0];
-        req.extend(build::ike_sa_init(9, 0, false, 200));
-        let mut resp = vec![0, 0, 0, 0];
-        resp.extend(build::ike_sa_init(9, 3, true, 200));
+        let req = marked(build::ike_sa_init(9, 0, false, 200));
+        let resp = marked(build::ike_sa_init(9, 3, true, 200));
         let esp = [0xc0u8, 1, 2, 3, 0, 0, 0, 1, 9, 9, 9, 9];
-        let pk = [
-            Packet {
-                dir: Dir::ToServer,
-                payload: &req,
-            },
-            Packet {
-                dir: Dir::ToClient,
-                payload: &resp,
-            },
-            Packet {
-                dir: Dir::ToServer,
-                payload: &esp,
-            },
-        ];
-        every_prefix(&Ike::default(), Transport::Udp, 4500, &pk, 1, Some("ike"));
+        let pk = [to_s(&req), to_c(&resp), to_s(&esp)];
+        rule(4500, &pk, 1);
         let no_marker = build::ike_sa_init(9, 0, false, 200);
-        let pk = [Packet {
-            dir: Dir::ToServer,
-            payload: &no_marker,
-        }];
+        let pk = [to_s(&no_marker)];
         assert_eq!(
-            Ike::default().detect(&flow(Transport::Udp, 4500, &pk)),
+            answer(4500, &pk),
             Ok(None),
             "ESP first is not an IKE exchange"
         );
@@ -350,12 +335,9 @@ mod tests {
     #[test]
     fn wrong_port_version_or_spi_is_not_ike() {
         let req = build::ike_sa_init(1, 0, false, 100);
-        let pk = [Packet {
-            dir: Dir::ToServer,
-            payload: &req,
-        }];
+        let pk = [to_s(&req)];
         assert_eq!(
-            Ike::default().detect(&flow(Transport::Udp, 53, &pk)),
+            answer(53, &pk),
             Err(Incomplete),
             "off the IKE ports one message is not enough"
         );
@@ -363,35 +345,10 @@ mod tests {
         bad[17] = 0x30;
         assert_eq!(parse_ike(&bad), None);
         let resp = build::ike_sa_init(2, 5, true, 100);
-        let pk = [
-            Packet {
-                dir: Dir::ToServer,
-                payload: &req,
-            },
-            Packet {
-                dir: Dir::ToClient,
-                payload: &resp,
-            },
-        ];
-        assert_eq!(
-            Ike::default().detect(&flow(Transport::Udp, 10500, &pk)),
-            Ok(None),
-            "answer to another SPI"
-        );
+        let pk = [to_s(&req), to_c(&resp)];
+        assert_eq!(answer(10500, &pk), Ok(None), "answer to another SPI");
     }
 
-    fn c(p: &[u8]) -> Packet<'_> {
-        Packet {
-            dir: Dir::ToServer,
-            payload: p,
-        }
-    }
-    fn s(p: &[u8]) -> Packet<'_> {
-        Packet {
-            dir: Dir::ToClient,
-            payload: p,
-        }
-    }
     fn marked(p: Vec<u8>) -> Vec<u8> {
         let mut m = vec![0, 0, 0, 0];
         m.extend(p);
@@ -405,16 +362,7 @@ mod tests {
         let v2 = build::ike_sa_init(0xabcd, 0, false, 320);
         let v1 = build::ikev1_main(0x1234, 0, false, 180);
         for m in [&v2, &v1] {
-            let v = every_prefix(
-                &Ike::default(),
-                Transport::Udp,
-                500,
-                &[c(m), c(m)],
-                1,
-                Some("ike"),
-            )
-            .unwrap();
-            assert_eq!(v.rule, "initiator");
+            assert_eq!(rule(500, &[to_s(m), to_s(m)], 1), "initiator");
         }
         let mut broken = v2.clone();
         broken[31] ^= 1; // SA payload length no longer reaches the end
@@ -429,32 +377,17 @@ mod tests {
             build::esp(0xc001_0203, 1, 120),
             build::esp(0xc001_0203, 2, 120),
         );
-        let pk = [c(&auth), s(&reply), c(&e1), c(&e2)];
-        let v = every_prefix(&Ike::default(), Transport::Udp, 4500, &pk, 1, Some("ike")).unwrap();
-        assert_eq!(v.rule, "initiator");
+        let pk = [to_s(&auth), to_c(&reply), to_s(&e1), to_s(&e2)];
+        assert_eq!(rule(4500, &pk, 1), "initiator");
         // IKEv1 NAT-T: encrypted main-mode messages 5/6 (opaque body) answered, then ESP.
         let m5 = marked(build::ikev1_main(5, 6, true, 100));
         let m6 = marked(build::ikev1_main(5, 6, true, 100));
-        let v = every_prefix(
-            &Ike::default(),
-            Transport::Udp,
-            4500,
-            &[c(&m5), s(&m6)],
-            2,
-            Some("ike"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "exchange");
-        let v = every_prefix(
-            &Ike::default(),
-            Transport::Udp,
-            4500,
-            &[c(&m5), c(&e1)],
-            2,
-            Some("ike"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "esp", "one direction: IKE then ESP");
+        assert_eq!(rule(4500, &[to_s(&m5), to_c(&m6)], 2), "exchange");
+        assert_eq!(
+            rule(4500, &[to_s(&m5), to_s(&e1)], 2),
+            "esp",
+            "one direction: IKE then ESP"
+        );
     }
 
     #[test]
@@ -463,56 +396,32 @@ mod tests {
             .map(|i| build::esp(0x0a0b_0c0d, 1000 + i, 140))
             .collect();
         let back = build::esp(0x0e0f_1011, 500, 90);
-        let pkts = [c(&pk[0]), s(&back), c(&pk[1]), c(&pk[2]), c(&pk[3])];
-        let v = every_prefix(&Ike::default(), Transport::Udp, 4500, &pkts, 4, Some("ike")).unwrap();
-        assert_eq!(v.rule, "esp");
+        let pkts = [
+            to_s(&pk[0]),
+            to_c(&back),
+            to_s(&pk[1]),
+            to_s(&pk[2]),
+            to_s(&pk[3]),
+        ];
+        assert_eq!(rule(4500, &pkts, 4), "esp");
         let jump = build::esp(0x0a0b_0c0d, 5000, 140);
         assert_eq!(
-            Ike::default().detect(&flow(Transport::Udp, 4500, &[c(&pk[0]), c(&jump)])),
+            answer(4500, &[to_s(&pk[0]), to_s(&jump)]),
             Ok(None),
             "sequence numbers must be consecutive"
         );
-        assert_eq!(
-            Ike::default().detect(&flow(Transport::Udp, 500, &[c(&pk[0])])),
-            Ok(None),
-            "no ESP on 500"
-        );
+        assert_eq!(answer(500, &[to_s(&pk[0])]), Ok(None), "no ESP on 500");
     }
 
     #[test]
     fn ike_on_a_moved_port_needs_both_messages() {
         let req = build::ike_sa_init(42, 0, false, 300);
         let resp = build::ike_sa_init(42, 43, true, 250);
-        let v = every_prefix(
-            &Ike::default(),
-            Transport::Udp,
-            10500,
-            &[c(&req), s(&resp)],
-            2,
-            Some("ike"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "exchange");
+        assert_eq!(rule(10500, &[to_s(&req), to_c(&resp)], 2), "exchange");
         let auth = build::ike_auth(42, 43, false, 200);
-        let v = every_prefix(
-            &Ike::default(),
-            Transport::Udp,
-            10500,
-            &[c(&req), c(&auth)],
-            2,
-            Some("ike"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "initiator");
+        assert_eq!(rule(10500, &[to_s(&req), to_s(&auth)], 2), "initiator");
         let (mreq, mresp) = (marked(req.clone()), marked(resp.clone()));
-        every_prefix(
-            &Ike::default(),
-            Transport::Udp,
-            14500,
-            &[c(&mreq), s(&mresp)],
-            2,
-            Some("ike"),
-        );
+        rule(14500, &[to_s(&mreq), to_c(&mresp)], 2);
     }
 
     #[test]
@@ -522,20 +431,11 @@ mod tests {
         let dns = k::dns_query(1, "vpn.example.org");
         let rnd = crate::detect::fully_encrypted::tests::random_bytes(300, 5);
         for port in [500, 4500, 10500] {
-            let pk: Vec<Packet<'_>> = q.iter().map(|p| c(p)).collect();
-            assert!(!matches!(
-                Ike::default().detect(&flow(Transport::Udp, port, &pk)),
-                Ok(Some(_))
-            ));
+            let pk: Vec<Packet<'_>> = q.iter().map(|p| to_s(p)).collect();
+            assert!(!matches!(answer(port, &pk), Ok(Some(_))));
             for p in [&dns, &rnd] {
-                let pk = [c(p), s(p), c(p), c(p)];
-                assert!(
-                    !matches!(
-                        Ike::default().detect(&flow(Transport::Udp, port, &pk)),
-                        Ok(Some(_))
-                    ),
-                    "port {port}"
-                );
+                let pk = [to_s(p), to_c(p), to_s(p), to_s(p)];
+                assert!(!matches!(answer(port, &pk), Ok(Some(_))), "port {port}");
             }
         }
     }

@@ -62,6 +62,18 @@ pub struct Packet<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> Packet<'a> {
+    /// The packets of `(direction, payload)` pairs, borrowed.
+    pub fn all(raw: &'a [(Dir, Vec<u8>)]) -> Vec<Packet<'a>> {
+        raw.iter()
+            .map(|(dir, p)| Packet {
+                dir: *dir,
+                payload: p,
+            })
+            .collect()
+    }
+}
+
 /// What a detector sees: a flow's endpoints and its first payload packets.
 #[derive(Debug, Clone, Copy)]
 pub struct Flow<'a> {
@@ -363,14 +375,25 @@ pub(crate) mod testutil {
         }
     }
 
-    /// Packets borrowed from `(direction, payload)` pairs.
+    /// A packet from the client to the server.
+    pub(crate) fn to_s(payload: &[u8]) -> Packet<'_> {
+        Packet {
+            dir: Dir::ToServer,
+            payload,
+        }
+    }
+
+    /// A packet from the server to the client.
+    pub(crate) fn to_c(payload: &[u8]) -> Packet<'_> {
+        Packet {
+            dir: Dir::ToClient,
+            payload,
+        }
+    }
+
+    /// Packets borrowed from `(direction, payload)` pairs ([`Packet::all`]).
     pub(crate) fn packets(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
-        v.iter()
-            .map(|(d, p)| Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect()
+        Packet::all(v)
     }
 
     /// Feeds every packet prefix of `packets` to `d`: `Incomplete` until `after` packets, then
@@ -406,6 +429,44 @@ pub(crate) mod testutil {
             }
         }
         last
+    }
+
+    /// The rule `d` decides `packets` by: after exactly `after` packets, for its own protocol,
+    /// and the same for every longer prefix (see [`every_prefix`]).
+    pub(crate) fn rule_after(
+        d: &dyn Detector,
+        transport: Transport,
+        port: u16,
+        packets: &[Packet<'_>],
+        after: usize,
+    ) -> &'static str {
+        every_prefix(d, transport, port, packets, after, Some(d.name()))
+            .expect("a verdict for the detector's protocol")
+            .rule
+    }
+
+    /// `n` packets made by `payload(i)`, to the client where `to_client(i)`, else to the
+    /// server.
+    pub(crate) fn flow_of(
+        n: usize,
+        to_client: impl Fn(usize) -> bool,
+        payload: impl Fn(usize) -> Vec<u8>,
+    ) -> Vec<(Dir, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let dir = if to_client(i) {
+                    Dir::ToClient
+                } else {
+                    Dir::ToServer
+                };
+                (dir, payload(i))
+            })
+            .collect()
+    }
+
+    /// `n` packets made by `payload(i)`: even ones to the server, odd ones to the client.
+    pub(crate) fn alternating(n: usize, payload: impl Fn(usize) -> Vec<u8>) -> Vec<(Dir, Vec<u8>)> {
+        flow_of(n, |i| i % 2 == 1, payload)
     }
 
     /// Decodes hex (whitespace ignored).

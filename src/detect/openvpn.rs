@@ -160,22 +160,39 @@ fn session_id(b: &[u8]) -> Option<&[u8]> {
     b.get(1..9)
 }
 
-/// Client reset, constant client session id, server reset acknowledging it.
-fn handshake(frames: &[Frame<'_>]) -> Outcome {
+/// An opening hard reset: the packet, its opcode and its session id.
+type Reset<'f, 'a> = (&'f Frame<'a>, u8, &'f [u8]);
+
+/// The flow's first packet when it is a hard reset (client or server) with key id 0; `Err`
+/// before any packet.
+fn opening_reset<'f, 'a>(frames: &'f [Frame<'a>]) -> Result<Option<Reset<'f, 'a>>, Incomplete> {
     let Some(first) = frames.first() else {
         return Err(Incomplete);
     };
-    let Some((op, key)) = opcode(&first.bytes) else {
+    let (Some((op, 0)), Some(sid)) = (opcode(&first.bytes), session_id(&first.bytes)) else {
         return Ok(None);
     };
     let reset = matches!(
         op,
-        HARD_RESET_CLIENT_V2 | HARD_RESET_CLIENT_V3 | HARD_RESET_CLIENT_V1
+        HARD_RESET_CLIENT_V1
+            | HARD_RESET_CLIENT_V2
+            | HARD_RESET_CLIENT_V3
+            | HARD_RESET_SERVER_V1
+            | HARD_RESET_SERVER_V2
     );
-    let Some(sid) = session_id(&first.bytes) else {
+    Ok(reset.then_some((first, op, sid)))
+}
+
+/// Client reset, constant client session id, server reset acknowledging it.
+fn handshake(frames: &[Frame<'_>]) -> Outcome {
+    let Some((first, op, sid)) = opening_reset(frames)? else {
         return Ok(None);
     };
-    if first.dir != Dir::ToServer || !reset || key != 0 {
+    let client_reset = matches!(
+        op,
+        HARD_RESET_CLIENT_V2 | HARD_RESET_CLIENT_V3 | HARD_RESET_CLIENT_V1
+    );
+    if first.dir != Dir::ToServer || !client_reset {
         return Ok(None);
     }
     for f in &frames[1..] {
@@ -216,24 +233,10 @@ fn handshake(frames: &[Frame<'_>]) -> Outcome {
 /// id. tls-crypt and tls-crypt-v2 (`P_CONTROL_HARD_RESET_CLIENT_V3`, `P_CONTROL_WKC_V1`)
 /// leave the opcode and session id in the clear, so this holds for them too.
 fn reset_session(frames: &[Frame<'_>]) -> Outcome {
-    let Some(first) = frames.first() else {
-        return Err(Incomplete);
-    };
-    let Some((op, key)) = opcode(&first.bytes) else {
+    let Some((first, op, sid)) = opening_reset(frames)? else {
         return Ok(None);
     };
-    let reset = matches!(
-        op,
-        HARD_RESET_CLIENT_V1
-            | HARD_RESET_CLIENT_V2
-            | HARD_RESET_CLIENT_V3
-            | HARD_RESET_SERVER_V1
-            | HARD_RESET_SERVER_V2
-    );
-    let Some(sid) = session_id(&first.bytes) else {
-        return Ok(None);
-    };
-    if !reset || key != 0 || first.bytes.len() < 14 {
+    if first.bytes.len() < 14 {
         return Ok(None);
     }
     for f in frames[1..].iter().filter(|f| f.dir == first.dir) {
@@ -422,8 +425,16 @@ fn known_header(p: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::{every_prefix, flow, hex, packets};
+    use crate::detect::testutil::{
+        alternating, flow, flow_of, hex, packets, rule_after, to_c, to_s,
+    };
     use crate::detect::Packet;
+
+    /// The rule the default detector decides `raw` (a flow to `port`) by, after `after`
+    /// packets.
+    fn rule(t: Transport, port: u16, raw: &[(Dir, Vec<u8>)], after: usize) -> &'static str {
+        rule_after(&OpenVpn::default(), t, port, &packets(raw), after)
+    }
 
     /// Packets from `tests/data/<name>.txt`, embedded at compile time (detect does no I/O).
     pub(crate) fn load(name: &str) -> Vec<(Dir, Vec<u8>)> {
@@ -453,46 +464,19 @@ mod tests {
     #[test]
     fn real_udp_tls_auth_handshake_decides_on_the_server_reset() {
         let raw = load("openvpn-udp-tls");
-        let v = every_prefix(
-            &OpenVpn::default(),
-            Transport::Udp,
-            1194,
-            &packets(&raw),
-            2,
-            Some("openvpn"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "handshake");
+        assert_eq!(rule(Transport::Udp, 1194, &raw, 2), "handshake");
     }
 
     #[test]
     fn real_tcp_tls_auth_handshake_decides_on_the_server_reset() {
         let raw = load("openvpn-tcp-tls");
-        let v = every_prefix(
-            &OpenVpn::default(),
-            Transport::Tcp,
-            1194,
-            &packets(&raw),
-            2,
-            Some("openvpn"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "handshake");
+        assert_eq!(rule(Transport::Tcp, 1194, &raw, 2), "handshake");
     }
 
     #[test]
     fn real_static_key_flows_are_caught_by_the_layout_rule() {
         let raw = load("openvpn-udp-static");
-        let v = every_prefix(
-            &OpenVpn::default(),
-            Transport::Udp,
-            1194,
-            &packets(&raw),
-            8,
-            Some("openvpn"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "static-key");
+        assert_eq!(rule(Transport::Udp, 1194, &raw, 8), "static-key");
         let raw = load("openvpn-tcp-static");
         let pk = packets(&raw);
         let d = OpenVpn::default();
@@ -514,17 +498,24 @@ mod tests {
             Ok(None),
             "the plain handshake rule is blind to XOR"
         );
-        let v = every_prefix(&d, Transport::Udp, 1194, &pk, 8, Some("openvpn")).unwrap();
+        // The masked session id gives it away first: the client's reset (packet 1) and three
+        // more of its packets with the same session id, in tests/data/captures/udp-tls-auth.pcap
+        // (OpenVPN 2.6) its P_CONTROL_V1 with the ClientHello (3), a P_ACK_V1 (6) and the
+        // next P_CONTROL_V1 (7). The data-channel packets (13-16, P_DATA_V2) complete the
+        // 16-packet window of the opcode fingerprint.
         assert_eq!(
-            v.rule, "xor-session",
+            rule_after(&d, Transport::Udp, 1194, &pk, 7),
+            "xor-session",
             "the masked session id gives it away first"
         );
         let xue_only = OpenVpn {
             xor_window: 0,
             ..OpenVpn::default()
         };
-        let v = every_prefix(&xue_only, Transport::Udp, 1194, &pk, 16, Some("openvpn")).unwrap();
-        assert_eq!(v.rule, "xue-opcodes");
+        assert_eq!(
+            rule_after(&xue_only, Transport::Udp, 1194, &pk, 16),
+            "xue-opcodes"
+        );
     }
 
     fn handshake_of(d: &OpenVpn, pk: &[Packet<'_>]) -> Outcome {
@@ -538,16 +529,7 @@ mod tests {
         let mut server = raw[1].1.clone();
         let n = server.len();
         server[n - 12..n - 4].copy_from_slice(&[0; 8]); // the acked remote session id
-        let pk = [
-            Packet {
-                dir: Dir::ToServer,
-                payload: &raw[0].1,
-            },
-            Packet {
-                dir: Dir::ToClient,
-                payload: &server,
-            },
-        ];
+        let pk = [to_s(&raw[0].1), to_c(&server)];
         assert_eq!(handshake_of(&OpenVpn::default(), &pk), Ok(None));
     }
 
@@ -556,10 +538,7 @@ mod tests {
         let raw = load("openvpn-tcp-tls");
         let d = OpenVpn::default();
         for n in 0..raw[0].1.len() {
-            let pk = [Packet {
-                dir: Dir::ToServer,
-                payload: &raw[0].1[..n],
-            }];
+            let pk = [to_s(&raw[0].1[..n])];
             let got = d.detect(&flow(Transport::Tcp, 1194, &pk));
             assert!(
                 got == Err(Incomplete) || got == Ok(None),
@@ -573,25 +552,16 @@ mod tests {
         // 1252-byte QUIC v1 Initials fit the HMAC/IV/CBC layout and look random; the long
         // header's version gives them away (a false positive seen in non-vpn.pcap).
         let body = crate::detect::fully_encrypted::tests::random_bytes(1252, 11);
-        let pkts: Vec<Vec<u8>> = (0..20u8)
-            .map(|i| {
+        let raw = flow_of(
+            20,
+            |i| i % 4 == 3,
+            |i| {
                 let mut p = body.clone();
-                p[..5].copy_from_slice(&[0xc0 | (i & 0x0f), 0, 0, 0, 1]);
+                p[..5].copy_from_slice(&[0xc0 | (i as u8 & 0x0f), 0, 0, 0, 1]);
                 p
-            })
-            .collect();
-        let pk: Vec<Packet<'_>> = pkts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Packet {
-                dir: if i % 4 == 3 {
-                    Dir::ToClient
-                } else {
-                    Dir::ToServer
-                },
-                payload: p,
-            })
-            .collect();
+            },
+        );
+        let pk = packets(&raw);
         assert_eq!(
             OpenVpn::default().detect(&flow(Transport::Udp, 4001, &pk)),
             Ok(None)
@@ -601,34 +571,23 @@ mod tests {
     #[test]
     fn mid_flow_data_and_tls_are_not_openvpn() {
         // A P_DATA_V2 stream caught mid-flow (as in non-vpn.pcap): no reset, no decision.
-        let data: Vec<Vec<u8>> = (0..20u8)
-            .map(|i| {
+        let raw = flow_of(
+            20,
+            |i| i % 3 != 0,
+            |i| {
+                let i = i as u8;
                 let mut p = vec![0x48, 0, 0, 0x0d, 0, 0, 0xe0, i];
                 p.extend(std::iter::repeat_n(i.wrapping_mul(37), 60 + usize::from(i)));
                 p
-            })
-            .collect();
-        let pk: Vec<Packet<'_>> = data
-            .iter()
-            .enumerate()
-            .map(|(i, p)| Packet {
-                dir: if i % 3 == 0 {
-                    Dir::ToServer
-                } else {
-                    Dir::ToClient
-                },
-                payload: p,
-            })
-            .collect();
+            },
+        );
+        let pk = packets(&raw);
         assert_eq!(
             OpenVpn::default().detect(&flow(Transport::Udp, 1194, &pk)),
             Ok(None)
         );
         let hello = [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01];
-        let pk = [Packet {
-            dir: Dir::ToServer,
-            payload: &hello,
-        }];
+        let pk = [to_s(&hello)];
         assert_eq!(
             OpenVpn::default().detect(&flow(Transport::Tcp, 443, &pk)),
             Ok(None),
@@ -651,29 +610,11 @@ mod tests {
             ("openvpn-tcp-tls", Transport::Tcp),
         ] {
             let raw = only(&load(name), Dir::ToServer);
-            let v = every_prefix(
-                &OpenVpn::default(),
-                t,
-                1194,
-                &packets(&raw),
-                2,
-                Some("openvpn"),
-            )
-            .unwrap();
-            assert_eq!(v.rule, "reset-session", "{name}");
+            assert_eq!(rule(t, 1194, &raw, 2), "reset-session", "{name}");
         }
         // A NAT'd capture where the server's direction is its own flow (its sender opens it).
         let raw = only(&load("openvpn-udp-tls"), Dir::ToClient);
-        let v = every_prefix(
-            &OpenVpn::default(),
-            Transport::Udp,
-            40000,
-            &packets(&raw),
-            2,
-            Some("openvpn"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "reset-session");
+        assert_eq!(rule(Transport::Udp, 40000, &raw, 2), "reset-session");
     }
 
     /// A tls-crypt(-v2) packet: opcode, session id, packet id, time, 32-byte tag, then the
@@ -716,16 +657,11 @@ mod tests {
     fn tls_crypt_and_tls_crypt_v2_over_udp_and_tcp_on_443() {
         for v3 in [false, true] {
             let raw = tls_crypt_flow(v3);
-            let v = every_prefix(
-                &OpenVpn::default(),
-                Transport::Udp,
-                443,
-                &packets(&raw),
-                3,
-                Some("openvpn"),
-            )
-            .unwrap();
-            assert_eq!(v.rule, "reset-session", "v3={v3}: acks are encrypted");
+            assert_eq!(
+                rule(Transport::Udp, 443, &raw, 3),
+                "reset-session",
+                "v3={v3}: acks are encrypted"
+            );
             // Over TCP: 2-byte length framing, the client's packets split across segments.
             let mut tcp = Vec::new();
             for (d, p) in &raw {
@@ -735,16 +671,7 @@ mod tests {
                 tcp.push((*d, a.to_vec()));
                 tcp.push((*d, b.to_vec()));
             }
-            let v = every_prefix(
-                &OpenVpn::default(),
-                Transport::Tcp,
-                443,
-                &packets(&tcp),
-                6,
-                Some("openvpn"),
-            )
-            .unwrap();
-            assert_eq!(v.rule, "reset-session");
+            assert_eq!(rule(Transport::Tcp, 443, &tcp, 6), "reset-session");
         }
     }
 
@@ -764,8 +691,7 @@ mod tests {
             .collect();
         let pk = packets(&raw);
         let d = OpenVpn::default();
-        let v = every_prefix(&d, Transport::Udp, 1194, &pk, 4, Some("openvpn")).unwrap();
-        assert_eq!(v.rule, "xor-session");
+        assert_eq!(rule_after(&d, Transport::Udp, 1194, &pk, 4), "xor-session");
     }
 
     #[test]
@@ -774,72 +700,36 @@ mod tests {
         let d = OpenVpn::default();
         let mut flows: Vec<Vec<(Dir, Vec<u8>)>> = Vec::new();
         // Google QUIC Q043: few distinct public flags, a constant connection id at 1..9.
-        flows.push(
-            (0..20)
-                .map(|i| {
-                    let mut p = build::gquic_q043(1350 - i * 7);
-                    if i > 0 {
-                        p[0] = if i % 2 == 0 { 0x08 } else { 0x18 };
-                    }
-                    (
-                        if i % 3 == 1 {
-                            Dir::ToClient
-                        } else {
-                            Dir::ToServer
-                        },
-                        p,
-                    )
-                })
-                .collect(),
-        );
+        flows.push(flow_of(
+            20,
+            |i| i % 3 == 1,
+            |i| {
+                let mut p = build::gquic_q043(1350 - i * 7);
+                if i > 0 {
+                    p[0] = if i % 2 == 0 { 0x08 } else { 0x18 };
+                }
+                p
+            },
+        ));
         // IETF QUIC v1, v2 and a draft: Initial then short headers with a constant DCID.
         for v in [1u32, 0x6b33_43cf, 0xff00_001d] {
-            flows.push(
-                (0..20)
-                    .map(|i| {
-                        let mut p = build::quic_initial(v, 1200);
-                        if i > 0 {
-                            p[0] = 0x40 | (i as u8 & 3);
-                        }
-                        (
-                            if i % 3 == 1 {
-                                Dir::ToClient
-                            } else {
-                                Dir::ToServer
-                            },
-                            p,
-                        )
-                    })
-                    .collect(),
-            );
+            flows.push(flow_of(
+                20,
+                |i| i % 3 == 1,
+                |i| {
+                    let mut p = build::quic_initial(v, 1200);
+                    if i > 0 {
+                        p[0] = 0x40 | (i as u8 & 3);
+                    }
+                    p
+                },
+            ));
         }
-        flows.push(
-            (0..20)
-                .map(|i| {
-                    let ct = if i < 4 { 22 } else { 23 };
-                    (
-                        if i % 2 == 0 {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        build::dtls_record(ct, u16::from(i >= 4), i as u64, 100 + i),
-                    )
-                })
-                .collect(),
-        );
-        flows.push(
-            (0..20)
-                .map(|i| {
-                    let dir = if i % 2 == 0 {
-                        Dir::ToServer
-                    } else {
-                        Dir::ToClient
-                    };
-                    (dir, build::rtp(100 + (i / 2) as u16, 172))
-                })
-                .collect(),
-        );
+        flows.push(alternating(20, |i| {
+            let ct = if i < 4 { 22 } else { 23 };
+            build::dtls_record(ct, u16::from(i >= 4), i as u64, 100 + i)
+        }));
+        flows.push(alternating(20, |i| build::rtp(100 + (i / 2) as u16, 172)));
         flows.push(vec![
             (Dir::ToServer, build::stun_binding(1)),
             (Dir::ToClient, build::stun_binding(1)),

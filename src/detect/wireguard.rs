@@ -346,20 +346,17 @@ pub mod build {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::{every_prefix, flow};
+    use crate::detect::testutil::{alternating, flow, flow_of, packets, rule_after, to_c, to_s};
     use crate::detect::Packet;
 
-    fn to_s(p: &[u8]) -> Packet<'_> {
-        Packet {
-            dir: Dir::ToServer,
-            payload: p,
-        }
+    /// The rule the default detector decides a UDP flow to `port` by, after `after` packets.
+    fn rule(port: u16, pkts: &[Packet<'_>], after: usize) -> &'static str {
+        rule_after(&WireGuard::default(), Transport::Udp, port, pkts, after)
     }
-    fn to_c(p: &[u8]) -> Packet<'_> {
-        Packet {
-            dir: Dir::ToClient,
-            payload: p,
-        }
+
+    /// Whether `d` names the UDP flow to `port` WireGuard.
+    fn found(d: &WireGuard, transport: Transport, port: u16, pkts: &[Packet<'_>]) -> bool {
+        matches!(d.detect(&flow(transport, port, pkts)), Ok(Some(_)))
     }
 
     #[test]
@@ -373,16 +370,7 @@ mod tests {
             build::transport(0x1234_5678, 0, 64, 0x44),
         );
         let pkts = [to_s(&i), to_c(&r), to_s(&t1), to_c(&t2)];
-        let v = every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            51820,
-            &pkts,
-            2,
-            Some("wireguard"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "handshake");
+        assert_eq!(rule(51820, &pkts, 2), "handshake");
     }
 
     /// A real handshake and first transport messages from boringtun (Cloudflare's userspace
@@ -420,23 +408,8 @@ mod tests {
         let raw = boringtun_flow();
         assert!(raw.len() >= 3, "handshake plus transport");
         assert_eq!((raw[0].1.len(), raw[1].1.len()), (148, 92));
-        let pkts: Vec<Packet<'_>> = raw
-            .iter()
-            .map(|(d, p)| Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect();
-        let v = every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            51820,
-            &pkts,
-            2,
-            Some("wireguard"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "handshake");
+        let pkts = packets(&raw);
+        assert_eq!(rule(51820, &pkts, 2), "handshake");
         for (_, p) in &raw {
             assert!(
                 parse(p).is_some(),
@@ -453,14 +426,7 @@ mod tests {
         cookie[..8].copy_from_slice(&[3, 0, 0, 0, 1, 0, 0, 0]);
         let r = build::response(9, 2, 0x13);
         let pkts = [to_s(&i1), to_c(&cookie), to_s(&i2), to_c(&r)];
-        every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            51820,
-            &pkts,
-            4,
-            Some("wireguard"),
-        );
+        rule(51820, &pkts, 4);
     }
 
     #[test]
@@ -468,23 +434,24 @@ mod tests {
         let (i, r) = (build::initiation(1, 0), build::response(5, 2, 0));
         let pkts = [to_s(&i), to_c(&r)];
         assert!(
-            !matches!(
-                WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
-                Ok(Some(_))
-            ),
+            !found(&WireGuard::default(), Transport::Udp, 1, &pkts),
             "response to another index"
         );
         let mut short = build::initiation(1, 0);
         short.pop();
-        assert!(!matches!(
-            WireGuard::default().detect(&flow(Transport::Udp, 1, &[to_s(&short)])),
-            Ok(Some(_))
+        assert!(!found(
+            &WireGuard::default(),
+            Transport::Udp,
+            1,
+            &[to_s(&short)]
         ));
         let mut reserved = build::initiation(1, 0);
         reserved[2] = 1;
-        assert!(!matches!(
-            WireGuard::default().detect(&flow(Transport::Udp, 1, &[to_s(&reserved)])),
-            Ok(Some(_))
+        assert!(!found(
+            &WireGuard::default(),
+            Transport::Udp,
+            1,
+            &[to_s(&reserved)]
         ));
         assert_eq!(
             WireGuard::default().detect(&flow(Transport::Tcp, 1, &[to_s(&i)])),
@@ -511,7 +478,7 @@ mod tests {
             require_padding: true,
         };
         assert!(
-            !matches!(strict.detect(&flow(Transport::Udp, 1, &pk)), Ok(Some(_))),
+            !found(&strict, Transport::Udp, 1, &pk),
             "unpadded transport rejected when padding is required"
         );
     }
@@ -530,23 +497,11 @@ mod tests {
         let a = build::transport(10, 5, 100, 0x21);
         let b = build::transport(20, 9, 30, 0x22);
         let pkts = [to_s(&a), to_s(&a), to_c(&b), to_c(&b), to_s(&a)];
-        let v = every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            51820,
-            &pkts,
-            4,
-            Some("wireguard"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "transport");
+        assert_eq!(rule(51820, &pkts, 4), "transport");
         let c = build::transport(21, 9, 30, 0x22);
         let pkts = [to_s(&a), to_c(&b), to_c(&c)];
         assert!(
-            !matches!(
-                WireGuard::default().detect(&flow(Transport::Udp, 1, &pkts)),
-                Ok(Some(_))
-            ),
+            !found(&WireGuard::default(), Transport::Udp, 1, &pkts),
             "receiver index changed"
         );
     }
@@ -590,29 +545,15 @@ mod tests {
         out
     }
 
-    fn pk(v: &[(Dir, Vec<u8>)]) -> Vec<Packet<'_>> {
-        v.iter()
-            .map(|(d, p)| Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect()
-    }
-
     #[test]
     fn amneziawg_junk_and_changed_headers_are_found_at_the_first_transport() {
         for (jc, s1, s2) in [(4, 40, 30), (0, 0, 0), (10, 100, 64)] {
             let raw = amnezia(jc, s1, s2);
-            let v = every_prefix(
-                &WireGuard::default(),
-                Transport::Udp,
-                443,
-                &pk(&raw),
-                jc + 3,
-                Some("wireguard"),
-            )
-            .unwrap();
-            assert_eq!(v.rule, "handshake-variant", "jc={jc} s1={s1} s2={s2}");
+            assert_eq!(
+                rule(443, &packets(&raw), jc + 3),
+                "handshake-variant",
+                "jc={jc} s1={s1} s2={s2}"
+            );
         }
     }
 
@@ -626,16 +567,7 @@ mod tests {
         t[8..16].copy_from_slice(&2u64.to_le_bytes());
         raw.push((Dir::ToServer, t));
         // 4 junk, the initiation, transports with counters 0, 1, 1, 2: the third rise decides.
-        let v = every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            51820,
-            &pk(&raw),
-            9,
-            Some("wireguard"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "counters");
+        assert_eq!(rule(51820, &packets(&raw), 9), "counters");
     }
 
     #[test]
@@ -650,16 +582,7 @@ mod tests {
         let mut t = build::transport(0x1122_3344, 0, 40, 3);
         t[1..4].copy_from_slice(&id);
         let raw = vec![(Dir::ToServer, i), (Dir::ToClient, r), (Dir::ToServer, t)];
-        let v = every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            2408,
-            &pk(&raw),
-            3,
-            Some("wireguard"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "handshake-variant");
+        assert_eq!(rule(2408, &packets(&raw), 3), "handshake-variant");
     }
 
     #[test]
@@ -671,16 +594,7 @@ mod tests {
             (Dir::ToServer, i),
             (Dir::ToServer, t0),
         ];
-        let v = every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            51820,
-            &pk(&raw),
-            3,
-            Some("wireguard"),
-        )
-        .unwrap();
-        assert_eq!(v.rule, "initiation-transport");
+        assert_eq!(rule(51820, &packets(&raw), 3), "initiation-transport");
         let mid: Vec<(Dir, Vec<u8>)> = (0..3)
             .map(|n| {
                 (
@@ -689,17 +603,9 @@ mod tests {
                 )
             })
             .collect();
-        let v = every_prefix(
-            &WireGuard::default(),
-            Transport::Udp,
-            3478,
-            &pk(&mid),
-            3,
-            Some("wireguard"),
-        )
-        .unwrap();
         assert_eq!(
-            v.rule, "counters",
+            rule(3478, &packets(&mid), 3),
+            "counters",
             "a session caught mid-way, one direction"
         );
     }
@@ -708,84 +614,16 @@ mod tests {
     fn quic_dtls_stun_rtp_dns_and_random_udp_are_never_wireguard() {
         use crate::detect::known::build as k;
         let mut flows: Vec<Vec<(Dir, Vec<u8>)>> = vec![
-            (0..20)
-                .map(|n| {
-                    (
-                        if n % 2 == 0 {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        k::quic_initial(1, 1200),
-                    )
-                })
-                .collect(),
-            (0..20)
-                .map(|n| {
-                    (
-                        if n % 2 == 0 {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        k::gquic_q043(1350),
-                    )
-                })
-                .collect(),
-            (0..20)
-                .map(|n| {
-                    (
-                        if n % 2 == 0 {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        k::dtls_record(23, 1, n, 148),
-                    )
-                })
-                .collect(),
-            (0..20)
-                .map(|n| {
-                    (
-                        if n % 2 == 0 {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        k::rtp(n as u16 / 2, 172),
-                    )
-                })
-                .collect(),
-            (0..4)
-                .map(|n| {
-                    (
-                        if n % 2 == 0 {
-                            Dir::ToServer
-                        } else {
-                            Dir::ToClient
-                        },
-                        k::stun_binding(n),
-                    )
-                })
-                .collect(),
+            alternating(20, |_| k::quic_initial(1, 1200)),
+            alternating(20, |_| k::gquic_q043(1350)),
+            alternating(20, |n| k::dtls_record(23, 1, n as u64, 148)),
+            alternating(20, |n| k::rtp(n as u16 / 2, 172)),
+            alternating(4, |n| k::stun_binding(n as u8)),
             vec![(Dir::ToServer, k::dns_query(4, "wireguard.com"))],
         ];
-        flows.push(
-            (0..32)
-                .map(|n| {
-                    (
-                        if n % 3 == 0 {
-                            Dir::ToClient
-                        } else {
-                            Dir::ToServer
-                        },
-                        rnd(60 + n * 13, n as u64),
-                    )
-                })
-                .collect(),
-        );
+        flows.push(flow_of(32, |n| n % 3 == 0, |n| rnd(60 + n * 13, n as u64)));
         for (i, f) in flows.iter().enumerate() {
-            let got = WireGuard::default().detect(&flow(Transport::Udp, 51820, &pk(f)));
+            let got = WireGuard::default().detect(&flow(Transport::Udp, 51820, &packets(f)));
             assert!(!matches!(got, Ok(Some(_))), "flow {i}: {got:?}");
         }
     }

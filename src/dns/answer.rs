@@ -445,7 +445,7 @@ impl Frontend {
         records: &[Record],
     ) {
         self.gw
-            .record_with("dns", ctx.client, ctx.key, decision, enacted, |e| {
+            .record("dns", ctx.client, ctx.key, decision, enacted, |e| {
                 e.qtype = Some(req.qtype.to_string());
                 e.answers = Some(
                     records

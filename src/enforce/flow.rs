@@ -26,7 +26,7 @@ use super::throttle::Throttled;
 use super::verdict::Verdict;
 use crate::detect::Dir;
 use crate::gateway::Gateway;
-use crate::policy::{At, Conn, IspId, JurisdictionId, Policy};
+use crate::policy::{At, Conn, IspId, JurisdictionId, Policy, RuleId};
 use crate::rules::{Port, Proto};
 use crate::sniff::client_hello::{self, Sni};
 use crate::sniff::http_head::{self, HttpHead};
@@ -252,6 +252,13 @@ impl FlowCtx {
         self.policy.jurisdiction(self.j).reassemble
     }
 
+    /// The blockpage (302 or 451) for a request to `url` blocked by `rule`, for this client's
+    /// jurisdiction and ISP; the 451 page links to the gateway's own URL on `self.local`.
+    pub fn blockpage(&self, rule: RuleId, url: &str) -> super::blockpage::Page {
+        let gateway = format!("http://{}/", self.local);
+        super::blockpage::page(&self.policy, self.j, self.isp, rule, url, &gateway)
+    }
+
     /// The verdict for a TLS ClientHello (or CONNECT target) naming `name`.
     pub fn for_name(&self, name: &str) -> Verdict {
         super::verdict::for_name(&self.policy, self.j, name, &self.conn(), self.at)
@@ -283,7 +290,7 @@ impl FlowCtx {
     pub fn record(&self, v: Verdict, layer: &'static str, target: &str) {
         let decision = v.decision(&self.policy, self.j);
         self.gw
-            .record(layer, self.peer, target, &decision, v.technique());
+            .record(layer, self.peer, target, &decision, v.technique(), |_| {});
     }
 
     /// The id of the rule behind `v` (empty for a pass), for logs.

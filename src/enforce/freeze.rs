@@ -1,7 +1,7 @@
 //! The `freeze` technique on a stream: after `freeze_after_bytes` server->client bytes the
 //! flow silently stops both ways (the 2025 Russian "16 KB" behaviour).
 //!
-//! [`Frozen`] wraps the *server* side of a relayed flow (the origin connection of the forward
+//! [`Frozen`] (a [`Limited`] stream) wraps the *server* side of a relayed flow (the origin connection of the forward
 //! proxy, the upstream of a CONNECT tunnel or of the transparent listener). Reads from the
 //! server pass until the budget is spent, exactly to the byte; then reads never complete and
 //! writes towards the server are swallowed, so the client gets neither more data nor a FIN
@@ -14,13 +14,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::limited::{Limit, Limited, Pass};
+
 /// A server-side stream that freezes after a byte budget (or passes through without one).
+pub type Frozen<S> = Limited<S, Freeze>;
+
+/// The [`Limit`] of a [`Frozen`] stream: its byte budget, then the hold.
 #[derive(Debug)]
-pub struct Frozen<S> {
-    inner: S,
+pub struct Freeze {
     /// Server->client bytes still allowed; `None` = never freezes.
     left: Option<u64>,
     hold: Duration,
@@ -31,97 +34,78 @@ pub struct Frozen<S> {
     waker: Option<Waker>,
 }
 
-impl<S> Frozen<S> {
+impl<S> Limited<S, Freeze> {
     /// `inner`, frozen after `after` bytes read from it (none: never), held for `hold`.
     pub fn new(inner: S, after: Option<u32>, hold: Duration) -> Frozen<S> {
-        Frozen {
-            inner,
+        let limit = Freeze {
             left: after.map(u64::from),
             hold,
             until: None,
             closed: false,
             waker: None,
-        }
+        };
+        Limited { inner, limit }
     }
 
     /// Whether the budget is spent.
     pub fn is_frozen(&self) -> bool {
-        self.until.is_some()
+        self.limit.until.is_some()
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Frozen<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let Some(left) = this.left else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+impl Limit for Freeze {
+    fn poll_read(&mut self, cx: &mut Context<'_>, _want: usize) -> Poll<io::Result<Pass>> {
+        let Some(left) = self.left else {
+            return Poll::Ready(Ok(Pass::All));
         };
-        if let Some(until) = this.until.as_mut() {
-            if this.closed {
-                return Poll::Ready(Ok(()));
-            }
-            if until.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "frozen flow held until its hold time",
-                )));
-            }
-            this.waker = Some(cx.waker().clone());
-            return Poll::Pending;
+        let Some(until) = self.until.as_mut() else {
+            return Poll::Ready(Ok(Pass::UpTo(usize::try_from(left).unwrap_or(usize::MAX))));
+        };
+        if self.closed {
+            return Poll::Ready(Ok(Pass::Nothing));
         }
-        let max = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(buf.remaining());
-        let dst = buf.initialize_unfilled_to(max);
-        let mut sub = ReadBuf::new(dst);
-        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut sub))?;
-        let n = sub.filled().len();
-        buf.advance(n);
-        let left = left - n as u64;
-        this.left = Some(left);
-        if left == 0 {
+        if until.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "frozen flow held until its hold time",
+            )));
+        }
+        self.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn read(&mut self, n: usize) {
+        let Some(left) = self.left.as_mut() else {
+            return;
+        };
+        *left -= n as u64;
+        if *left == 0 {
             tracing::debug!("flow frozen");
-            this.until = Some(Box::pin(tokio::time::sleep(this.hold)));
+            self.until = Some(Box::pin(tokio::time::sleep(self.hold)));
         }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Frozen<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.until.is_some() {
-            return Poll::Ready(Ok(data.len()));
-        }
-        Pin::new(&mut this.inner).poll_write(cx, data)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.until.is_some() {
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_flush(cx)
+    fn poll_write(&mut self, _cx: &mut Context<'_>, _want: usize) -> Poll<Pass> {
+        Poll::Ready(if self.until.is_some() {
+            Pass::Nothing
+        } else {
+            Pass::All
+        })
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.until.is_some() {
-            this.closed = true;
-            if let Some(w) = this.waker.take() {
+    fn wrote(&mut self, _n: usize) {}
+
+    fn held(&mut self, shutdown: bool) -> bool {
+        if self.until.is_none() {
+            return false;
+        }
+        if shutdown {
+            self.closed = true;
+            if let Some(w) = self.waker.take() {
                 w.wake();
             }
-            return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_shutdown(cx)
+        true
     }
 }
 

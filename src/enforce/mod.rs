@@ -11,6 +11,7 @@
 //!   splice, the `active_flows` gauge.
 //! - [`freeze`]: the `freeze` technique on the server side of a stream.
 //! - [`throttle`]: the one token bucket behind every `throttle` (and the DNS rate limit).
+//! - [`limited`]: the one stream wrapper both of them are ([`limited::Limited`]).
 //! - [`inspect`]: live VPN detection and `[[vpn]]` enforcement on the one
 //!   `detect::Classifier`; [`observe`]: the same in observe mode on spliced streams.
 //! - [`respond`]: hyper responses (body, blockpage, 502, hop-by-hop stripping);
@@ -21,6 +22,7 @@ pub mod conn;
 pub mod flow;
 pub mod freeze;
 pub mod inspect;
+pub mod limited;
 pub mod observe;
 pub mod pipeline;
 pub mod respond;

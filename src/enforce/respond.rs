@@ -17,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::blockpage;
-use crate::policy::{IspId, JurisdictionId, Policy, RuleId};
 
 /// The response body type of the proxy and the interceptor.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -63,17 +62,10 @@ pub fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     r
 }
 
-/// The `http-blockpage` response (302 or 451) for `url`, blocked by `rule` in `j`; `gateway`
-/// is the gateway's own URL for the 451 `Link` header.
-pub fn blockpage(
-    policy: &Policy,
-    j: JurisdictionId,
-    isp: Option<IspId>,
-    rule: RuleId,
-    url: &str,
-    gateway: &str,
-) -> Response<Body> {
-    let pg = blockpage::page(policy, j, isp, rule, url, gateway);
+/// The `http-blockpage` response (302 or 451) serving `pg` (see [`FlowCtx::blockpage`]).
+///
+/// [`FlowCtx::blockpage`]: super::flow::FlowCtx::blockpage
+pub fn blockpage(pg: blockpage::Page) -> Response<Body> {
     let mut r = full(
         StatusCode::from_u16(pg.status).unwrap_or(StatusCode::FORBIDDEN),
         pg.body,

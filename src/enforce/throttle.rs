@@ -15,9 +15,9 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::limited::{Limit, Limited, Pass};
 pub use crate::limits::Bucket;
 
 /// One direction's limiter: its bucket and the timer it sleeps on.
@@ -36,15 +36,21 @@ impl Limiter {
         }
     }
 
-    /// Waits until some bytes may pass; returns how many.
-    fn poll_grant(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<usize> {
+    /// Waits until some of `want` bytes may pass (none limiter: all of them).
+    fn poll_pass(lim: Option<&mut Limiter>, cx: &mut Context<'_>, want: usize) -> Poll<Pass> {
+        let Some(lim) = lim else {
+            return Poll::Ready(Pass::All);
+        };
+        if want == 0 {
+            return Poll::Ready(Pass::UpTo(0));
+        }
         loop {
             let now = tokio::time::Instant::now();
-            match self.bucket.grant(want, now.into_std()) {
-                Ok(n) => return Poll::Ready(n),
+            match lim.bucket.grant(want, now.into_std()) {
+                Ok(n) => return Poll::Ready(Pass::UpTo(n)),
                 Err(wait) => {
-                    self.sleep.as_mut().reset(now + wait);
-                    ready!(self.sleep.as_mut().poll(cx));
+                    lim.sleep.as_mut().reset(now + wait);
+                    ready!(lim.sleep.as_mut().poll(cx));
                 }
             }
         }
@@ -52,80 +58,49 @@ impl Limiter {
 }
 
 /// A stream whose reads and writes are each limited to a rate (or not limited at all).
+pub type Throttled<S> = Limited<S, Throttle>;
+
+/// The [`Limit`] of a [`Throttled`] stream: a token bucket per direction.
 #[derive(Debug)]
-pub struct Throttled<S> {
-    inner: S,
+pub struct Throttle {
     read: Option<Limiter>,
     write: Option<Limiter>,
-    scratch: Vec<u8>,
 }
 
-impl<S> Throttled<S> {
+impl<S> Limited<S, Throttle> {
     /// Wraps `inner`, limited to `kbps` in each direction, or unlimited for `None`.
     pub fn new(inner: S, kbps: Option<u32>) -> Throttled<S> {
-        Throttled {
-            inner,
+        let limit = Throttle {
             read: kbps.map(Limiter::new),
             write: kbps.map(Limiter::new),
-            scratch: Vec::new(),
-        }
-    }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+        };
+        Limited { inner, limit }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Throttled<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let Some(lim) = this.read.as_mut() else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
+impl Limit for Throttle {
+    fn poll_read(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<Pass>> {
+        Limiter::poll_pass(self.read.as_mut(), cx, want).map(Ok)
+    }
+
+    fn read(&mut self, n: usize) {
+        if let Some(lim) = self.read.as_mut() {
+            lim.bucket.consume(n);
         }
-        let n = ready!(lim.poll_grant(cx, buf.remaining()));
-        this.scratch.resize(n, 0);
-        let mut small = ReadBuf::new(&mut this.scratch);
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut small))?;
-        let got = small.filled().len();
-        lim.bucket.consume(got);
-        buf.put_slice(&this.scratch[..got]);
-        Poll::Ready(Ok(()))
     }
-}
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Throttled<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let Some(lim) = this.write.as_mut() else {
-            return Pin::new(&mut this.inner).poll_write(cx, data);
-        };
-        if data.is_empty() {
-            return Poll::Ready(Ok(0));
+    fn poll_write(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<Pass> {
+        Limiter::poll_pass(self.write.as_mut(), cx, want)
+    }
+
+    fn wrote(&mut self, n: usize) {
+        if let Some(lim) = self.write.as_mut() {
+            lim.bucket.consume(n);
         }
-        let n = ready!(lim.poll_grant(cx, data.len()));
-        let wrote = ready!(Pin::new(&mut this.inner).poll_write(cx, &data[..n]))?;
-        lim.bucket.consume(wrote);
-        Poll::Ready(Ok(wrote))
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    fn held(&mut self, _shutdown: bool) -> bool {
+        false
     }
 }
 

@@ -187,6 +187,49 @@ fn pick(policy: &Policy, d: Decision, allowed: &[Technique]) -> Verdict {
     Verdict::Pass
 }
 
+/// The techniques a TLS connection gets for its name (ClientHello or CONNECT target).
+pub const TLS: &[Technique] = &[
+    Technique::TlsReset,
+    Technique::TlsDrop,
+    Technique::Freeze,
+    Technique::Throttle,
+];
+
+/// The techniques a plain HTTP request gets: blockpage, or the TLS-layer techniques (a
+/// censor that resets on a blocked Host), or a freeze or throttle.
+pub const HTTP: &[Technique] = &[
+    Technique::HttpBlockpage,
+    Technique::TlsReset,
+    Technique::TlsDrop,
+    Technique::Freeze,
+    Technique::Throttle,
+];
+
+/// The techniques a connection to an address gets.
+pub const IP: &[Technique] = &[
+    Technique::IpReset,
+    Technique::IpDrop,
+    Technique::Freeze,
+    Technique::Throttle,
+];
+
+/// The techniques a rule matching a *name* applies to connections to that name's addresses
+/// (e.g. a registry entry blocked "by DNS, HTTP and IP").
+pub const NAME_IPS: &[Technique] = &[Technique::IpReset, Technique::IpDrop];
+
+/// The verdict for `target` on `conn`, enacting only the techniques in `allowed` (one of
+/// [`TLS`], [`HTTP`], [`IP`], [`NAME_IPS`]).
+pub fn for_target(
+    policy: &Policy,
+    j: JurisdictionId,
+    target: Target<'_>,
+    conn: &Conn<'_>,
+    at: At,
+    allowed: &[Technique],
+) -> Verdict {
+    pick(policy, policy.decide_conn_in(j, target, conn, at), allowed)
+}
+
 /// A TLS connection whose ClientHello (or CONNECT target) names `name`.
 pub fn for_name(
     policy: &Policy,
@@ -195,21 +238,10 @@ pub fn for_name(
     conn: &Conn<'_>,
     at: At,
 ) -> Verdict {
-    let d = policy.decide_conn_in(j, Target::Domain(name), conn, at);
-    pick(
-        policy,
-        d,
-        &[
-            Technique::TlsReset,
-            Technique::TlsDrop,
-            Technique::Freeze,
-            Technique::Throttle,
-        ],
-    )
+    for_target(policy, j, Target::Domain(name), conn, at, TLS)
 }
 
-/// A plain HTTP request for `host` and `path`: blockpage, or the TLS-layer techniques (a
-/// censor that resets on a blocked Host), or a freeze or throttle.
+/// A plain HTTP request for `host` and `path` (see [`HTTP`]).
 pub fn for_http(
     policy: &Policy,
     j: JurisdictionId,
@@ -218,30 +250,12 @@ pub fn for_http(
     conn: &Conn<'_>,
     at: At,
 ) -> Verdict {
-    let d = policy.decide_conn_in(j, Target::Url { host, path }, conn, at);
-    let allowed = [
-        Technique::HttpBlockpage,
-        Technique::TlsReset,
-        Technique::TlsDrop,
-        Technique::Freeze,
-        Technique::Throttle,
-    ];
-    pick(policy, d, &allowed)
+    for_target(policy, j, Target::Url { host, path }, conn, at, HTTP)
 }
 
 /// A connection to `ip`: only `ip-reset`, `ip-drop`, `freeze` and `throttle` apply.
 pub fn for_ip(policy: &Policy, j: JurisdictionId, ip: IpAddr, conn: &Conn<'_>, at: At) -> Verdict {
-    let d = policy.decide_conn_in(j, Target::Ip(ip), conn, at);
-    pick(
-        policy,
-        d,
-        &[
-            Technique::IpReset,
-            Technique::IpDrop,
-            Technique::Freeze,
-            Technique::Throttle,
-        ],
-    )
+    for_target(policy, j, Target::Ip(ip), conn, at, IP)
 }
 
 /// A connection to `ip` for the name `name` (empty: none seen): an allow rule matching the
@@ -268,19 +282,6 @@ pub fn for_dest(
     for_ip(policy, j, ip, conn, at)
 }
 
-/// The `ip-reset`/`ip-drop` of a rule matching the *name* (e.g. a registry entry blocked "by
-/// DNS, HTTP and IP"): connections to that name's addresses are blocked.
-pub fn for_name_ips(
-    policy: &Policy,
-    j: JurisdictionId,
-    name: &str,
-    conn: &Conn<'_>,
-    at: At,
-) -> Verdict {
-    let d = policy.decide_conn_in(j, Target::Domain(name), conn, at);
-    pick(policy, d, &[Technique::IpReset, Technique::IpDrop])
-}
-
 /// `first`, then (when it passes and a name was seen) the `ip-*` techniques of a rule
 /// matching `name`: the step of the pipeline before the name is resolved.
 pub fn with_name_ips(
@@ -294,7 +295,14 @@ pub fn with_name_ips(
     if !first.passes() || name.is_empty() {
         return first;
     }
-    first.and(for_name_ips(policy, j, name, conn, at))
+    first.and(for_target(
+        policy,
+        j,
+        Target::Domain(name),
+        conn,
+        at,
+        NAME_IPS,
+    ))
 }
 
 /// `v`, then (when it passes) the verdict of the destination `ip` for `name` ([`for_dest`]):
@@ -385,7 +393,7 @@ mod tests {
         // linkedin: dns-blockpage, http-blockpage, ip-drop
         assert_eq!(for_name(&p, j, "linkedin.com", &N, at), Verdict::Pass);
         assert_eq!(
-            for_name_ips(&p, j, "linkedin.com", &N, at).name(),
+            for_target(&p, j, Target::Domain("linkedin.com"), &N, at, NAME_IPS).name(),
             "ip-drop"
         );
         assert_eq!(

@@ -117,6 +117,27 @@ fn sort(recs: &mut [FlowRecord]) {
     });
 }
 
+/// Feeds the frames of `stream` to `each` (counted in `packets`) until the end, an error
+/// (returned as the file's warning) or `each` says stop (`false`).
+fn each_frame<R: std::io::Read>(
+    stream: &mut Stream<R>,
+    shown: &str,
+    packets: &mut u64,
+    mut each: impl FnMut(&pcap::Frame<'_>) -> bool,
+) -> Option<String> {
+    while let Some(frame) = stream.next_frame() {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Some(format!("{shown}: {e} (flows up to there are kept)")),
+        };
+        *packets += 1;
+        if !each(&frame) {
+            break;
+        }
+    }
+    None
+}
+
 /// One file, streamed, with `shards` flow tables.
 pub fn run_file(
     path: &std::path::Path,
@@ -156,23 +177,15 @@ pub fn run_file(
         t.udp_timeout_ns = timeout_ns;
         t
     };
-    let mut warning = None;
     let mut recs = Vec::new();
     if shards <= 1 {
         let mut table = new_table();
-        while let Some(frame) = stream.next_frame() {
-            let frame = match frame {
-                Ok(f) => f,
-                Err(e) => {
-                    warning = Some(format!("{shown}: {e} (flows up to there are kept)"));
-                    break;
-                }
-            };
-            out.packets += 1;
+        out.warning = each_frame(&mut stream, &shown, &mut out.packets, |frame| {
             if let Some(d) = pcap::decode(frame.link, frame.data) {
                 table.push(frame.ts_ns, &d);
             }
-        }
+            true
+        });
         recs = table.finish_all();
         out.cost_ns.clone_from(&table.cost_ns);
         out.calls.clone_from(&table.calls);
@@ -200,30 +213,17 @@ pub fn run_file(
                 }));
             }
             let mut batches: Vec<Batch> = (0..shards).map(|_| Batch::default()).collect();
-            while let Some(frame) = stream.next_frame() {
-                let frame = match frame {
-                    Ok(f) => f,
-                    Err(e) => {
-                        warning = Some(format!("{shown}: {e} (flows up to there are kept)"));
-                        break;
-                    }
-                };
-                out.packets += 1;
+            out.warning = each_frame(&mut stream, &shown, &mut out.packets, |frame| {
                 let Some(d) = pcap::decode(frame.link, frame.data) else {
-                    continue;
+                    return true;
                 };
                 let s = shard_of(&d, shards);
                 let b = &mut batches[s];
                 b.bytes.extend_from_slice(frame.data);
                 b.frames
                     .push((frame.ts_ns, frame.link, frame.data.len() as u32));
-                if b.frames.len() >= BATCH {
-                    let full = std::mem::take(b);
-                    if txs[s].send(full).is_err() {
-                        break;
-                    }
-                }
-            }
+                b.frames.len() < BATCH || txs[s].send(std::mem::take(b)).is_ok()
+            });
             for (tx, b) in txs.iter().zip(batches) {
                 let _ = tx.send(b);
             }
@@ -241,6 +241,5 @@ pub fn run_file(
     }
     sort(&mut recs);
     out.recs = Some(recs);
-    out.warning = warning;
     out
 }

@@ -157,17 +157,7 @@ impl Conn {
         let rule = ctx.rule_id(v);
         tracing::info!(client.addr = %self.peer, url, decision = v.name(), rule, "blocked");
         match v {
-            Verdict::Blockpage { rule } => {
-                let gateway = format!("http://{}/", self.local);
-                Ok(respond::blockpage(
-                    &ctx.policy,
-                    ctx.j,
-                    ctx.isp,
-                    rule,
-                    url,
-                    &gateway,
-                ))
-            }
+            Verdict::Blockpage { rule } => Ok(respond::blockpage(ctx.blockpage(rule, url))),
             Verdict::Reset { .. } => {
                 self.arm_reset();
                 Err(ProxyError::Reset)

@@ -1446,14 +1446,7 @@ impl Ctx {
             Side::ToClient => detect::Dir::ToClient,
         };
         state.packets.push((dir, payload[..keep].to_vec()));
-        let packets: Vec<detect::Packet<'_>> = state
-            .packets
-            .iter()
-            .map(|(d, p)| detect::Packet {
-                dir: *d,
-                payload: p,
-            })
-            .collect();
+        let packets = detect::Packet::all(&state.packets);
         let f = detect::Flow {
             transport: match key.proto {
                 Proto::Tcp => detect::Transport::Tcp,

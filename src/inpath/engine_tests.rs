@@ -159,22 +159,7 @@ impl Conn {
         } else {
             (self.s, self.c)
         };
-        let mut p = Vec::new();
-        craft_tcp(
-            &mut p,
-            &TcpSpec {
-                src,
-                dst,
-                seq,
-                ack,
-                flags,
-                window: 65535,
-                ttl,
-                payload,
-            },
-        )
-        .unwrap();
-        p
+        crate::inpath::testdata::tcp_segment(src, dst, seq, ack, flags, ttl, payload)
     }
     fn syn(&self) -> Vec<u8> {
         self.seg(true, CISN, 0, SYN, 64, &[])

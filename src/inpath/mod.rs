@@ -13,6 +13,9 @@ pub mod reassembly;
 pub mod replay;
 pub mod tun;
 
+#[cfg(test)]
+pub(crate) mod testdata;
+
 pub use engine::{Engine, EngineConfig, Extras, Fate, FlowEvent, Moments, Output, Stats, VpnMode};
 
 /// The sniffers and the decision helpers the engine uses, in one place.

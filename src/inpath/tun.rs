@@ -326,69 +326,36 @@ fn record(gw: &Gateway, e: &FlowEvent) {
     }
 }
 
-/// Publishes the engine's counters to `/metrics`.
+/// Publishes the engine's counters to `/metrics`: each is named after its [`Stats`] field.
 fn publish(gw: &Gateway, s: &Stats, flows: usize) {
-    gw.metrics.set_inpath(vec![
-        ("packets", "Packets the in-path engine read.", s.packets),
-        ("bytes", "Bytes the in-path engine read.", s.bytes),
-        ("flows", "Flows the in-path engine tracked.", s.flows),
-        ("dropped", "Packets the in-path engine dropped.", s.dropped),
-        (
-            "injected",
-            "Packets the in-path engine injected (RSTs, blockpages).",
-            s.injected,
-        ),
-        (
-            "evicted",
-            "Flows evicted from the full flow table.",
-            s.evicted,
-        ),
-        (
-            "reassembly_overflow",
-            "Segments or fragments not buffered at a reassembly bound.",
-            s.reassembly_overflow,
-        ),
-        (
-            "detect_overflow",
-            "Flows left undetected because the detector budget was spent.",
-            s.detect_overflow,
-        ),
-        ("policed", "Packets a throttle policer dropped.", s.policed),
-        (
-            "unmapped",
-            "Flows of clients outside every configured network.",
-            s.unmapped,
-        ),
-        ("resets", "Flows reset (tls-reset, ip-reset).", s.resets),
-        ("drops", "Flows dropped (tls-drop, ip-drop).", s.drops),
-        ("blockpages", "HTTP blockpages injected.", s.blockpages),
-        ("throttles", "Flows throttled.", s.throttles),
-        ("freezes", "Flows frozen.", s.freezes),
-        ("quic_drops", "QUIC Initials dropped.", s.quic_drops),
-        (
-            "residual_drops",
-            "Flows dropped by a residual block.",
-            s.residual_drops,
-        ),
-        (
-            "vpn_actions",
-            "Flows acted on by a [[vpn]] rule.",
-            s.vpn_actions,
-        ),
-        (
-            "gso_whole",
-            "Offload super-packets of passing flows forwarded whole.",
-            s.gso_whole,
-        ),
-        (
-            "gso_split",
-            "Offload super-packets cut into segments for the engine.",
-            s.gso_split,
-        ),
-        (
-            "tracked_flows",
-            "Flows tracked at the last update (a gauge).",
-            flows as u64,
-        ),
-    ]);
+    macro_rules! counters {
+        ($($field:ident: $help:literal,)*) => {
+            vec![$((stringify!($field), $help, s.$field),)*]
+        };
+    }
+    let mut all = counters! {
+        packets: "Packets the in-path engine read.",
+        bytes: "Bytes the in-path engine read.",
+        flows: "Flows the in-path engine tracked.",
+        dropped: "Packets the in-path engine dropped.",
+        injected: "Packets the in-path engine injected (RSTs, blockpages).",
+        evicted: "Flows evicted from the full flow table.",
+        reassembly_overflow: "Segments or fragments not buffered at a reassembly bound.",
+        detect_overflow: "Flows left undetected because the detector budget was spent.",
+        policed: "Packets a throttle policer dropped.",
+        unmapped: "Flows of clients outside every configured network.",
+        resets: "Flows reset (tls-reset, ip-reset).",
+        drops: "Flows dropped (tls-drop, ip-drop).",
+        blockpages: "HTTP blockpages injected.",
+        throttles: "Flows throttled.",
+        freezes: "Flows frozen.",
+        quic_drops: "QUIC Initials dropped.",
+        residual_drops: "Flows dropped by a residual block.",
+        vpn_actions: "Flows acted on by a [[vpn]] rule.",
+        gso_whole: "Offload super-packets of passing flows forwarded whole.",
+        gso_split: "Offload super-packets cut into segments for the engine.",
+    };
+    let tracked = "Flows tracked at the last update (a gauge).";
+    all.push(("tracked_flows", tracked, flows as u64));
+    gw.metrics.set_inpath(all);
 }

@@ -9,10 +9,12 @@
 //!   namespace).
 //! - [`ca`]: the lab CA; [`origins`]: HTTP/HTTPS origins for any name and the authoritative DNS.
 //!
-//! Nothing is made in the host's namespace: veths are created inside the lab's namespaces and
-//! the nftables table lives in the gateway's, so removing the namespaces (and the
-//! `/etc/netns/NS` files) removes everything. [`Lab::teardown`] does that for a lab it built;
-//! [`down`] does it from the record (and by name prefix) for a lab that crashed.
+//! Nothing is made in the host's namespace: veths are created inside the lab's namespaces, and
+//! the nftables table (`proxy`), the in-path TUN device and its policy-routing rules
+//! (`inpath`) live in the gateway's, so removing the namespaces (and the `/etc/netns/NS`
+//! files) removes everything. [`Lab::teardown`] does that for a lab it built, removing the
+//! recorded rules and TUN first; [`down`] does it from the record (and by name prefix) for a
+//! lab that crashed.
 
 pub mod ca;
 pub mod netns;
@@ -81,25 +83,61 @@ pub fn check_privileges() -> Result<(), LabError> {
     }
 }
 
-/// What a lab named `name` left in the host: its record and its namespaces.
+/// What a lab named `name` left in the host: its record, its namespaces, and the recorded
+/// TUN device and policy-routing rules still present in them.
 pub fn leftovers(name: &str) -> Vec<String> {
     let mut v = Vec::new();
     if record::dir_of(name).exists() {
         v.push(format!("record {}", record::dir_of(name).display()));
     }
-    let recorded: Vec<String> = record::objects(name)
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Netns(n) => Some(n),
-            _ => None,
-        })
-        .collect();
+    let objects = record::objects(name);
     for ns in netns::list() {
-        if recorded.contains(&ns) || owned_by_prefix(name, &ns) {
+        if objects.contains(&Object::Netns(ns.clone())) || owned_by_prefix(name, &ns) {
             v.push(format!("namespace {ns}"));
         }
     }
+    v.extend(
+        objects
+            .iter()
+            .filter(|o| matches!(o, Object::Link { .. } | Object::Rule { .. }) && present(o))
+            .map(describe),
+    );
     v
+}
+
+/// Whether a recorded object is still there.
+fn present(o: &Object) -> bool {
+    let ns_exists = |ns: &str| Path::new("/run/netns").join(ns).exists();
+    match o {
+        Object::Netns(ns) => ns_exists(ns),
+        Object::File(p) | Object::Dir(p) => p.exists(),
+        Object::Pid(pid) => alive(*pid),
+        Object::Link { ns, dev } => {
+            ns_exists(ns) && netns::ip_in(ns, &["link".into(), "show".into(), dev.clone()]).is_ok()
+        }
+        Object::Rule { ns, pref } => {
+            ns_exists(ns)
+                && netns::ip_in(
+                    ns,
+                    &[
+                        "rule".into(),
+                        "show".into(),
+                        "pref".into(),
+                        pref.to_string(),
+                    ],
+                )
+                .is_ok_and(|out| !out.trim().is_empty())
+        }
+    }
+}
+
+/// The in-path TUN device or a policy-routing rule as `lab status` and `lab down` name it.
+fn describe(o: &Object) -> String {
+    match o {
+        Object::Link { ns, dev } => format!("TUN {dev} in {ns}"),
+        Object::Rule { ns, pref } => format!("rule pref {pref} in {ns}"),
+        other => other.line(),
+    }
 }
 
 /// Whether namespace `ns` looks like lab `name`'s and no other lab's record claims it.
@@ -190,7 +228,28 @@ impl Lab {
     fn make(&mut self) -> Result<(), LabError> {
         self.note(Object::Pid(std::process::id()))?;
         std::fs::write(&self.ca_path, self.ca.pem()).map_err(io_err(&self.ca_path))?;
-        for step in self.plan.steps() {
+        let steps = self.plan.steps();
+        self.apply(steps)
+    }
+
+    /// Notes the in-path engine's TUN device; call before opening it in the gateway namespace.
+    pub fn note_tun(&mut self) -> Result<(), LabError> {
+        self.note(Object::Link {
+            ns: self.plan.gw_ns.clone(),
+            dev: plan::TUN_DEV.to_string(),
+        })
+    }
+
+    /// Routes every group's traffic through the TUN device ([`Plan::inpath_steps`]); call once
+    /// the engine serves it.
+    pub fn route_inpath(&mut self) -> Result<(), LabError> {
+        let steps = self.plan.inpath_steps();
+        self.apply(steps)
+    }
+
+    /// Makes `steps` in order, noting each object before it is made.
+    fn apply(&mut self, steps: Vec<Step>) -> Result<(), LabError> {
+        for step in steps {
             match step {
                 Step::Netns(ns) => {
                     self.note(Object::Netns(ns.clone()))?;
@@ -200,6 +259,16 @@ impl Lab {
                     netns::ip_in(&ns, &args)?;
                 }
                 Step::Nft { ns, script } => netns::nft_in(&ns, &script)?,
+                Step::Rule { ns, pref, args } => {
+                    self.note(Object::Rule {
+                        ns: ns.clone(),
+                        pref,
+                    })?;
+                    let mut all =
+                        vec!["rule".into(), "add".into(), "pref".into(), pref.to_string()];
+                    all.extend(args);
+                    netns::ip_in(&ns, &all)?;
+                }
                 Step::Sysctl { ns, key, value } => {
                     let path = Path::new("/proc/sys").join(&key);
                     netns::in_ns(&ns, move || {
@@ -279,13 +348,27 @@ impl Drop for Lab {
     }
 }
 
-/// Removes `objects` in reverse order of making: processes in the namespaces are killed, then
-/// namespaces deleted, then files and directories removed.
+/// Removes `objects` in reverse order of making: policy-routing rules and the TUN device,
+/// then, per namespace, the processes in it are killed and it is deleted, then files and
+/// directories are removed.
 fn remove(objects: &[Object]) -> Vec<String> {
     let mut problems = Vec::new();
     let me = std::process::id();
     for o in objects.iter().rev() {
         match o {
+            Object::Rule { ns, pref } if present(o) => {
+                let args = ["rule".into(), "del".into(), "pref".into(), pref.to_string()];
+                if let Err(e) = netns::ip_in(ns, &args) {
+                    problems.push(e.to_string());
+                }
+            }
+            Object::Link { ns, dev } if present(o) => {
+                let args = ["link".into(), "del".into(), dev.clone()];
+                if let Err(e) = netns::ip_in(ns, &args) {
+                    problems.push(e.to_string());
+                }
+            }
+            Object::Rule { .. } | Object::Link { .. } => {}
             Object::Netns(ns) => {
                 for pid in netns::pids(ns) {
                     if pid != me {
@@ -340,6 +423,8 @@ pub struct Removed {
     pub namespaces: Vec<String>,
     /// Files removed.
     pub files: Vec<PathBuf>,
+    /// The in-path TUN device and policy-routing rules removed (described).
+    pub routing: Vec<String>,
     /// Problems met.
     pub problems: Vec<String>,
 }
@@ -399,6 +484,9 @@ pub fn down(name: &str) -> Result<Removed, LabError> {
                 out.namespaces.push(n.clone())
             }
             Object::File(p) if p.exists() => out.files.push(p.clone()),
+            Object::Link { .. } | Object::Rule { .. } if present(o) => {
+                out.routing.push(describe(o))
+            }
             _ => {}
         }
     }

@@ -6,7 +6,8 @@
 //! link (gateway `.1`, internet `.2`). Each `[[clients]]` group gets its own namespace on a veth
 //! to the gateway; its first IPv4 network gives the addresses (gateway `.1`, client `.2`). Every
 //! veth is created directly inside the lab's namespaces (never in the host's), and the nftables
-//! table lives in the gateway namespace, so deleting the namespaces removes them all.
+//! table (`proxy`) and the in-path TUN's policy routing ([`Plan::inpath_steps`], `inpath`) live
+//! in the gateway namespace, so deleting the namespaces removes them all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use ipnet::{IpNet, Ipv4Net};
 use toml::Spanned;
 
-use crate::config::{ClientsSection, Config, LabMode, LabSection};
+use crate::config::{ClientsSection, Config, InpathSection, LabMode, LabSection};
 
 /// The lab name used when `--name` is absent.
 pub const DEFAULT_NAME: &str = "blocklab";
@@ -27,6 +28,12 @@ pub const TLS_PORT: u16 = 15443;
 /// The date of the default lab: the March 2022 blocks (facebook.com, twitter.com and
 /// instagram.com in `ru` from 2022-03-04/14, RT and Sputnik in `eu` from 2022-03-02) in force.
 pub const DEFAULT_DATE: &str = "2022-03-15";
+/// The in-path engine's TUN device in the gateway namespace (`mode = "inpath"`).
+pub const TUN_DEV: &str = "inpath0";
+/// The routing table that sends the clients' traffic into [`TUN_DEV`].
+pub const TUN_TABLE: &str = "100";
+/// Preference of the first policy-routing rule into [`TUN_TABLE`] (one per link, counting up).
+pub const TUN_RULE_PREF: u32 = 100;
 /// Longest lab name (namespace names stay readable; interface names never carry it).
 const MAX_NAME: usize = 24;
 /// Group names that would collide with the lab's own namespaces or `lab exec` targets.
@@ -41,7 +48,7 @@ pub struct Group {
     pub ns: String,
     /// The veth end in the gateway namespace (`c0`, `c1`, ...).
     pub gw_if: String,
-    /// The gateway's address on this group's link (the group's resolver in `proxy` mode).
+    /// The gateway's address on this group's link (the group's resolver, except in `off`).
     pub gw: Ipv4Addr,
     /// The client's address.
     pub client: Ipv4Addr,
@@ -109,6 +116,16 @@ pub enum Step {
         key: String,
         /// The value written.
         value: String,
+    },
+    /// `ip -n NS rule add pref PREF ARGS...` (recorded before it is made; removed by its
+    /// preference).
+    Rule {
+        /// The namespace.
+        ns: String,
+        /// The rule's preference (unique in the namespace).
+        pref: u32,
+        /// Arguments after `rule add pref PREF`.
+        args: Vec<String>,
     },
     /// A file written (recorded before it is made, with its directory).
     File {
@@ -346,12 +363,12 @@ impl Plan {
         }
     }
 
-    /// The resolver a group's clients use: the gateway's DNS frontend in `proxy` mode, the
-    /// internet's authoritative DNS otherwise.
+    /// The resolver a group's clients use: the gateway's DNS frontend (their ISP resolver)
+    /// in `proxy` and `inpath` mode, the internet's authoritative DNS in `off`.
     pub fn resolver_of(&self, g: &Group) -> Ipv4Addr {
         match self.mode {
-            LabMode::Proxy => g.gw,
-            LabMode::Inpath | LabMode::Off => self.net_addr,
+            LabMode::Proxy | LabMode::Inpath => g.gw,
+            LabMode::Off => self.net_addr,
         }
     }
 
@@ -502,6 +519,18 @@ impl Plan {
             key: "net/ipv4/ip_forward".into(),
             value: "1".into(),
         });
+        if self.mode == LabMode::Inpath {
+            // What the engine writes back enters from the TUN with the clients' (or the
+            // origins') source addresses: no reverse-path filter may drop it. `default` is
+            // what the TUN device, made later, starts with.
+            for conf in ["all", "default"] {
+                v.push(Step::Sysctl {
+                    ns: self.gw_ns.clone(),
+                    key: format!("net/ipv4/conf/{conf}/rp_filter"),
+                    value: "0".into(),
+                });
+            }
+        }
         if self.mode == LabMode::Proxy {
             v.push(Step::Nft {
                 ns: self.gw_ns.clone(),
@@ -528,6 +557,34 @@ impl Plan {
                 ),
             });
         }
+        v
+    }
+
+    /// The policy routing of `mode = "inpath"`, once [`TUN_DEV`] is open in the gateway
+    /// namespace: what arrives from every group's link and from the internet link is looked up
+    /// in [`TUN_TABLE`], whose one route is the TUN; what the engine writes back enters from
+    /// the TUN and is routed by the main table. Traffic to the gateway's own addresses (the DNS
+    /// frontend) stays local: the `local` table is looked up first.
+    pub fn inpath_steps(&self) -> Vec<Step> {
+        let links = self.groups.iter().map(|g| g.gw_if.as_str()).chain(["net0"]);
+        let mut v: Vec<Step> = links
+            .zip(TUN_RULE_PREF..)
+            .map(|(dev, pref)| Step::Rule {
+                ns: self.gw_ns.clone(),
+                pref,
+                args: ["iif", dev, "lookup", TUN_TABLE]
+                    .map(str::to_string)
+                    .to_vec(),
+            })
+            .collect();
+        v.push(Step::Ip {
+            ns: self.gw_ns.clone(),
+            args: [
+                "route", "add", "default", "dev", TUN_DEV, "table", TUN_TABLE,
+            ]
+            .map(str::to_string)
+            .to_vec(),
+        });
         v
     }
 
@@ -563,9 +620,10 @@ impl Plan {
         s
     }
 
-    /// The config of the gateway in `proxy` mode: the user's config with the DNS frontend on
-    /// every group's gateway address (upstream: the internet's DNS) and the transparent
-    /// listener and QUIC relay on [`TLS_PORT`].
+    /// The config of the gateway: the user's config with the DNS frontend on every group's
+    /// gateway address (upstream: the internet's DNS); in `proxy` mode also the transparent
+    /// listener and QUIC relay on [`TLS_PORT`]. `[inpath]` is left out: in `inpath` mode the
+    /// lab opens the engine's device itself ([`Plan::inpath_section`]).
     pub fn gateway_config(&self, user: &Config) -> Result<Config, String> {
         let mut cfg = user.clone();
         let listen: Vec<String> = self
@@ -579,11 +637,33 @@ impl Plan {
             self.dns_addr()
         );
         cfg.dns = Some(toml::from_str(&dns).map_err(|e| e.to_string())?);
+        cfg.inpath = None;
+        if self.mode != LabMode::Proxy {
+            return Ok(cfg);
+        }
         let tls = format!(
             "listen = [\"0.0.0.0:{TLS_PORT}\"]\nquic_listen = [\"0.0.0.0:{TLS_PORT}\"]\nhold_secs = 30\n"
         );
         cfg.tls = Some(toml::from_str(&tls).map_err(|e| e.to_string())?);
         Ok(cfg)
+    }
+
+    /// The engine's section in `inpath` mode: the user's `[inpath]` (its `vpn`, `max_flows`,
+    /// `mtu` and per-rule overrides), or the defaults, on [`TUN_DEV`] with every group's
+    /// networks as the clients.
+    pub fn inpath_section(&self, user: &Config) -> Result<InpathSection, String> {
+        let mut s = match &user.inpath {
+            Some(s) => s.clone(),
+            None => toml::from_str("").map_err(|e| e.to_string())?,
+        };
+        s.device = TUN_DEV.to_string();
+        s.clients = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.networks)
+            .map(|n| Spanned::new(0..0, n.to_string()))
+            .collect();
+        Ok(s)
     }
 }
 
@@ -644,6 +724,52 @@ mod tests {
         );
         let gw = p.gateway_config(&default_config()).unwrap();
         assert_eq!(gw.dns.unwrap().listen.len(), 2);
+    }
+
+    #[test]
+    fn inpath_routes_every_link_through_the_tun_and_keeps_the_dns_frontend() {
+        let text = "[lab]\nmode = \"inpath\"\n[[clients]]\nname = \"ru\"\nnetworks = [\"10.7.1.0/24\", \"10.8.0.0/16\"]\n\
+                    jurisdiction = \"ru\"\n[[clients]]\nname = \"eu\"\nnetworks = [\"10.7.2.0/24\"]\njurisdiction = \"eu\"\n\
+                    [inpath]\ndevice = \"other0\"\nvpn = \"enforce\"\n";
+        let user = Config::from_str("lab.toml", text).unwrap();
+        let p = Plan::new("x", &user).unwrap();
+        let steps = p.steps();
+        assert!(!steps.iter().any(|s| matches!(s, Step::Nft { .. })));
+        assert!(steps
+            .iter()
+            .any(|s| matches!(s, Step::Sysctl { ns, key, value }
+            if ns == "x-gw" && key == "net/ipv4/conf/default/rp_filter" && value == "0")));
+        assert_eq!(p.resolver_of(&p.groups[1]).to_string(), "10.7.2.1");
+        let rules: Vec<(u32, String)> = p
+            .inpath_steps()
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Rule { ns, pref, args } if ns == "x-gw" => Some((pref, args.join(" "))),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                (100, "iif c0 lookup 100".to_string()),
+                (101, "iif c1 lookup 100".to_string()),
+                (102, "iif net0 lookup 100".to_string())
+            ]
+        );
+        assert!(
+            matches!(p.inpath_steps().last(), Some(Step::Ip { args, .. })
+            if args.join(" ") == "route add default dev inpath0 table 100")
+        );
+        // The gateway: the DNS frontend only; the engine gets the user's [inpath] on the lab's
+        // device, with every group network as a client.
+        let gw = p.gateway_config(&user).unwrap();
+        assert!(gw.tls.is_none() && gw.inpath.is_none());
+        assert_eq!(gw.dns.unwrap().listen.len(), 2);
+        let s = p.inpath_section(&user).unwrap();
+        assert_eq!(s.device, TUN_DEV);
+        assert_eq!(s.vpn, crate::config::RelayMode::Enforce);
+        let nets: Vec<String> = s.client_nets().iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.7.1.0/24", "10.8.0.0/16", "10.7.2.0/24"]);
     }
 
     #[test]

@@ -23,15 +23,32 @@ pub enum Object {
     Dir(PathBuf),
     /// The `lab up` process.
     Pid(u32),
+    /// A device made in a lab namespace outside the plan's steps (the in-path TUN).
+    Link {
+        /// The namespace.
+        ns: String,
+        /// The device.
+        dev: String,
+    },
+    /// A policy-routing rule in a lab namespace, by preference.
+    Rule {
+        /// The namespace.
+        ns: String,
+        /// The rule's preference.
+        pref: u32,
+    },
 }
 
 impl Object {
-    fn line(&self) -> String {
+    /// The object's line in the record.
+    pub(crate) fn line(&self) -> String {
         match self {
             Object::Netns(n) => format!("netns {n}"),
             Object::File(p) => format!("file {}", p.display()),
             Object::Dir(p) => format!("dir {}", p.display()),
             Object::Pid(p) => format!("pid {p}"),
+            Object::Link { ns, dev } => format!("link {ns} {dev}"),
+            Object::Rule { ns, pref } => format!("rule {ns} {pref}"),
         }
     }
 
@@ -42,6 +59,20 @@ impl Object {
             "file" => Object::File(rest.into()),
             "dir" => Object::Dir(rest.into()),
             "pid" => Object::Pid(rest.parse().ok()?),
+            "link" => {
+                let (ns, dev) = rest.split_once(' ')?;
+                Object::Link {
+                    ns: ns.to_string(),
+                    dev: dev.to_string(),
+                }
+            }
+            "rule" => {
+                let (ns, pref) = rest.split_once(' ')?;
+                Object::Rule {
+                    ns: ns.to_string(),
+                    pref: pref.parse().ok()?,
+                }
+            }
             _ => return None,
         })
     }
@@ -184,9 +215,18 @@ mod tests {
             Object::File("/etc/netns/a-ru/resolv.conf".into()),
             Object::Dir("/etc/netns/a-ru".into()),
             Object::Pid(42),
+            Object::Link {
+                ns: "a-gw".into(),
+                dev: "inpath0".into(),
+            },
+            Object::Rule {
+                ns: "a-gw".into(),
+                pref: 100,
+            },
         ] {
             assert_eq!(Object::parse(&o.line()), Some(o));
         }
         assert_eq!(Object::parse("junk"), None);
+        assert_eq!(Object::parse("rule a-gw x"), None);
     }
 }

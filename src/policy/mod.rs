@@ -373,6 +373,24 @@ struct Compiled {
 
 const NO_COND: u32 = u32::MAX;
 
+/// A rule on every name (`.`), with what rules most such rules out without a lookup.
+#[derive(Debug, Clone, Copy)]
+struct RootRule {
+    rule: u32,
+    since: i32,
+    until: i32,
+    /// The rule's ISP condition (bit `i` = profile `i`; 0 = any client).
+    isps: u64,
+}
+
+impl RootRule {
+    /// Whether the rule's ISP condition can hold for a client of `isp`.
+    #[inline]
+    fn isp_may_hold(&self, isp: Option<IspId>) -> bool {
+        self.isps == 0 || isp.is_some_and(|i| self.isps & (1u64 << i.0) != 0)
+    }
+}
+
 impl Compiled {
     #[inline]
     fn active(&self, day: i32) -> bool {
@@ -384,7 +402,7 @@ impl Compiled {
 struct CompiledJurisdiction {
     info: Jurisdiction,
     domains: DomainMatcher,
-    root: Vec<u32>,
+    root: Vec<RootRule>,
     substrings: SubstringMatcher,
     /// Local days `[from, to)` outside which no substring rule is active: the scan is skipped.
     substring_days: (i32, i32),
@@ -483,13 +501,15 @@ impl Policy {
                     residual_secs: rule.residual_secs,
                     conditions: describe_conditions(rule),
                 });
-                let cond = if rule.has_conditions() {
-                    conds.push(compile_cond(rule, &file.jurisdiction.isps));
-                    (conds.len() - 1) as u32
+                let (cond, isps) = if rule.has_conditions() {
+                    let c = compile_cond(rule, &file.jurisdiction.isps);
+                    let isps = c.isps;
+                    conds.push(c);
+                    ((conds.len() - 1) as u32, isps)
                 } else {
-                    NO_COND
+                    (NO_COND, 0)
                 };
-                b.add_rule(rule, info, cond, &mut compiled);
+                b.add_rule(rule, info, cond, isps, &mut compiled);
             }
             if compiled.len() > INDEX_MASK as usize {
                 return Err(CompileError::TooManyRules(compiled.len()));
@@ -501,14 +521,6 @@ impl Policy {
                 &compiled,
             ));
         }
-        let have = || {
-            rules
-                .files
-                .iter()
-                .map(|f| f.jurisdiction.code.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         let mut client_nets = Vec::new();
         let mut pairs = Vec::new();
         let mut infos_g = Vec::with_capacity(groups.len());
@@ -521,7 +533,7 @@ impl Policy {
                 return Err(CompileError::UnknownJurisdiction {
                     net: g.nets.first().copied().unwrap_or_default(),
                     code: g.jurisdiction.clone(),
-                    have: have(),
+                    have: rules.codes(),
                 });
             };
             let isps = &rules.files[j].jurisdiction.isps;
@@ -835,7 +847,7 @@ impl Policy {
                         + j.cidrs.heap_bytes()
                         + j.chains.capacity() * 8
                         + j.chain_spans.capacity() * 8
-                        + j.root.capacity() * 4
+                        + j.root.capacity() * std::mem::size_of::<RootRule>()
                         + j.substrings.heap_bytes()
                         + j.urls
                             .iter()
@@ -939,8 +951,13 @@ impl Policy {
                 }
             }
         }
-        for &r in &cj.root {
-            allowed = allowed.or(self.consider(r, 0, q, best));
+        // Rules on every name (`.`) are asked of every query: their dates and ISP condition
+        // are checked here, inline, so that an inactive one or one for another ISP profile
+        // (the 2025 mobile allowlist for a home client) costs no lookup.
+        for rr in &cj.root {
+            if rr.since <= q.day && q.day < rr.until && rr.isp_may_hold(q.isp) {
+                allowed = allowed.or(self.consider(rr.rule, 0, q, best));
+            }
         }
         if !cj.substrings.is_empty() && cj.substring_days.0 <= q.day && q.day < cj.substring_days.1
         {
@@ -1051,7 +1068,7 @@ struct Best {
 #[derive(Default)]
 struct Builder {
     names: NamesBuilder,
-    root: Vec<u32>,
+    root: Vec<RootRule>,
     substrings: Vec<(String, u32)>,
     nets: Spans,
     urls: Vec<(String, String, u32)>,
@@ -1059,7 +1076,14 @@ struct Builder {
 }
 
 impl Builder {
-    fn add_rule(&mut self, rule: &Rule, info: u32, cond: u32, compiled: &mut Vec<Compiled>) {
+    fn add_rule(
+        &mut self,
+        rule: &Rule,
+        info: u32,
+        cond: u32,
+        isps: u64,
+        compiled: &mut Vec<Compiled>,
+    ) {
         let base = Compiled {
             since: rule.since.map_or(i32::MIN, |d| d.0),
             until: rule.until.map_or(i32::MAX, |d| d.0),
@@ -1073,7 +1097,12 @@ impl Builder {
         compiled.push(base);
         for d in &rule.domains {
             if d == "." {
-                self.root.push(base_idx);
+                self.root.push(RootRule {
+                    rule: base_idx,
+                    since: base.since,
+                    until: base.until,
+                    isps,
+                });
             } else {
                 self.names.push(d.as_bytes(), base_idx);
             }

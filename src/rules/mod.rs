@@ -259,6 +259,15 @@ impl Reader for EmbeddedReader {
 }
 
 impl RuleSet {
+    /// The jurisdiction codes of the files, in order, joined by `, ` (for error messages).
+    pub fn codes(&self) -> String {
+        self.files
+            .iter()
+            .map(|f| f.jurisdiction.code.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The shipped rules, embedded in the binary.
     pub fn embedded() -> Result<RuleSet, RulesError> {
         let mut set = RuleSet::default();

@@ -7,37 +7,38 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One blocking technique, as named in rules files.
+/// One blocking technique, as named in rules files. Its discriminant (declaration order, from
+/// 0) is its bit in a [`Techniques`] set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Technique {
     /// DNS answer with rcode NXDOMAIN.
-    DnsNxdomain = 0,
+    DnsNxdomain,
     /// DNS answer with rcode REFUSED.
-    DnsRefused = 1,
+    DnsRefused,
     /// DNS answer with rcode SERVFAIL.
-    DnsServfail = 2,
+    DnsServfail,
     /// DNS A/AAAA answers pointing at the jurisdiction's blockpage address.
-    DnsBlockpage = 3,
+    DnsBlockpage,
     /// No DNS answer at all (the client times out).
-    DnsDrop = 4,
+    DnsDrop,
     /// Plain HTTP: a 302 to the jurisdiction's blockpage URL or a local 451 page.
-    HttpBlockpage = 5,
+    HttpBlockpage,
     /// TCP RST right after the ClientHello (or HTTP request) naming a blocked host.
-    TlsReset = 6,
+    TlsReset,
     /// ClientHello swallowed; the connection hangs.
-    TlsDrop = 7,
+    TlsDrop,
     /// Connections to the blocked address are silently dropped.
-    IpDrop = 8,
+    IpDrop,
     /// Connections to the blocked address are reset.
-    IpReset = 9,
+    IpReset,
     /// The flow passes, limited to the rule's `throttle_kbps` in both directions.
-    Throttle = 10,
+    Throttle,
     /// QUIC v1 Initials to the blocked name are dropped.
-    QuicDrop = 11,
+    QuicDrop,
     /// After the rule's `freeze_after_bytes` server->client bytes the flow silently stops
     /// both ways (no RST): Russia's 2025 "16 KB" behaviour.
-    Freeze = 12,
+    Freeze,
 }
 
 /// The layer of the network at which a technique is enacted.
@@ -223,6 +224,14 @@ impl fmt::Display for Techniques {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bits_are_the_declaration_order() {
+        for (i, t) in Technique::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(t as u8), i, "{t:?}");
+        }
+        assert_eq!(Technique::Freeze as u8, 12);
+    }
 
     #[test]
     fn names_round_trip() {

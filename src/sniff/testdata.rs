@@ -1,4 +1,5 @@
-//! Test inputs made by real TLS stacks.
+//! Test inputs made by real TLS stacks. One copy, shared by the unit tests, `tests/common`
+//! and `benches/inpath.rs` (they include this file with `#[path]`).
 
 use std::sync::Arc;
 

@@ -217,15 +217,7 @@ impl Session {
         }
         match v {
             Verdict::Blockpage { rule } => {
-                let gateway = format!("http://{}/", ctx.local);
-                return Ok(respond::blockpage(
-                    &ctx.policy,
-                    ctx.j,
-                    ctx.isp,
-                    rule,
-                    &url,
-                    &gateway,
-                ));
+                return Ok(respond::blockpage(ctx.blockpage(rule, &url)))
             }
             Verdict::Reset { .. } => return Err(ProxyError::Reset),
             Verdict::Drop { .. } => {

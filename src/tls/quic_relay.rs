@@ -211,7 +211,8 @@ impl Relay {
         };
         let shown = sni.clone().unwrap_or_else(|| dest.to_string());
         let enacted = drop_initials.then_some(Technique::QuicDrop);
-        self.gw.record("quic", client, &shown, &decision, enacted);
+        self.gw
+            .record("quic", client, &shown, &decision, enacted, |_| {});
         if let Some((_, rule)) = &rule {
             tracing::info!(client.addr = %client, dest = %dest, tls.sni = sni.as_deref().unwrap_or(""), decision = "quic-drop", rule = rule.as_str(), "blocked");
         }

@@ -21,6 +21,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+/// Rules of a lab jurisdiction without `http_blockpage` (so a local 451) using every
+/// technique the proxy enacts (`tests/data/rules/lab.toml`).
+pub const LAB_RULES: &str = include_str!("../data/rules/lab.toml");
+
 /// Fails the test when `tool` is not on PATH. Never skips: under `CI=true` and everywhere else a
 /// missing tool is a failure, with the package to install.
 pub fn require(tool: &str) {
@@ -36,6 +40,21 @@ pub fn require(tool: &str) {
         "required tool `{tool}` is missing{}: install it (the PKGS list of .ci/run names its Debian package)",
         if ci { " under CI=true" } else { "" }
     );
+}
+
+/// Runs `blocklab serve` (the binary) on `config`, written to `dir/c.toml`, which must be
+/// refused before anything is bound (exit status 2); returns what it printed on stderr.
+pub fn serve_refuses(dir: &Path, config: &str) -> String {
+    let path = dir.join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blocklab"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
 }
 
 /// A loopback port free for both UDP and TCP (the OS may hand it out again: bind soon).
@@ -344,19 +363,13 @@ fn wait_line(log: impl Fn() -> String, parts: &[&str]) -> String {
     }
 }
 
-/// The first flight of a rustls client connecting to `name`: a real TLS ClientHello record.
+#[path = "../../src/sniff/testdata.rs"]
+mod sniff_testdata;
+
+/// The first flight of a rustls client connecting to `name`: a real TLS ClientHello record
+/// (`src/sniff/testdata.rs`, the library's own test input).
 pub fn client_hello(name: &str) -> Vec<u8> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), server).unwrap();
-    let mut out = Vec::new();
-    conn.write_tls(&mut out).unwrap();
-    out
+    sniff_testdata::rustls_client_hello(name)
 }
 
 /// A TLS ClientHello record naming `name`, with an `encrypted_client_hello` (0xfe0d) outer
