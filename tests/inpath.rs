@@ -1045,21 +1045,26 @@ fn replay_gives_per_flow_verdicts_passed_packets_and_skips_a_bad_capture() {
     );
 }
 
-/// The engine's fast path (a decided flow, both directions, passing and policed) allocates
-/// nothing per packet.
-#[test]
-fn engine_fast_path_allocates_nothing() {
-    use blocklab::inpath::packet::{ACK, PSH, SYN};
-    use blocklab::inpath::{Engine, EngineConfig, Fate, Output};
+/// The shipped rules with every 10/8 client in `ru`.
+fn ru_policy() -> blocklab::policy::Policy {
     let rules = blocklab::rules::RuleSet::embedded().unwrap();
-    let policy = blocklab::policy::Policy::compile(
+    blocklab::policy::Policy::compile(
         &rules,
         &[blocklab::policy::ClientNet {
             net: "10.0.0.0/8".parse().unwrap(),
             jurisdiction: "ru".into(),
         }],
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The engine's fast path (a decided flow, both directions, passing and policed) allocates
+/// nothing per packet.
+#[test]
+fn engine_fast_path_allocates_nothing() {
+    use blocklab::inpath::packet::{ACK, PSH, SYN};
+    use blocklab::inpath::{Engine, EngineConfig, Fate, Output};
+    let policy = ru_policy();
     let at = blocklab::policy::At::Day("2021-04-01".parse().unwrap());
     let groups = [at];
     let at = &blocklab::inpath::Moments {
@@ -1120,19 +1125,11 @@ fn engine_fast_path_allocates_nothing() {
 /// within their budget (`total_detect`, 64 MiB by default; past it flows go undetected).
 #[test]
 fn a_million_tracked_flows_fit_in_512_mb() {
-    use blocklab::inpath::packet::{craft_tcp, TcpSpec, ACK, PSH, SYN};
+    use blocklab::inpath::packet::{ACK, PSH, SYN};
     use blocklab::inpath::{Engine, EngineConfig, Moments, Output};
     const FLOWS: u32 = 1_000_000;
     const BOUND: u64 = 512 << 20;
-    let rules = blocklab::rules::RuleSet::embedded().unwrap();
-    let policy = blocklab::policy::Policy::compile(
-        &rules,
-        &[blocklab::policy::ClientNet {
-            net: "10.0.0.0/8".parse().unwrap(),
-            jurisdiction: "ru".into(),
-        }],
-    )
-    .unwrap();
+    let policy = ru_policy();
     let when = Moments::at(blocklab::policy::At::Day("2026-03-01".parse().unwrap()));
     let server: SocketAddr = "192.0.2.10:443".parse().unwrap();
     let hello = common::client_hello("example.org");
@@ -1140,7 +1137,6 @@ fn a_million_tracked_flows_fit_in_512_mb() {
     let info = allocation_counter::measure(|| {
         let mut engine = Engine::new(EngineConfig::default());
         let mut out = Output::default();
-        let mut p = Vec::with_capacity(64 + hello.len());
         let mut now = 0u64;
         for i in 0..FLOWS {
             let client = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 40000));
@@ -1150,18 +1146,7 @@ fn a_million_tracked_flows_fit_in_512_mb() {
                 (client, server, 101, 501, ACK, &[]),
                 (client, server, 101, 501, ACK | PSH, &hello),
             ] {
-                p.clear();
-                let spec = TcpSpec {
-                    src,
-                    dst,
-                    seq,
-                    ack,
-                    flags,
-                    window: 65535,
-                    ttl: 64,
-                    payload,
-                };
-                craft_tcp(&mut p, &spec).unwrap();
+                let p = testdata::tcp_segment(src, dst, seq, ack, flags, 64, payload);
                 now += 1000;
                 engine.process(&policy, &when, now, &p, &mut out);
             }
