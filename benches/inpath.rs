@@ -18,7 +18,7 @@ mod inpath_testdata;
 mod sniff_testdata;
 
 fn tcp(src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    inpath_testdata::tcp_segment(src, dst, seq, ack, flags, 64, payload)
+    inpath_testdata::tcp_segment((src, dst), seq, ack, flags, 64, payload)
 }
 
 fn hello(name: &str) -> Vec<u8> {

@@ -900,7 +900,7 @@ fn write_pcap(path: &Path, packets: &[Vec<u8>]) {
 
 fn tcp(src: &str, dst: &str, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     let (src, dst) = (src.parse().unwrap(), dst.parse().unwrap());
-    testdata::tcp_segment(src, dst, seq, ack, flags, 64, payload)
+    testdata::tcp_segment((src, dst), seq, ack, flags, 64, payload)
 }
 
 fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
@@ -1146,7 +1146,7 @@ fn a_million_tracked_flows_fit_in_512_mb() {
                 (client, server, 101, 501, ACK, &[]),
                 (client, server, 101, 501, ACK | PSH, &hello),
             ] {
-                let p = testdata::tcp_segment(src, dst, seq, ack, flags, 64, payload);
+                let p = testdata::tcp_segment((src, dst), seq, ack, flags, 64, payload);
                 now += 1000;
                 engine.process(&policy, &when, now, &p, &mut out);
             }

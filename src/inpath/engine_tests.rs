@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::inpath::packet::{craft_udp, fragment_v4};
+use crate::inpath::testdata::tcp_segment;
 use crate::policy::ClientNet;
 use crate::rules::RuleSet;
 use crate::sniff::testdata::rustls_client_hello;
@@ -145,38 +146,44 @@ impl Conn {
             s: server.parse().unwrap(),
         }
     }
-    fn seg(
-        &self,
-        to_server: bool,
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        ttl: u8,
-        payload: &[u8],
-    ) -> Vec<u8> {
-        let (src, dst) = if to_server {
+    /// The sender and receiver of a segment to the server (or to the client).
+    fn ends(&self, to_server: bool) -> (SocketAddr, SocketAddr) {
+        if to_server {
             (self.c, self.s)
         } else {
             (self.s, self.c)
-        };
-        crate::inpath::testdata::tcp_segment(src, dst, seq, ack, flags, ttl, payload)
+        }
     }
     fn syn(&self) -> Vec<u8> {
-        self.seg(true, CISN, 0, SYN, 64, &[])
+        tcp_segment(self.ends(true), CISN, 0, SYN, 64, &[])
     }
     fn synack(&self) -> Vec<u8> {
-        self.seg(false, SISN, CISN + 1, SYN | ACK, 64, &[])
+        tcp_segment(self.ends(false), SISN, CISN + 1, SYN | ACK, 64, &[])
     }
     fn ack(&self) -> Vec<u8> {
-        self.seg(true, CISN + 1, SISN + 1, ACK, 64, &[])
+        tcp_segment(self.ends(true), CISN + 1, SISN + 1, ACK, 64, &[])
     }
     /// Client data at stream offset `off`.
     fn data(&self, off: u32, payload: &[u8]) -> Vec<u8> {
-        self.seg(true, CISN + 1 + off, SISN + 1, ACK | PSH, 64, payload)
+        tcp_segment(
+            self.ends(true),
+            CISN + 1 + off,
+            SISN + 1,
+            ACK | PSH,
+            64,
+            payload,
+        )
     }
     /// Server data at stream offset `off`.
     fn sdata(&self, off: u32, payload: &[u8]) -> Vec<u8> {
-        self.seg(false, SISN + 1 + off, CISN + 1, ACK | PSH, 64, payload)
+        tcp_segment(
+            self.ends(false),
+            SISN + 1 + off,
+            CISN + 1,
+            ACK | PSH,
+            64,
+            payload,
+        )
     }
 }
 
@@ -340,7 +347,7 @@ fn low_ttl_fake_packet_fools_a_first_packet_censor() {
     r.handshake(&c);
     // The fake: a harmless SNI, same sequence number, TTL 2 (it dies after the censor).
     let fake = rustls_client_hello("harmless.example");
-    let fake_pkt = c.seg(true, CISN + 1, SISN + 1, ACK | PSH, 2, &fake);
+    let fake_pkt = tcp_segment(c.ends(true), CISN + 1, SISN + 1, ACK | PSH, 2, &fake);
     assert_eq!(r.feed(&fake_pkt).0, Fate::Forward);
     let real = rustls_client_hello("blocked.example");
     assert_eq!(r.feed(&c.data(0, &real)), (Fate::Forward, vec![]));

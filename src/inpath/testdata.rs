@@ -8,8 +8,7 @@ use blocklab::inpath::packet::{craft_tcp, TcpSpec};
 
 /// An IP packet with one TCP segment from `src` to `dst` (window 65535, TTL `ttl`).
 pub(crate) fn tcp_segment(
-    src: SocketAddr,
-    dst: SocketAddr,
+    (src, dst): (SocketAddr, SocketAddr),
     seq: u32,
     ack: u32,
     flags: u8,
