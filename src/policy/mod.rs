@@ -137,13 +137,7 @@ impl Cond {
                 return false;
             }
         }
-        if self.isps != 0 {
-            let Some(i) = q.isp else { return false };
-            if self.isps & (1u64 << i.0) == 0 {
-                return false;
-            }
-        }
-        true
+        isps_hold(self.isps, q.isp)
     }
 }
 
@@ -387,8 +381,15 @@ impl RootRule {
     /// Whether the rule's ISP condition can hold for a client of `isp`.
     #[inline]
     fn isp_may_hold(&self, isp: Option<IspId>) -> bool {
-        self.isps == 0 || isp.is_some_and(|i| self.isps & (1u64 << i.0) != 0)
+        isps_hold(self.isps, isp)
     }
+}
+
+/// Whether an ISP condition `mask` (bit `i` = profile `i`; 0 = any client) holds for a client
+/// of `isp`.
+#[inline]
+fn isps_hold(mask: u64, isp: Option<IspId>) -> bool {
+    mask == 0 || isp.is_some_and(|i| mask & (1u64 << i.0) != 0)
 }
 
 impl Compiled {
