@@ -7,6 +7,7 @@
 #   benches/proxy.sh                 # DUR=5 CONNS=32 THREADS=2 by default
 #   DUR=10 CONNS=64 benches/proxy.sh
 #   NO_BUILD=1 BIN=/path/to/other/blocklab benches/proxy.sh   # another build, same harness
+#                                     (the origin, target/release/examples/bench_origin, must exist)
 #
 # Needs: wrk, curl, tinyproxy, squid, python3 (Debian: apt-get install wrk curl tinyproxy squid).
 # The origin is benches/bench_origin.rs. Allowed requests go to the origin by address
