@@ -430,14 +430,16 @@ impl Dates {
     }
 
     /// Each client group's moment (config order) into `out`, which is cleared first (no
-    /// allocation once `out` has room for every group): what the in-path engine decides at.
-    pub fn moments(&self, out: &mut Vec<At>) {
+    /// allocation once `out` has room for every group), and the gateway's own moment, which
+    /// groups without a date of their own share: what the in-path engine decides at.
+    pub fn moments(&self, out: &mut Vec<At>) -> At {
         let global = self.at(None);
         out.clear();
         out.extend(self.groups.iter().map(|d| match d.load(Ordering::Relaxed) {
             UNSET => global,
             own => At::Day(Day(own as i32)),
         }));
+        global
     }
 
     /// `blocklab_simulated_date{clients="*"}` (the gateway's) and one line per client group

@@ -205,9 +205,9 @@ pub async fn run(dev: tun_rs::AsyncDevice, gw: Arc<Gateway>, cfg: EngineConfig) 
                 }
                 let now = start.elapsed().as_nanos() as u64;
                 let policy = gw.policy();
-                gw.dates.moments(&mut dates);
+                let at = gw.dates.moments(&mut dates);
                 let when = Moments {
-                    at: gw.at(),
+                    at,
                     groups: &dates,
                     unix_secs: Some(crate::config::unix_now()),
                 };
