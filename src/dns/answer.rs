@@ -156,6 +156,11 @@ impl Frontend {
         }
     }
 
+    /// The answer cache (filled by the forwarder; benchmarks and tests fill it directly).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
     /// The gateway's metrics (queries, malformed packets, cache, upstream).
     pub fn metrics(&self) -> &Metrics {
         &self.gw.metrics
