@@ -15,6 +15,9 @@
 //! event with `decision`, `rule`, `technique` and `via` (name, cname or address). A cache hit
 //! that passes screening is answered from its pre-encoded [`super::template::Template`] when it
 //! fits. With `[dns] ede` set, blocks carry an RFC 8914 Extended DNS Error naming the rule.
+//! [`Frontend::answer_fast`] is the same decision for plain UDP queries on the hot path: read by
+//! [`super::quick`], answered into the caller's buffer (blocks and cache hits), handing
+//! anything unusual to the general path; a test checks both give the same bytes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,8 +30,10 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{field, Instrument, Span};
 
-use super::cache::{Cache, Entry};
+use super::cache::{Cache, Entry, Screened};
 use super::forward::{self, Forwarder};
+use super::quick::{self, Quick, Rcode};
+use super::template::Echo;
 use super::wire::{self, Reject, Request, MAX_TCP_MESSAGE};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
@@ -70,6 +75,22 @@ pub enum Step {
     Silent,
     /// Ask the upstream first.
     Upstream(Box<Pending>),
+}
+
+/// What the hot path ([`Frontend::answer_fast`]) did with a query.
+#[derive(Debug)]
+pub enum Fast {
+    /// A response of this many bytes is in the caller's buffer.
+    Wrote(usize),
+    /// As the general path would: send these bytes, nothing, or ask the upstream.
+    Step(Step),
+    /// Not a query for the hot path: take the general one,
+    /// [`Frontend::answer_now_admitted`] with this `admitted` (the query was already
+    /// counted and let through the rate limiter).
+    General {
+        /// Whether the query was counted and admitted by the rate limiter already.
+        admitted: bool,
+    },
 }
 
 /// An allowed query the cache could not answer.
@@ -135,6 +156,11 @@ impl Frontend {
         }
     }
 
+    /// The answer cache (filled by the forwarder; benchmarks and tests fill it directly).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
     /// The gateway's metrics (queries, malformed packets, cache, upstream).
     pub fn metrics(&self) -> &Metrics {
         &self.gw.metrics
@@ -154,10 +180,183 @@ impl Frontend {
         }
     }
 
-    /// The part of answering that needs no I/O.
-    pub fn answer_now(&self, client: SocketAddr, buf: &[u8], transport: DnsTransport) -> Step {
+    /// The UDP hot path: answers a plain query (see [`quick`]) without allocating, writing
+    /// the response into `out`: blocked names (except with EDE) and cache hits that fit
+    /// their template. A miss becomes a [`Pending`] query as on the general path; anything
+    /// else is left to the general path ([`Fast::General`]). With debug tracing on, every
+    /// query takes the general path, which records the `dns` span's fields.
+    pub fn answer_fast(&self, client: SocketAddr, buf: &[u8], out: &mut [u8]) -> Fast {
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            return Fast::General { admitted: false };
+        }
+        let Some(q) = quick::decode(buf) else {
+            return Fast::General { admitted: false };
+        };
         let started = Instant::now();
         Metrics::inc(&self.gw.metrics.dns_queries);
+        let limit = q.udp_limit();
+        if let Some(l) = &self.limiter {
+            if !l.allow(client.ip(), started) {
+                Metrics::inc(&self.gw.metrics.rate_limited);
+                return match quick::write_reply(&q, buf, Rcode::Refused, &[], 0, limit, out) {
+                    Some(n) => Fast::Wrote(n),
+                    None => Fast::Step(Step::Silent),
+                };
+            }
+        }
+        let key = q.name();
+        let policy = self.gw.policy();
+        let Some(c) = self.gw.client(&policy, client.ip()) else {
+            return Fast::General { admitted: true };
+        };
+        let (jid, at) = (c.jurisdiction, c.at);
+        let jur = policy.jurisdiction(jid);
+        let conn = Conn {
+            port: Some(Port {
+                proto: Proto::Udp,
+                port: 53,
+            }),
+            isp: c.isp,
+            local_minute: crate::gateway::clock_minute(at, jur.utc_offset),
+            ..Conn::NONE
+        };
+        let decision = policy.decide_conn_in(jid, Target::Domain(key), &conn, at);
+        let ctx = Ctx {
+            policy: &policy,
+            jid,
+            at,
+            conn,
+            client,
+            key,
+            decision: &decision,
+            started,
+        };
+        if let Decision::Block(b) = decision {
+            if let Some(t) = b.techniques.first_at(Layer::Dns) {
+                return self.enact_fast(&ctx, b, t, &q, buf, limit, "name", out);
+            }
+        }
+        let qtype = RecordType::from(q.qtype);
+        if let Some(hit) = self.cache.get(key, qtype, started) {
+            Metrics::inc(&self.gw.metrics.cache_hits);
+            if let Some((block, technique, via)) = screen(&ctx, &hit.targets) {
+                return self.enact_fast(&ctx, block, technique, &q, buf, limit, via, out);
+            }
+            let echo = Echo {
+                id: q.id,
+                rd: q.rd,
+                cd: q.cd,
+                edns: q.edns.is_some(),
+            };
+            let spent = hit.spent(started);
+            let question = &buf[12..];
+            if let Some(n) = hit
+                .template
+                .as_ref()
+                .and_then(|t| t.render_into(echo, question, spent, limit, out))
+            {
+                let records = &hit.answer.records;
+                self.log(&ctx, qtype, &decision, None, || addresses(records));
+                return Fast::Wrote(n);
+            }
+            // No template, or too large for the client: the general encoder (truncation).
+            return match wire::parse(buf) {
+                Ok(req) => Fast::Step(self.serve_entry(&ctx, &req, buf, &hit, started, limit)),
+                Err(_) => Fast::Step(Step::Silent),
+            };
+        }
+        Metrics::inc(&self.gw.metrics.cache_misses);
+        let Ok(req) = wire::parse(buf) else {
+            // Never: whatever the quick decoder reads, the full parser reads alike (tested).
+            return Fast::Step(Step::Silent);
+        };
+        let miss = Miss {
+            client,
+            jid,
+            at,
+            conn,
+            limit,
+            started,
+        };
+        let key = key.to_string();
+        Fast::Step(self.upstream(miss, req, key, decision, policy, buf, Span::none()))
+    }
+
+    /// [`Frontend::enact`] on the hot path: writes the block into `out` unless it carries an
+    /// EDE option (or does not fit), which the general encoder writes.
+    #[allow(clippy::too_many_arguments)]
+    fn enact_fast(
+        &self,
+        ctx: &Ctx<'_>,
+        block: Block,
+        technique: Technique,
+        q: &Quick,
+        buf: &[u8],
+        limit: usize,
+        via: &'static str,
+        out: &mut [u8],
+    ) -> Fast {
+        let decision = Decision::Block(block);
+        let qtype = RecordType::from(q.qtype);
+        let rcode = match technique {
+            Technique::DnsNxdomain => Rcode::NxDomain,
+            Technique::DnsRefused => Rcode::Refused,
+            Technique::DnsDrop => {
+                self.log(ctx, qtype, &decision, Some(technique), no_answers);
+                return Fast::Step(Step::Silent);
+            }
+            Technique::DnsBlockpage => Rcode::NoError,
+            _ => Rcode::ServFail,
+        };
+        let addrs: &[IpAddr] = if technique == Technique::DnsBlockpage {
+            ctx.policy.dns_blockpage(block.jurisdiction, ctx.conn.isp)
+        } else {
+            &[]
+        };
+        // EDE options are the general encoder's.
+        let ede = self.ede.is_some() && q.edns.is_some();
+        if let Some(n) = (!ede)
+            .then(|| quick::write_reply(q, buf, rcode, addrs, BLOCKPAGE_TTL, limit, out))
+            .flatten()
+        {
+            let answers = || {
+                addrs
+                    .iter()
+                    .filter(|ip| match q.qtype {
+                        1 => ip.is_ipv4(),
+                        28 => ip.is_ipv6(),
+                        _ => false,
+                    })
+                    .map(IpAddr::to_string)
+                    .collect()
+            };
+            self.log(ctx, qtype, &decision, Some(technique), answers);
+            return Fast::Wrote(n);
+        }
+        match wire::parse(buf) {
+            Ok(req) => Fast::Step(self.enact(ctx, block, technique, &req, limit, via)),
+            Err(_) => Fast::Step(Step::Silent),
+        }
+    }
+
+    /// The part of answering that needs no I/O.
+    pub fn answer_now(&self, client: SocketAddr, buf: &[u8], transport: DnsTransport) -> Step {
+        self.answer_now_admitted(client, buf, transport, false)
+    }
+
+    /// [`Frontend::answer_now`] for a query the hot path already counted and let through the
+    /// rate limiter (`admitted`), or not.
+    pub fn answer_now_admitted(
+        &self,
+        client: SocketAddr,
+        buf: &[u8],
+        transport: DnsTransport,
+        admitted: bool,
+    ) -> Step {
+        let started = Instant::now();
+        if !admitted {
+            Metrics::inc(&self.gw.metrics.dns_queries);
+        }
         let span = tracing::debug_span!(
             "dns",
             client.addr = %client,
@@ -184,7 +383,7 @@ impl Frontend {
             }
         };
         let limit = limit_for(transport, req.head.udp_limit());
-        if let Some(l) = &self.limiter {
+        if let Some(l) = self.limiter.as_ref().filter(|_| !admitted) {
             if !l.allow(client.ip(), std::time::Instant::now()) {
                 Metrics::inc(&self.gw.metrics.rate_limited);
                 tracing::debug!(decision = "rate-limited", "client over its query rate");
@@ -260,34 +459,69 @@ impl Frontend {
             return self.serve_entry(&ctx, &req, buf, &hit, now, limit);
         }
         Metrics::inc(&self.gw.metrics.cache_misses);
+        drop(entered);
+        let miss = Miss {
+            client,
+            jid,
+            at,
+            conn,
+            limit,
+            started,
+        };
+        self.upstream(miss, req, key, decision, policy, buf, span)
+    }
+
+    /// A cache miss: a [`Pending`] query for the upstream, or SERVFAIL at once when
+    /// [`MAX_PENDING`] queries already wait.
+    #[allow(clippy::too_many_arguments)] // the parts of one query, moved into the Pending
+    fn upstream(
+        &self,
+        m: Miss,
+        req: Request,
+        key: String,
+        decision: Decision,
+        policy: Guard<Arc<Policy>>,
+        buf: &[u8],
+        span: Span,
+    ) -> Step {
         let (Ok(permit), Some(question)) = (
             Arc::clone(&self.pending).try_acquire_owned(),
             forward::question_of(buf),
         ) else {
+            let _entered = span.enter();
+            let ctx = Ctx {
+                policy: &policy,
+                jid: m.jid,
+                at: m.at,
+                conn: m.conn,
+                client: m.client,
+                key: &key,
+                decision: &decision,
+                started: m.started,
+            };
             Metrics::inc(&self.gw.metrics.upstream_errors);
-            self.log(&ctx, &req, &decision, None, &[]);
+            self.log(&ctx, req.qtype, &decision, None, no_answers);
             tracing::debug!(
                 max = MAX_PENDING,
                 "too many queries upstream; answering SERVFAIL"
             );
             let fail = ResponseCode::ServFail;
-            return Step::Reply(wire::encode(&req.head, fail, &[], &[], limit));
+            return Step::Reply(wire::encode(&req.head, fail, &[], &[], m.limit));
         };
-        drop(entered);
         Step::Upstream(Box::new(Pending {
             req,
-            client,
+            client: m.client,
             decision,
             key,
             policy: Guard::into_inner(policy),
-            jurisdiction: jid,
-            at,
-            conn,
-            limit,
+            jurisdiction: m.jid,
+            at: m.at,
+            conn: m.conn,
+            limit: m.limit,
             span,
             question,
             query: buf.to_vec(),
-            started,
+            started: m.started,
             _permit: permit,
         }))
     }
@@ -323,7 +557,7 @@ impl Frontend {
                 }
                 Err(e) => {
                     Metrics::inc(&self.gw.metrics.upstream_errors);
-                    self.log(&ctx, &p.req, &p.decision, None, &[]);
+                    self.log(&ctx, p.req.qtype, &p.decision, None, no_answers);
                     tracing::debug!(error = %e, "upstream failed; answering SERVFAIL");
                     let fail = ResponseCode::ServFail;
                     Step::Reply(wire::encode(&p.req.head, fail, &[], &[], p.limit))
@@ -350,7 +584,7 @@ impl Frontend {
         now: Instant,
         limit: usize,
     ) -> Step {
-        if let Some((block, technique, via)) = screen(ctx, &entry.answer.records) {
+        if let Some((block, technique, via)) = screen(ctx, &entry.targets) {
             return self.enact(ctx, block, technique, req, limit, via);
         }
         let spent = entry.spent(now);
@@ -360,7 +594,9 @@ impl Frontend {
             .and_then(|t| t.render(req, query, spent, limit));
         match fast {
             Some(bytes) => {
-                self.log(ctx, req, ctx.decision, None, &entry.answer.records);
+                self.log(ctx, req.qtype, ctx.decision, None, || {
+                    addresses(&entry.answer.records)
+                });
                 Step::Reply(bytes)
             }
             None => self.pass(ctx, req, &entry.aged(now), limit),
@@ -369,7 +605,9 @@ impl Frontend {
 
     /// Relays an answer that passed screening.
     fn pass(&self, ctx: &Ctx<'_>, req: &Request, answer: &Answer, limit: usize) -> Step {
-        self.log(ctx, req, ctx.decision, None, &answer.records);
+        self.log(ctx, req.qtype, ctx.decision, None, || {
+            addresses(&answer.records)
+        });
         let (records, authority) = (&answer.records, &answer.authority);
         Step::Reply(wire::encode(
             &req.head,
@@ -402,7 +640,7 @@ impl Frontend {
             Technique::DnsNxdomain => ResponseCode::NXDomain,
             Technique::DnsRefused => ResponseCode::Refused,
             Technique::DnsDrop => {
-                self.log(ctx, req, &decision, Some(technique), &[]);
+                self.log(ctx, req.qtype, &decision, Some(technique), no_answers);
                 return Step::Silent;
             }
             Technique::DnsBlockpage => ResponseCode::NoError,
@@ -415,7 +653,9 @@ impl Frontend {
         } else {
             Vec::new()
         };
-        self.log(ctx, req, &decision, Some(technique), &records);
+        self.log(ctx, req.qtype, &decision, Some(technique), || {
+            addresses(&records)
+        });
         let text;
         let ede = match self.ede {
             Some(code) if req.head.edns.is_some() => {
@@ -435,31 +675,50 @@ impl Frontend {
     }
 
     /// Counts and logs one answer: the decision, with the question type, the addresses
-    /// answered and the time taken (the decision log's DNS fields).
+    /// answered (asked of `answers` only when the decision log is on) and the time taken
+    /// (the decision log's DNS fields).
     fn log(
         &self,
         ctx: &Ctx<'_>,
-        req: &Request,
+        qtype: RecordType,
         decision: &Decision,
         enacted: Option<Technique>,
-        records: &[Record],
+        answers: impl FnOnce() -> Vec<String>,
     ) {
         self.gw
             .record("dns", ctx.client, ctx.key, decision, enacted, |e| {
-                e.qtype = Some(req.qtype.to_string());
-                e.answers = Some(
-                    records
-                        .iter()
-                        .filter_map(|r| match r.data() {
-                            RData::A(a) => Some(a.0.to_string()),
-                            RData::AAAA(a) => Some(a.0.to_string()),
-                            _ => None,
-                        })
-                        .collect(),
-                );
+                e.qtype = Some(qtype.to_string());
+                e.answers = Some(answers());
                 e.latency_ms = Some(ctx.started.elapsed().as_secs_f64() * 1000.0);
             });
     }
+}
+
+/// The A and AAAA addresses of `records`, as text (the decision log's `answers`).
+fn addresses(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// No addresses answered.
+fn no_answers() -> Vec<String> {
+    Vec::new()
+}
+
+/// A cache miss's parts that the [`Pending`] query keeps.
+struct Miss {
+    client: SocketAddr,
+    jid: JurisdictionId,
+    at: At,
+    conn: Conn<'static>,
+    limit: usize,
+    started: Instant,
 }
 
 /// What answering one query needs to know beyond the packet.
@@ -485,15 +744,14 @@ fn limit_for(transport: DnsTransport, udp_limit: usize) -> usize {
     }
 }
 
-/// The first CNAME target or address of `records` blocked with a DNS technique.
-fn screen(ctx: &Ctx<'_>, records: &[Record]) -> Option<(Block, Technique, &'static str)> {
+/// The first CNAME target or address of an answer (its [`Screened`] targets) blocked with a
+/// DNS technique.
+fn screen(ctx: &Ctx<'_>, targets: &[Screened]) -> Option<(Block, Technique, &'static str)> {
     let decide = |t: Target<'_>| ctx.policy.decide_conn_in(ctx.jid, t, &ctx.conn, ctx.at);
-    records.iter().find_map(|r| {
-        let (decision, via) = match r.data() {
-            RData::CNAME(c) => (decide(Target::Domain(&c.0.to_ascii())), "cname"),
-            RData::A(a) => (decide(Target::Ip(IpAddr::V4(a.0))), "address"),
-            RData::AAAA(a) => (decide(Target::Ip(IpAddr::V6(a.0))), "address"),
-            _ => return None,
+    targets.iter().find_map(|t| {
+        let (decision, via) = match t {
+            Screened::Name(n) => (decide(Target::Domain(n)), "cname"),
+            Screened::Ip(ip) => (decide(Target::Ip(*ip)), "address"),
         };
         match decision {
             Decision::Block(b) => b.techniques.first_at(Layer::Dns).map(|t| (b, t, via)),
@@ -602,5 +860,67 @@ mod tests {
             f.metrics().render().contains("ru-linkedin"),
             "the decision is counted by rule"
         );
+    }
+
+    /// The hot path answers exactly as the general path would: blocked names (blockpage,
+    /// with and without EDNS, A and other types), cache hits (aged TTLs, the client's case),
+    /// unmapped clients and unusual packets (left to the general path).
+    #[tokio::test]
+    async fn the_hot_path_answers_as_the_general_path() {
+        use crate::dns::template::Template;
+        use hickory_proto::op::Edns;
+        let f = frontend();
+        let client: SocketAddr = "127.0.0.2:5000".parse().unwrap();
+        let name = Name::from_ascii("cached.example.").unwrap();
+        let answer = Answer {
+            rcode: ResponseCode::NoError,
+            records: vec![Record::from_rdata(
+                name.clone(),
+                600,
+                RData::A(A::new(192, 0, 2, 9)),
+            )],
+            authority: vec![],
+            ttl: 600,
+        };
+        let template = Template::build(&name, RecordType::A, &answer);
+        assert!(template.is_some());
+        let entry = Entry::new(answer, template, Instant::now());
+        f.cache
+            .insert("cached.example.", RecordType::A, Arc::new(entry));
+        let with_edns = |mut q: Vec<u8>| {
+            let mut m = Message::from_vec(&q).unwrap();
+            m.set_edns(Edns::new());
+            q = m.to_vec().unwrap();
+            q
+        };
+        let cases = [
+            query("www.LinkedIn.com.", RecordType::A),
+            with_edns(query("www.linkedin.com.", RecordType::A)),
+            query("www.linkedin.com.", RecordType::MX),
+            query("CACHED.example.", RecordType::A),
+            with_edns(query("cached.example.", RecordType::A)),
+        ];
+        for q in &cases {
+            let mut out = [0u8; 4096];
+            let Fast::Wrote(n) = f.answer_fast(client, q, &mut out) else {
+                panic!("the hot path declined {q:?}");
+            };
+            let Step::Reply(general) = f.answer_now(client, q, DnsTransport::Udp) else {
+                panic!("the general path did not reply");
+            };
+            assert_eq!(&out[..n], &general[..]);
+        }
+        assert_eq!(count(&f.metrics().dns_queries), 2 * cases.len() as u64);
+        assert_eq!(count(&f.metrics().cache_hits), 4);
+        let stranger: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mut out = [0u8; 4096];
+        assert!(matches!(
+            f.answer_fast(stranger, &cases[0], &mut out),
+            Fast::General { admitted: true }
+        ));
+        assert!(matches!(
+            f.answer_fast(client, &[1, 2, 3], &mut out),
+            Fast::General { admitted: false }
+        ));
     }
 }

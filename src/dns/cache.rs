@@ -11,10 +11,11 @@
 //! borrow the caller's name (`Lookup`, hashed like the stored key): no allocation per lookup.
 
 use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{RData, RecordType};
 use quick_cache::Equivalent;
 
 use super::template::Template;
@@ -32,6 +33,8 @@ pub struct Entry {
     pub answer: Answer,
     /// The answer pre-encoded for the fast path, if it could be.
     pub template: Option<Template>,
+    /// What screening checks, in record order: CNAME targets (as text) and addresses.
+    pub targets: Vec<Screened>,
     stored: Instant,
     expires: Instant,
 }
@@ -45,7 +48,18 @@ impl Entry {
             MAX_TTL
         };
         let ttl = answer.ttl.min(cap);
+        let targets = answer
+            .records
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::CNAME(c) => Some(Screened::Name(c.0.to_ascii().into())),
+                RData::A(a) => Some(Screened::Ip(IpAddr::V4(a.0))),
+                RData::AAAA(a) => Some(Screened::Ip(IpAddr::V6(a.0))),
+                _ => None,
+            })
+            .collect();
         Entry {
+            targets,
             answer,
             template,
             stored: now,
@@ -74,6 +88,15 @@ impl Entry {
         a.ttl = a.ttl.saturating_sub(spent);
         a
     }
+}
+
+/// A CNAME target or an address of a cached answer, as the policy is asked about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screened {
+    /// A CNAME target, as text (`cdn.example.net.`).
+    Name(Box<str>),
+    /// An A or AAAA address.
+    Ip(IpAddr),
 }
 
 /// A stored key: the lower-case name and the type.

@@ -3,7 +3,8 @@
 //! For every address of `[dns] listen` it binds UDP (one socket and thread per core, sharing
 //! the port with `SO_REUSEPORT`) and TCP on the same port, and logs one `listening` line per
 //! listener. The UDP threads live as long as the process; the TCP tasks are returned.
-//! Files: [`wire`] reads queries and writes responses, [`answer`] makes the decision (policy,
+//! Files: [`wire`] reads queries and writes responses ([`quick`]: plain queries on the hot
+//! path, without allocating), [`answer`] makes the decision (policy,
 //! technique, cache, upstream, screening of answers), [`cache`] is the TTL cache and
 //! [`template`] its pre-encoded fast path, [`forward`] sends misses upstream (coalescing
 //! identical questions), [`udp`] and [`tcp`] are the listeners. Counters go
@@ -13,6 +14,7 @@
 pub mod answer;
 pub mod cache;
 pub mod forward;
+pub mod quick;
 pub mod tcp;
 pub mod template;
 pub mod udp;

@@ -54,36 +54,77 @@ impl Template {
     /// The response to `req` (whose packet is `query`), TTLs lowered by `spent` seconds;
     /// `None` if the question does not line up or the response exceeds `limit`.
     pub fn render(&self, req: &Request, query: &[u8], spent: u32, limit: usize) -> Option<Vec<u8>> {
+        let head = Echo {
+            id: req.head.id,
+            rd: req.head.rd,
+            cd: req.head.cd,
+            edns: req.head.edns.is_some(),
+        };
+        let mut out = vec![0; self.size(head.edns)];
+        let n = self.render_into(head, query.get(12..)?, spent, limit, &mut out)?;
+        out.truncate(n);
+        Some(out)
+    }
+
+    /// The response's length, with or without an OPT record.
+    pub fn size(&self, opt: bool) -> usize {
+        self.bytes.len() + if opt { 11 } else { 0 }
+    }
+
+    /// [`Template::render`] into `out` (no allocation): `question` is the client's packet
+    /// from its question on (offset 12). Returns the length written; `None` if the question
+    /// does not line up, or the response exceeds `limit` or `out`.
+    pub fn render_into(
+        &self,
+        head: Echo,
+        question: &[u8],
+        spent: u32,
+        limit: usize,
+        out: &mut [u8],
+    ) -> Option<usize> {
         let q_end = 12 + self.question_len;
-        let theirs = query.get(12..q_end)?;
+        let theirs = question.get(..self.question_len)?;
         if !theirs.eq_ignore_ascii_case(&self.bytes[12..q_end]) {
             return None;
         }
-        let opt = req.head.edns.is_some();
-        let len = self.bytes.len() + if opt { 11 } else { 0 };
+        let len = self.size(head.edns);
         if len > limit {
             return None;
         }
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(&self.bytes);
-        out[..2].copy_from_slice(&req.head.id.to_be_bytes());
-        out[2] = 0x80 | u8::from(req.head.rd);
-        out[3] = 0x80 | if req.head.cd { 0x10 } else { 0 } | (self.bytes[3] & 0x0f);
+        let out = out.get_mut(..len)?;
+        let n = self.bytes.len();
+        out[..n].copy_from_slice(&self.bytes);
+        out[..2].copy_from_slice(&head.id.to_be_bytes());
+        out[2] = 0x80 | u8::from(head.rd);
+        out[3] = 0x80 | if head.cd { 0x10 } else { 0 } | (self.bytes[3] & 0x0f);
         out[12..q_end].copy_from_slice(theirs);
         for &at in &self.ttl_offsets {
             let ttl = u32::from_be_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
             out[at..at + 4].copy_from_slice(&ttl.saturating_sub(spent).to_be_bytes());
         }
-        if opt {
+        if head.edns {
             // root name, type OPT, our payload size, extended rcode/version/flags 0, no options
-            out.push(0);
-            out.extend_from_slice(&41u16.to_be_bytes());
-            out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            out[n] = 0;
+            out[n + 1..n + 3].copy_from_slice(&41u16.to_be_bytes());
+            out[n + 3..n + 5].copy_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+            out[n + 5..n + 11].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
             out[11] = 1; // ARCOUNT: the template has no additional records
         }
-        Some(out)
+        Some(len)
     }
+}
+
+/// What a rendered response echoes from its query.
+#[derive(Debug, Clone, Copy)]
+pub struct Echo {
+    /// The query ID.
+    pub id: u16,
+    /// Recursion desired.
+    pub rd: bool,
+    /// Checking disabled.
+    pub cd: bool,
+    /// Whether the query had an OPT record (the response gets one).
+    pub edns: bool,
 }
 
 /// The question length and the offsets of every record's TTL in a response we encoded.

@@ -3,11 +3,14 @@
 //! Each socket is served by a dedicated OS thread doing blocking, batched I/O: one
 //! `recvmmsg(2)` takes every query waiting on the socket (up to [`BATCH`]; it blocks only for
 //! the first), each is answered in turn, and one `sendmmsg(2)` sends every answer that needed
-//! no I/O (blocked names, cached answers, errors). Under load a batch holds many queries, so
+//! no I/O (blocked names, cached answers, errors). Plain queries take the hot path
+//! ([`Frontend::answer_fast`]), which writes blocks and cache hits straight into the batch's
+//! send buffers (no allocation per query); others the general one. Under load a batch holds many queries, so
 //! the two system calls are shared by all of them; when idle a batch is one query and costs
 //! what `recv_from`/`send_to` did. There is no readiness polling and no task wake-up on this
 //! path. Only queries that must go upstream are handed to the tokio runtime as a task, which
-//! sends its answer on the same socket. Responses larger than the client's EDNS payload size
+//! sends its answer on the same socket; they are spawned after the batch's answers are sent,
+//! so answers in the same batch never wait for that. Responses larger than the client's EDNS payload size
 //! (512 bytes without EDNS) go out truncated, with TC set, for the client to retry over TCP.
 //! The threads end with the process.
 
@@ -22,7 +25,8 @@ use nix::sys::socket::{self, MsgFlags, MultiHeaders, SockaddrStorage};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::runtime::Handle;
 
-use super::answer::{DnsTransport, Frontend, Step};
+use super::answer::{DnsTransport, Fast, Frontend, Pending, Step};
+use super::wire::MAX_UDP_PAYLOAD;
 
 /// Receive buffer asked of the kernel per socket, to ride out bursts.
 const RECV_BUFFER: usize = 4 << 20;
@@ -32,6 +36,9 @@ pub const BATCH: usize = 32;
 
 /// The largest datagram a slot holds (the largest UDP payload).
 const SLOT: usize = 65_535;
+
+/// The largest reply a send slot holds: the largest UDP response the gateway sends.
+const REPLY: usize = MAX_UDP_PAYLOAD as usize;
 
 /// Binds `count` UDP sockets on `addr` (port 0: a free port, the same for all of them).
 ///
@@ -80,10 +87,14 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
 /// `rt`.
 pub fn serve(front: Arc<Frontend>, sock: Arc<UdpSocket>, rt: Handle) {
     let mut bufs = vec![0u8; BATCH * SLOT];
+    let mut out = vec![0u8; BATCH * REPLY];
     let mut rx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut tx = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut got: Vec<(usize, Option<SocketAddr>)> = Vec::with_capacity(BATCH);
-    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
+    // Reply k is in `out[k * REPLY..]`, of this length, to this peer.
+    let mut replies: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+    // Queries for the upstream, handed to the runtime after the batch's replies are sent.
+    let mut upstream: Vec<(Box<Pending>, SocketAddr)> = Vec::with_capacity(BATCH);
     loop {
         if let Err(e) = recv_batch(&sock, &mut rx, &mut bufs, &mut got) {
             // Interrupted, or an ICMP error of an earlier send on some systems: keep
@@ -97,21 +108,41 @@ pub fn serve(front: Arc<Frontend>, sock: Arc<UdpSocket>, rt: Handle) {
         for (i, &(len, peer)) in got.iter().enumerate() {
             let Some(peer) = peer else { continue };
             let query = &bufs[i * SLOT..i * SLOT + len];
-            match front.answer_now(peer, query, DnsTransport::Udp) {
-                Step::Reply(bytes) => replies.push((bytes, peer)),
-                Step::Silent => {}
-                Step::Upstream(pending) => {
-                    let (front, sock) = (Arc::clone(&front), Arc::clone(&sock));
-                    rt.spawn(async move {
-                        if let Some(bytes) = front.answer_later(pending).await {
-                            send(&sock, &bytes, peer);
-                        }
-                    });
+            let k = replies.len();
+            let slot = &mut out[k * REPLY..(k + 1) * REPLY];
+            let step = match front.answer_fast(peer, query, slot) {
+                Fast::Wrote(n) => {
+                    replies.push((n, peer));
+                    continue;
                 }
+                Fast::Step(step) => step,
+                Fast::General { admitted } => {
+                    front.answer_now_admitted(peer, query, DnsTransport::Udp, admitted)
+                }
+            };
+            match step {
+                Step::Reply(bytes) => match slot.get_mut(..bytes.len()) {
+                    Some(dst) => {
+                        dst.copy_from_slice(&bytes);
+                        replies.push((bytes.len(), peer));
+                    }
+                    None => send(&sock, &bytes, peer),
+                },
+                Step::Silent => {}
+                Step::Upstream(pending) => upstream.push((pending, peer)),
             }
         }
-        send_batch(&sock, &mut tx, &replies);
+        // The answers first: a cache hit never waits for the spawning of upstream work.
+        send_batch(&sock, &mut tx, &out, &replies);
         replies.clear();
+        for (pending, peer) in upstream.drain(..) {
+            let (front, sock) = (Arc::clone(&front), Arc::clone(&sock));
+            rt.spawn(async move {
+                if let Some(bytes) = front.answer_later(pending).await {
+                    send(&sock, &bytes, peer);
+                }
+            });
+        }
     }
 }
 
@@ -137,29 +168,34 @@ fn recv_batch(
     Ok(())
 }
 
-/// Sends every reply (at most [`BATCH`]) with as few `sendmmsg` calls as the kernel
-/// allows; a reply the kernel refuses is logged and skipped.
+/// Sends every reply (at most [`BATCH`]; reply `k` is in `out[k * REPLY..]`) with as few
+/// `sendmmsg` calls as the kernel allows, without allocating; a reply the kernel refuses is
+/// logged and skipped.
 fn send_batch(
     sock: &UdpSocket,
     headers: &mut MultiHeaders<SockaddrStorage>,
-    replies: &[(Vec<u8>, SocketAddr)],
+    out: &[u8],
+    replies: &[(usize, SocketAddr)],
 ) {
-    let mut rest = replies;
-    while !rest.is_empty() {
-        if let [(bytes, peer)] = rest {
-            return send(sock, bytes, *peer);
-        }
-        let iovs: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
-        let addrs: Vec<Option<SockaddrStorage>> =
-            rest.iter().map(|(_, p)| Some((*p).into())).collect();
+    let n = replies.len().min(BATCH);
+    let bytes = |k: usize| &out[k * REPLY..k * REPLY + replies.get(k).map_or(0, |r| r.0)];
+    if n == 1 {
+        return send(sock, bytes(0), replies[0].1);
+    }
+    let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|k| [IoSlice::new(bytes(k))]);
+    let addrs: [Option<SockaddrStorage>; BATCH] =
+        std::array::from_fn(|k| replies.get(k).map(|r| r.1.into()));
+    let mut start = 0;
+    while start < n {
         let fd = sock.as_raw_fd();
-        match socket::sendmmsg(fd, headers, &iovs, &addrs, [], MsgFlags::empty()) {
-            Ok(sent) => rest = &rest[sent.count().max(1)..],
+        let flags = MsgFlags::empty();
+        match socket::sendmmsg(fd, headers, &iovs[start..n], &addrs[start..n], [], flags) {
+            Ok(sent) => start += sent.count().max(1),
             Err(Errno::EINTR) => {}
             Err(e) => {
                 // The first unsent reply failed on its own: log it, go on with the rest.
-                tracing::debug!(error = %e, peer = %rest[0].1, "udp send failed");
-                rest = &rest[1..];
+                tracing::debug!(error = %e, peer = %replies[start].1, "udp send failed");
+                start += 1;
             }
         }
     }
