@@ -251,23 +251,12 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::wire::tests::query;
     use crate::dns::wire::{self, Reject};
-    use hickory_proto::op::{Edns, Message, Query, ResponseCode};
+    use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::rdata::A;
-    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    use hickory_proto::rr::{RData, Record, RecordType};
     use proptest::prelude::*;
-
-    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-        let mut m = Message::new();
-        m.set_id(0xbeef).set_recursion_desired(true);
-        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-        if let Some(p) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(p);
-            m.set_edns(e);
-        }
-        m.to_vec().unwrap()
-    }
 
     /// Whenever the quick decoder accepts, the full parser accepts with the same reading.
     fn agrees(bytes: &[u8]) -> Result<(), TestCaseError> {

@@ -257,13 +257,14 @@ fn build(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hickory_proto::rr::rdata::TXT;
     use hickory_proto::rr::RData;
     use proptest::prelude::*;
 
-    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    /// A recursive query for `name`/`qtype` (ID 0xbeef), with EDNS payload size `edns`.
+    pub(crate) fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
         let mut m = Message::new();
         m.set_id(0xbeef).set_recursion_desired(true);
         m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
