@@ -891,6 +891,8 @@ fn live_fake_low_ttl_packet_fools_a_first_packet_censor() {
         .unwrap();
     let e = c.read().expect_err("reset without the fake");
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    let d = lab.wait_decision("xf-facebook");
+    assert_eq!(d["technique"], "tls-reset");
     let resets: Vec<_> = lab
         .decisions()
         .into_iter()

@@ -1038,7 +1038,7 @@ fn a_ja4_rule_applies_to_a_dtls_client_hello() {
         .unwrap();
     let ja4 = h.ja4();
     assert!(
-        ja4.as_str().starts_with("d12d"),
+        ja4.as_str().starts_with("dd2d"),
         "DTLS 1.2 with an SNI: {ja4:?}"
     );
     // A rule on the capture's fingerprint (as a lab reads it off its own client), for one
