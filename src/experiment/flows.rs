@@ -298,22 +298,20 @@ impl<'d> FlowTable<'d> {
     }
 }
 
-/// Asks detector `d` (index `i`) about `flow`, adding its time (ns) and one call to
-/// `cost_ns[i]`/`calls[i]`.
 /// The JA4 of a flow once its ClientHello is complete: `Some(None)` when the flow has none.
 fn flow_ja4(flow: &crate::detect::Flow<'_>) -> Option<Option<String>> {
     match flow.transport {
         Transport::Tcp => crate::detect::ja4::tls_client_hello(flow)
             .ok()
             .map(|h| h.map(|(h, _)| h.ja4().to_string())),
-        Transport::Udp => flow
-            .packets
-            .iter()
-            .find(|p| p.dir == Dir::ToServer)
-            .map(|p| crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4().to_string())),
+        Transport::Udp => {
+            crate::detect::ja4::udp_client_hello(flow).map(|h| h.map(|h| h.ja4().to_string()))
+        }
     }
 }
 
+/// Asks detector `d` (index `i`) about `flow`, adding its time (ns) and one call to
+/// `cost_ns[i]`/`calls[i]`.
 fn timed(
     i: usize,
     d: &dyn Detector,
