@@ -735,6 +735,215 @@ fn live_split_client_hello_is_reset_when_reassembling_and_passes_when_not() {
     assert_eq!(code, 35);
 }
 
+/// A real TCP connection from `src` in the client namespace to the HTTPS origin, set up for
+/// sending segments of one's own beside the kernel's, as zapret and ByeDPI do: the sequence
+/// numbers (read from the SYN-ACK on a packet socket opened before connecting) and a raw
+/// socket (IP_HDRINCL) in the same namespace.
+struct Crafting {
+    stream: TcpStream,
+    raw: socket2::Socket,
+    local: SocketAddr,
+    remote: SocketAddr,
+    /// The client's next sequence number and the server's (what the client acknowledges).
+    seq: u32,
+    ack: u32,
+}
+
+impl Crafting {
+    fn connect(lab: &Lab, src: &str) -> Crafting {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let ns = lab.ns(0).to_string();
+        let remote = SocketAddr::new(ORIGIN.parse().unwrap(), lab.origins().https);
+        let src: IpAddr = src.parse().unwrap();
+        in_ns(&ns, move || {
+            // ETH_P_IP in network byte order: every IPv4 packet of the namespace, no link header.
+            let sniff = Socket::new(
+                Domain::PACKET,
+                Type::DGRAM,
+                Some(Protocol::from(i32::from(0x0800u16.to_be()))),
+            )
+            .unwrap();
+            sniff
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+            sock.connect_timeout(&remote.into(), Duration::from_secs(3))
+                .unwrap();
+            let local = sock.local_addr().unwrap().as_socket().unwrap();
+            let mut buf = vec![0u8; 2048];
+            let (seq, ack) = loop {
+                let n = (&sniff)
+                    .read(&mut buf)
+                    .expect("the SYN-ACK on the packet socket");
+                let Ok(ip) = blocklab::inpath::packet::IpPacket::parse(&buf[..n]) else {
+                    continue;
+                };
+                let Ok(t) = blocklab::inpath::packet::TcpSegment::parse(ip.payload()) else {
+                    continue;
+                };
+                let syn_ack = blocklab::inpath::packet::SYN | blocklab::inpath::packet::ACK;
+                if SocketAddr::new(ip.src, t.sport) == remote
+                    && SocketAddr::new(ip.dst, t.dport) == local
+                    && t.flags & syn_ack == syn_ack
+                {
+                    break (t.ack, t.seq.wrapping_add(1));
+                }
+            };
+            let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(255))).unwrap();
+            let stream: TcpStream = sock.into();
+            stream.set_nodelay(true).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            Crafting {
+                stream,
+                raw,
+                local,
+                remote,
+                seq,
+                ack,
+            }
+        })
+    }
+
+    /// Sends `payload` at `offset` bytes into the client's stream with IP TTL `ttl`, from the
+    /// raw socket (the kernel's socket knows nothing of it).
+    fn send_raw(&self, offset: usize, payload: &[u8], ttl: u8) {
+        let flags = blocklab::inpath::packet::ACK | blocklab::inpath::packet::PSH;
+        let seq = self.seq.wrapping_add(offset as u32);
+        let pkt = testdata::tcp_segment(
+            (self.local, self.remote),
+            seq,
+            self.ack,
+            flags,
+            ttl,
+            payload,
+        );
+        self.raw.send_to(&pkt, &self.remote.into()).unwrap();
+    }
+
+    /// The first read: `Ok(bytes)` (the server answered), `Err` on a reset or a timeout.
+    fn read(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 4096];
+        let n = self.stream.read(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// The TCP payloads a capture holds (IP packets from `from`).
+fn payloads_from(path: &Path, from: &str) -> Vec<Vec<u8>> {
+    pcap_packets(path)
+        .iter()
+        .filter_map(|p| {
+            let ip = blocklab::inpath::packet::IpPacket::parse(p).ok()?;
+            let t = blocklab::inpath::packet::TcpSegment::parse(ip.payload()).ok()?;
+            (ip.src.to_string() == from && !t.payload.is_empty()).then(|| t.payload.to_vec())
+        })
+        .collect()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn live_fake_low_ttl_packet_fools_a_first_packet_censor() {
+    let lab = Lab::start("");
+    // The fake (zapret's `--dpi-desync=fake`): a ClientHello naming a harmless host, at the
+    // real hello's sequence number, TTL 2: the router's forwarding into the TUN device leaves
+    // it 1, the engine sees it, and the router's next hop toward the origin drops it (time
+    // exceeded). Then the kernel sends the real ClientHello, naming a blocked host.
+    let cap = Capture::start(
+        lab.ns(2),
+        "eth0",
+        &lab.dir.path().join("origin.pcap"),
+        "tcp",
+    );
+    let mut c = Crafting::connect(&lab, CLIENT_FIRST_ONLY);
+    c.send_raw(0, &common::client_hello("harmless.example"), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    c.stream
+        .write_all(&common::client_hello("facebook.com"))
+        .unwrap();
+    let back = c
+        .read()
+        .expect("the first-packet censor is fooled: the server answers");
+    assert_eq!(
+        back.first(),
+        Some(&0x16),
+        "a TLS handshake record (ServerHello)"
+    );
+    let at_origin = payloads_from(&cap.stop(), CLIENT_FIRST_ONLY);
+    assert!(
+        at_origin.iter().any(|p| contains(p, "facebook.com")),
+        "the real hello reached the origin"
+    );
+    assert!(
+        !at_origin.iter().any(|p| contains(p, "harmless.example")),
+        "the fake died between the censor and the origin"
+    );
+    // The same hello without the fake is reset (curl exit 35), the control.
+    let mut c = Crafting::connect(&lab, CLIENT_FIRST_ONLY);
+    c.stream
+        .write_all(&common::client_hello("facebook.com"))
+        .unwrap();
+    let e = c.read().expect_err("reset without the fake");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    let d = lab.wait_decision("xf-facebook");
+    assert_eq!(d["technique"], "tls-reset");
+    let resets: Vec<_> = lab
+        .decisions()
+        .into_iter()
+        .filter(|d| d["rule"] == "xf-facebook")
+        .collect();
+    assert_eq!(
+        resets.len(),
+        1,
+        "only the flow without the fake: {resets:?}"
+    );
+}
+
+#[test]
+fn live_out_of_order_segments_are_reassembled() {
+    let lab = Lab::start("");
+    // The ClientHello in two segments split inside the SNI, the second sent first (from the
+    // raw socket, at its place in the stream), then the first by the kernel: a reassembling
+    // censor holds the early tail, rebuilds the name when the head arrives and resets.
+    let hello = common::client_hello("facebook.com");
+    let cut = hello
+        .windows("facebook.com".len())
+        .position(|w| w == b"facebook.com")
+        .unwrap()
+        + 3;
+    let mut c = Crafting::connect(&lab, CLIENT);
+    c.send_raw(cut, &hello[cut..], 64);
+    std::thread::sleep(Duration::from_millis(200));
+    c.stream.write_all(&hello[..cut]).unwrap();
+    let e = c.read().expect_err("reset once the hello is whole");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    let d = lab.wait_decision("ru-facebook");
+    assert_eq!(
+        (d["technique"].as_str(), d["target"].as_str()),
+        (Some("tls-reset"), Some("facebook.com"))
+    );
+    // A first-packet censor sees only the tail (no name) and lets the flow go.
+    let mut c = Crafting::connect(&lab, CLIENT_FIRST_ONLY);
+    c.send_raw(cut, &hello[cut..], 64);
+    std::thread::sleep(Duration::from_millis(200));
+    c.stream.write_all(&hello[..cut]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !lab.decisions().iter().any(|d| d["rule"] == "xf-facebook"),
+        "no decision on the first-packet censor's flow"
+    );
+    assert!(
+        !matches!(c.read(), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "no reset"
+    );
+}
+
 #[test]
 fn live_quic_initials_to_a_blocked_name_are_dropped() {
     let lab = Lab::start("");
@@ -1231,6 +1440,147 @@ fn live_real_openvpn_passes_in_observe_and_is_cut_in_enforce_by_date() {
         "enforce at 2023-01-01: no rule yet, the tunnel comes up"
     );
     assert_eq!(enforce_before.1["verdict"], "allow");
+}
+
+/// A minimal IPv4/UDP packet for a WireGuard tunnel (boringtun checks the inner IP header).
+fn wg_inner_packet() -> Vec<u8> {
+    let payload = b"through the tunnel";
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut p = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// One real WireGuard session (boringtun peers, UDP sockets in the client and origin
+/// namespaces) through the engine: whether the handshake completed, whether a tunnelled
+/// packet arrived, and the decision the engine logged for the flow.
+fn wireguard_case(date: &str, mode: &str) -> (bool, bool, serde_json::Value) {
+    use boringtun::noise::{Tunn, TunnResult};
+    use boringtun::x25519::{PublicKey, StaticSecret};
+    let lab = Lab::start_at(date, mode, "");
+    let (ck, sk) = (
+        StaticSecret::from([0x11; 32]),
+        StaticSecret::from([0x22; 32]),
+    );
+    let mut client = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 1, None);
+    let mut server = Tunn::new(sk, PublicKey::from(&ck), None, None, 2, None);
+    let ssock = in_ns(lab.ns(2), || UdpSocket::bind("0.0.0.0:51820").unwrap());
+    ssock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let csock = in_ns(lab.ns(0), || {
+        UdpSocket::bind(format!("{CLIENT}:0")).unwrap()
+    });
+    csock
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let dst: SocketAddr = format!("{ORIGIN}:51820").parse().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let responder = std::thread::spawn(move || {
+        let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok((n, from)) = ssock.recv_from(&mut buf) else {
+                continue;
+            };
+            let mut datagram = &buf[..n];
+            loop {
+                match server.decapsulate(Some(from.ip()), datagram, &mut out) {
+                    TunnResult::WriteToNetwork(p) => {
+                        ssock.send_to(p, from).unwrap();
+                    }
+                    TunnResult::WriteToTunnelV4(p, _) => {
+                        let _ = tx.send(p.to_vec());
+                        break;
+                    }
+                    _ => break,
+                }
+                datagram = &[]; // flush queued packets
+            }
+        }
+    });
+    let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+    match client.format_handshake_initiation(&mut out, false) {
+        TunnResult::WriteToNetwork(p) => {
+            assert_eq!(p.len(), 148, "a real initiation is 148 bytes");
+            csock.send_to(p, dst).unwrap();
+        }
+        other => panic!("no handshake initiation: {other:?}"),
+    }
+    let mut handshake = false;
+    if let Ok((n, _)) = csock.recv_from(&mut buf) {
+        assert_eq!(n, 92, "a real response is 92 bytes");
+        if let TunnResult::WriteToNetwork(p) = client.decapsulate(None, &buf[..n], &mut out) {
+            csock.send_to(p, dst).unwrap(); // the keepalive confirming the session
+        }
+        handshake = true;
+    }
+    let mut data = false;
+    if handshake {
+        for _ in 0..3 {
+            if let TunnResult::WriteToNetwork(p) = client.encapsulate(&wg_inner_packet(), &mut out)
+            {
+                csock.send_to(p, dst).unwrap();
+            }
+            if rx
+                .recv_timeout(Duration::from_secs(1))
+                .is_ok_and(|p| p == wg_inner_packet())
+            {
+                data = true;
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    responder.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let d = loop {
+        if let Some(d) = lab
+            .decisions()
+            .into_iter()
+            .find(|d| d["detector"] == "wireguard")
+        {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no wireguard decision; log:\n{}",
+            lab.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (handshake, data, d)
+}
+
+#[test]
+fn live_real_wireguard_passes_in_observe_and_is_cut_in_enforce_by_date() {
+    let (observe, enforce_on, enforce_before) = std::thread::scope(|s| {
+        let a = s.spawn(|| wireguard_case("2023-09-01", "observe"));
+        let b = s.spawn(|| wireguard_case("2023-09-01", "enforce"));
+        let c = s.spawn(|| wireguard_case("2023-01-01", "enforce"));
+        (a.join().unwrap(), b.join().unwrap(), c.join().unwrap())
+    });
+    assert!(observe.0 && observe.1, "observe: handshake and data pass");
+    assert_eq!(observe.2["verdict"], "allow");
+    assert!(
+        enforce_on.0,
+        "enforce at 2023-09-01: the identifying handshake passes"
+    );
+    assert!(!enforce_on.1, "enforce at 2023-09-01: the tunnel is cut");
+    assert_eq!(enforce_on.2["verdict"], "block");
+    assert_eq!(enforce_on.2["rule"], "ru-vpn");
+    assert!(
+        enforce_before.0 && enforce_before.1,
+        "enforce at 2023-01-01: no rule yet, the tunnel works"
+    );
+    assert_eq!(enforce_before.2["verdict"], "allow");
 }
 
 /// `open_in` creates the device inside the named namespace (what `blocklab lab` uses); the

@@ -177,6 +177,35 @@ impl<D: AsRef<[Box<dyn Detector>]>> Classifier<D> {
         }
     }
 
+    /// A classifier for a flow whose detectors outside `pending` (bit i: detector i) have
+    /// answered "not this protocol": what [`Classifier::pending`] saved, so a caller keeps a
+    /// flow's detector state in eight bytes between packets (the in-path engine). Detectors
+    /// past the 64th are always asked again.
+    pub fn resume(detectors: D, pending: u64) -> Classifier<D> {
+        let n = detectors.as_ref().len();
+        let state = (0..n)
+            .map(|i| {
+                if i < 64 && pending & (1 << i) == 0 {
+                    Ok(None)
+                } else {
+                    Err(Incomplete)
+                }
+            })
+            .collect();
+        Classifier { detectors, state }
+    }
+
+    /// The undecided detectors as a bit set (bit i: detector i, up to 64), for
+    /// [`Classifier::resume`].
+    pub fn pending(&self) -> u64 {
+        self.state
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, s)| s.is_err())
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
     /// Asks every undecided detector about the flow (call after each new packet).
     /// Returns true while some detector is still undecided.
     pub fn update(&mut self, flow: &Flow<'_>) -> bool {

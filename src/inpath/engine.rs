@@ -116,6 +116,9 @@ pub struct EngineConfig {
     pub idle_ns: u64,
     /// The gateway URL named in a local 451 page's `Link` header.
     pub gateway_url: String,
+    /// Flow-table room reserved up front (at most `max_flows`): live, the whole table, so
+    /// the packet path never grows it; replay, a little, grown as a capture needs.
+    pub reserve_flows: usize,
     /// Overrides of the rule keys `freeze_after_bytes` and `residual_secs`, by rule id
     /// (these keys come to the rules format on another branch; until then a lab sets them here).
     pub extras: HashMap<String, Extras>,
@@ -133,6 +136,7 @@ impl Default for EngineConfig {
             clients: Vec::new(),
             idle_ns: 300_000_000_000,
             gateway_url: "http://blocklab.invalid/".into(),
+            reserve_flows: 1 << 20,
             extras: HashMap::new(),
         }
     }
@@ -319,11 +323,14 @@ enum Action {
 }
 
 /// Detector input kept until the detectors decide.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct DetectState {
     packets: Vec<(detect::Dir, Vec<u8>)>,
     /// What it holds, as counted in the engine's buffer budget.
     held: usize,
+    /// The detectors still undecided (`detect::Classifier::pending`): one that has said "not
+    /// this protocol" is not asked again on the flow's next packets.
+    pending: u64,
 }
 
 /// Payload bytes of each packet kept for the detectors.
@@ -420,7 +427,7 @@ impl Engine {
     pub fn with_detectors(cfg: EngineConfig, detectors: Vec<Box<dyn Detector>>) -> Engine {
         Engine {
             generation: 0,
-            flows: FlowTable::new(cfg.max_flows),
+            flows: FlowTable::with_reserve(cfg.max_flows, cfg.reserve_flows),
             ctx: Ctx {
                 cfg,
                 defrag: Defrag::new(DefragLimits::default()),
@@ -431,6 +438,20 @@ impl Engine {
                 detect_held: 0,
             },
         }
+    }
+
+    /// Forgets every flow, fragment, residual block and counter, as a new engine with the
+    /// same configuration and detectors would start, but keeping the memory (replay runs each
+    /// capture from a reset engine instead of a new one).
+    pub fn reset(&mut self) {
+        self.flows.clear();
+        let c = &mut self.ctx;
+        c.defrag = Defrag::new(DefragLimits::default());
+        c.residual.clear();
+        c.stats = Stats::default();
+        c.held = 0;
+        c.detect_held = 0;
+        self.generation = 0;
     }
 
     /// The counters so far.
@@ -1354,6 +1375,9 @@ impl Ctx {
             return Fate::Forward;
         }
         if quic::long_header_version(payload).is_none() {
+            if client_hello::looks_like_dtls(payload) {
+                return self.dtls(policy, when, now_ns, key, j, flow, payload, out);
+            }
             flow.naming = false;
             return Fate::Forward;
         }
@@ -1409,6 +1433,85 @@ impl Ctx {
         }
     }
 
+    /// A UDP flow's first client datagram starting like a DTLS handshake record: its
+    /// ClientHello (SNI, ECH, JA4) decides as a TLS one does (the name's verdict, the name's
+    /// `ip-*`, then the address's, with `ja4` and `ech` conditions on what the hello shows).
+    /// On UDP a reset, drop or blockpage drops the hello and everything after it, both ways;
+    /// `throttle` polices, `freeze` freezes. A hello fragmented over several datagrams is
+    /// read from the first only (not reassembled).
+    #[allow(clippy::too_many_arguments)]
+    fn dtls(
+        &mut self,
+        policy: &Policy,
+        when: &Moments<'_>,
+        now_ns: u64,
+        key: &FlowKey,
+        j: JurisdictionId,
+        flow: &mut FlowState,
+        payload: &[u8],
+        out: &mut Output,
+    ) -> Fate {
+        flow.naming = false;
+        let Ok(Some(h)) = client_hello::parse_dtls(payload) else {
+            return Fate::Forward;
+        };
+        let hello = Hello::of(&h);
+        let mut known = known_of(key);
+        known.saw(&hello);
+        let name = hello.sni.map_or_else(String::new, |s| s.0);
+        let (at, ip) = (flow.at, key.server.ip());
+        let conn = flow_conn(policy, j, flow, &known, when);
+        let first = if name.is_empty() {
+            Verdict::Pass
+        } else {
+            verdict::for_name(policy, j, &name, &conn, at)
+        };
+        let v = verdict::with_name_ips(policy, j, first, &name, &conn, at);
+        let v = verdict::with_dest(policy, j, v, &name, ip, &conn, at);
+        let target = if name.is_empty() {
+            ip.to_string()
+        } else {
+            name
+        };
+        let freeze = match v.rule() {
+            Some(rule) => self
+                .extras(policy, rule)
+                .freeze_after_bytes
+                .map(|after| (rule, after)),
+            None if target != ip.to_string() => {
+                self.freeze_rule(policy, j, Target::Domain(&target), &conn, at)
+            }
+            None => None,
+        };
+        if let Some((rule, after)) = freeze {
+            return self.freeze(policy, key, j, flow, v, rule, after, target, out);
+        }
+        match v {
+            Verdict::Pass => Fate::Forward,
+            Verdict::Freeze { after_bytes, rule } => {
+                let after = u64::from(after_bytes);
+                self.freeze(policy, key, j, flow, v, rule, after, target, out)
+            }
+            Verdict::Throttle { kbps, rule } => {
+                if !matches!(flow.action, Action::Police(_)) {
+                    flow.action = Action::Police(Box::new(Policer::new(kbps, now_ns)));
+                    self.stats.throttles += 1;
+                    self.report(flow, policy, *key, j, "throttle", v, rule, target, out);
+                }
+                Fate::Forward
+            }
+            Verdict::Reset { rule, .. }
+            | Verdict::Drop { rule, .. }
+            | Verdict::Blockpage { rule } => {
+                self.stats.drops += 1;
+                flow.action = Action::Drop;
+                self.report(flow, policy, *key, j, "drop", v, rule, target, out);
+                self.residual_after(policy, rule, *key, now_ns);
+                Fate::Drop
+            }
+        }
+    }
+
     /// Feeds a payload to the detectors; acts on a `[[vpn]]` rule when one applies.
     #[allow(clippy::too_many_arguments)]
     fn detect(
@@ -1439,7 +1542,13 @@ impl Ctx {
             return Fate::Forward;
         }
         self.detect_held += cost;
-        let state = flow.detect.get_or_insert_with(Box::default);
+        let state = flow.detect.get_or_insert_with(|| {
+            Box::new(DetectState {
+                packets: Vec::new(),
+                held: 0,
+                pending: u64::MAX,
+            })
+        });
         state.held += cost;
         let dir = match side {
             Side::ToServer => detect::Dir::ToServer,
@@ -1456,10 +1565,11 @@ impl Ctx {
             server: key.server,
             packets: &packets,
         };
-        let mut c = detect::Classifier::new(&self.detectors);
+        let mut c = detect::Classifier::resume(&self.detectors, state.pending);
         let pending = c.update(&f);
         let found = c.verdict();
         drop(packets);
+        state.pending = c.pending();
         if found.is_none() && pending && state.packets.len() < detect::MAX_PACKETS {
             return Fate::Forward;
         }

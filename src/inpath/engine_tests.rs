@@ -1014,3 +1014,107 @@ fn detector_input_is_bounded_per_flow_and_in_total() {
     r.engine.finish(&mut r.events);
     assert_eq!(r.engine.detect_bytes(), 0, "every flow's buffers returned");
 }
+
+/// A real DTLS 1.2 ClientHello: the first datagram of `openssl s_client -dtls1_2 -servername
+/// dtls.example` (OpenSSL 3.0), captured on a UDP socket.
+const OPENSSL_DTLS_HELLO: &[u8] = include_bytes!("../../tests/data/openssl-dtls-client-hello.bin");
+
+#[test]
+fn a_ja4_rule_applies_to_a_dtls_client_hello() {
+    let udp = |src: &str, dst: &str, payload: &[u8]| {
+        let mut p = Vec::new();
+        craft_udp(
+            &mut p,
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            64,
+            payload,
+        )
+        .unwrap();
+        p
+    };
+    let h = client_hello::parse_dtls(OPENSSL_DTLS_HELLO)
+        .unwrap()
+        .unwrap();
+    let ja4 = h.ja4();
+    assert!(
+        ja4.as_str().starts_with("dd2d"),
+        "DTLS 1.2 with an SNI: {ja4:?}"
+    );
+    // A rule on the capture's fingerprint (as a lab reads it off its own client), for one
+    // server address.
+    let text = RULES.replace("REASSEMBLE", "true")
+        + &format!(
+            "[[rule]]\nid = \"t-dtls-ja4\"\nips = [\"192.0.2.80/32\"]\nports = [\"udp/1-65535\"]\nja4 = [\"{}\"]\ntechniques = [\"ip-drop\"]\n",
+            ja4.as_str()
+        );
+    let with_rule = || {
+        let file = RuleSet::parse_str(Path::new("test.toml"), &text).unwrap();
+        let nets = [ClientNet {
+            net: "10.0.0.0/8".parse().unwrap(),
+            jurisdiction: "ru".into(),
+        }];
+        Policy::compile(&RuleSet { files: vec![file] }, &nets).unwrap()
+    };
+    // The same hello with its first cipher suite changed: another JA4.
+    let mut other = OPENSSL_DTLS_HELLO.to_vec();
+    let first_cipher = 13 + 12 + 2 + 32 + 1 + 1 + 2;
+    other[first_cipher..first_cipher + 2].copy_from_slice(&[0x00, 0x9c]);
+    let o = client_hello::parse_dtls(&other).unwrap().unwrap();
+    assert_ne!(o.ja4(), h.ja4());
+    for (hello, server, dropped) in [
+        (OPENSSL_DTLS_HELLO, "192.0.2.80:4444", true),
+        (&other[..], "192.0.2.80:4444", false),
+        (OPENSSL_DTLS_HELLO, "192.0.2.81:4444", false),
+    ] {
+        let mut r = Run::new(true);
+        r.policy = with_rule();
+        let (fate, inj) = r.feed(&udp("10.0.0.1:40000", server, hello));
+        assert_eq!((fate == Fate::Drop, inj.len()), (dropped, 0), "{server}");
+        // The flow stays dropped both ways (or passing).
+        let later = r
+            .feed(&udp(
+                server,
+                "10.0.0.1:40000",
+                b"\x16\xfe\xfd server flight",
+            ))
+            .0;
+        assert_eq!(later == Fate::Drop, dropped);
+        let e = r.events.iter().find(|e| e.rule.is_some());
+        if dropped {
+            let e = e.expect("a decision");
+            assert_eq!(
+                (e.action, e.technique, e.rule.as_deref(), e.target.as_str()),
+                ("drop", Some("ip-drop"), Some("t-dtls-ja4"), "dtls.example")
+            );
+        } else {
+            assert!(e.is_none(), "{:?}", r.events);
+        }
+    }
+}
+
+#[test]
+fn a_reset_engine_starts_over_like_a_new_one() {
+    let mut r = Run::new(true);
+    let c = Conn::new("192.0.2.12:443");
+    r.handshake(&c);
+    let hello = rustls_client_hello("residual.example");
+    assert_eq!(r.feed(&c.data(0, &hello)).0, Fate::Drop);
+    let again = Conn {
+        c: "10.0.0.1:40009".parse().unwrap(),
+        s: c.s,
+    };
+    assert_eq!(r.feed(&again.syn()).0, Fate::Drop, "residual block");
+    let mut events = Vec::new();
+    r.engine.finish(&mut events);
+    r.engine.reset();
+    assert_eq!(r.engine.stats(), Stats::default());
+    assert_eq!((r.engine.flows(), r.engine.held_bytes()), (0, 0));
+    // No residual block any more; the same flow is decided afresh, as by a new engine.
+    r.events.clear();
+    r.handshake(&c);
+    assert_eq!(r.feed(&c.data(0, &hello)).0, Fate::Drop);
+    assert_eq!(r.events.len(), 1, "{:?}", r.events);
+    assert_eq!(r.events[0].technique, Some("tls-reset"));
+    assert_eq!(r.engine.stats().flows, 1);
+}

@@ -117,16 +117,32 @@ pub struct FlowTable<V> {
 }
 
 impl<V> FlowTable<V> {
-    /// A table holding at most `capacity` flows (at least 1).
+    /// A table holding at most `capacity` flows (at least 1), room for up to 2^20 of them
+    /// reserved up front.
     pub fn new(capacity: usize) -> FlowTable<V> {
+        FlowTable::with_reserve(capacity, 1 << 20)
+    }
+
+    /// A table holding at most `capacity` flows (at least 1), room for `reserve` of them (at
+    /// most `capacity`) reserved up front; past that it grows as flows arrive.
+    pub fn with_reserve(capacity: usize, reserve: usize) -> FlowTable<V> {
         let capacity = capacity.max(1);
+        let reserve = reserve.min(capacity);
         FlowTable {
-            map: HashMap::with_capacity(capacity.min(1 << 20)),
-            order: VecDeque::with_capacity(capacity.min(1 << 20)),
+            map: HashMap::with_capacity(reserve),
+            order: VecDeque::with_capacity(reserve),
             serial: 0,
             capacity,
             evicted: 0,
         }
+    }
+
+    /// Forgets every flow and the eviction count, keeping the memory for the next use.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.serial = 0;
+        self.evicted = 0;
     }
 
     /// The flow of a packet from `src` to `dst`, and the packet's direction.

@@ -142,11 +142,19 @@ pub fn replay(
     progress: &mut dyn FnMut(&str),
 ) -> std::io::Result<Summary> {
     std::fs::create_dir_all(out)?;
-    let mut verdicts = BufWriter::new(File::create(out.join("verdicts.jsonl"))?);
-    let mut passed = PcapOut::new(BufWriter::new(File::create(out.join("passed.pcap"))?))?;
+    // 1 MiB buffers: passed.pcap is most of what replay writes (one write call per MiB).
+    let mut verdicts = BufWriter::with_capacity(1 << 20, File::create(out.join("verdicts.jsonl"))?);
+    let passed_file = File::create(out.join("passed.pcap"))?;
+    let mut passed = PcapOut::new(BufWriter::with_capacity(1 << 20, passed_file))?;
     let mut sum = Summary::default();
     let mut o = Output::default();
     let mut events: Vec<FlowEvent> = Vec::new();
+    // One engine, reset before each capture: a capture starts from no state, as with a new
+    // engine, without a new flow table and detector set each time.
+    let mut engine = Engine::new(EngineConfig {
+        reserve_flows: 4096,
+        ..cfg.clone()
+    });
     for path in pcaps {
         let shown = path.display().to_string();
         let bytes = match std::fs::read(path) {
@@ -166,7 +174,7 @@ pub fn replay(
             }
         };
         let started = Instant::now();
-        let mut engine = Engine::new(cfg.clone());
+        engine.reset();
         let mut frames = 0u64;
         let mut last_ts = 0u64;
         let mut corrupt = None;
