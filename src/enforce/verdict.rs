@@ -258,6 +258,18 @@ pub fn for_ip(policy: &Policy, j: JurisdictionId, ip: IpAddr, conn: &Conn<'_>, a
     for_target(policy, j, Target::Ip(ip), conn, at, IP)
 }
 
+/// The techniques an address rule applies once the connection's ClientHello (TLS or DTLS)
+/// is seen: [`IP`]'s and the TLS layer's (a hello to a listed address, or with a listed JA4
+/// and no name at all, as WebRTC's DTLS has, is reset or dropped there).
+pub const IP_AT_HELLO: &[Technique] = &[
+    Technique::IpReset,
+    Technique::IpDrop,
+    Technique::TlsReset,
+    Technique::TlsDrop,
+    Technique::Freeze,
+    Technique::Throttle,
+];
+
 /// A connection to `ip` for the name `name` (empty: none seen): an allow rule matching the
 /// name or the address lets it through (the 2025 allowlists), else as [`for_ip`].
 pub fn for_dest(
@@ -267,6 +279,30 @@ pub fn for_dest(
     ip: IpAddr,
     conn: &Conn<'_>,
     at: At,
+) -> Verdict {
+    for_dest_with(policy, j, name, ip, conn, at, IP)
+}
+
+/// [`for_dest`] at a ClientHello: the address rule's techniques are [`IP_AT_HELLO`].
+pub fn for_dest_at_hello(
+    policy: &Policy,
+    j: JurisdictionId,
+    name: &str,
+    ip: IpAddr,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    for_dest_with(policy, j, name, ip, conn, at, IP_AT_HELLO)
+}
+
+fn for_dest_with(
+    policy: &Policy,
+    j: JurisdictionId,
+    name: &str,
+    ip: IpAddr,
+    conn: &Conn<'_>,
+    at: At,
+    by_ip: &[Technique],
 ) -> Verdict {
     if !name.is_empty() {
         let with_dst = Conn {
@@ -279,7 +315,7 @@ pub fn for_dest(
             return Verdict::Pass;
         }
     }
-    for_ip(policy, j, ip, conn, at)
+    for_target(policy, j, Target::Ip(ip), conn, at, by_ip)
 }
 
 /// `first`, then (when it passes and a name was seen) the `ip-*` techniques of a rule
@@ -320,6 +356,22 @@ pub fn with_dest(
         return v;
     }
     v.and(for_dest(policy, j, name, ip, conn, at))
+}
+
+/// [`with_dest`] at a ClientHello (see [`for_dest_at_hello`]).
+pub fn with_dest_at_hello(
+    policy: &Policy,
+    j: JurisdictionId,
+    v: Verdict,
+    name: &str,
+    ip: IpAddr,
+    conn: &Conn<'_>,
+    at: At,
+) -> Verdict {
+    if !v.passes() {
+        return v;
+    }
+    v.and(for_dest_at_hello(policy, j, name, ip, conn, at))
 }
 
 /// The `quic-drop` rule for a QUIC flow to `ip` whose Initials name `sni` (if read), by name

@@ -1196,7 +1196,11 @@ impl Ctx {
             None => verdict::for_name(policy, j, &name, &conn, at),
         };
         let v = verdict::with_name_ips(policy, j, first, &name, &conn, at);
-        let v = verdict::with_dest(policy, j, v, &name, ip, &conn, at);
+        let v = if path.is_some() {
+            verdict::with_dest(policy, j, v, &name, ip, &conn, at)
+        } else {
+            verdict::with_dest_at_hello(policy, j, v, &name, ip, &conn, at)
+        };
         if v == Verdict::Pass && !name.is_empty() {
             if let Some((rule, after)) =
                 self.freeze_rule(policy, j, Target::Domain(&name), &conn, at)
@@ -1371,14 +1375,25 @@ impl Ctx {
                 Fate::Forward
             };
         }
-        if !flow.naming || side != Side::ToServer {
+        if !flow.naming {
+            return Fate::Forward;
+        }
+        // A DTLS ClientHello counts from either side: in WebRTC the DTLS client is the SDP
+        // answerer (Snowflake's proxies send it toward the censored user).
+        if client_hello::looks_like_dtls(payload) {
+            return self.dtls(policy, when, now_ns, key, j, flow, payload, out);
+        }
+        if side != Side::ToServer {
             return Fate::Forward;
         }
         if quic::long_header_version(payload).is_none() {
-            if client_hello::looks_like_dtls(payload) {
-                return self.dtls(policy, when, now_ns, key, j, flow, payload, out);
+            // WebRTC checks connectivity with STUN on the same ports before its DTLS
+            // handshake (RFC 7983's first bytes: 0-3 STUN, 64-79 TURN channels, 128-191
+            // RTP); the hello is looked for among the first packets.
+            let webrtc = matches!(payload.first(), Some(0..=3 | 64..=79 | 128..=191));
+            if !(webrtc && (flow.packets as usize) < crate::detect::ja4::DTLS_SEARCH) {
+                flow.naming = false;
             }
-            flow.naming = false;
             return Fate::Forward;
         }
         let reassemble = policy.jurisdiction(j).reassemble;
@@ -1433,7 +1448,8 @@ impl Ctx {
         }
     }
 
-    /// A UDP flow's first client datagram starting like a DTLS handshake record: its
+    /// A UDP flow's first datagram (after any STUN ones, from either side) starting like a
+    /// DTLS handshake record: its
     /// ClientHello (SNI, ECH, JA4) decides as a TLS one does (the name's verdict, the name's
     /// `ip-*`, then the address's, with `ja4` and `ech` conditions on what the hello shows).
     /// On UDP a reset, drop or blockpage drops the hello and everything after it, both ways;
@@ -1467,7 +1483,7 @@ impl Ctx {
             verdict::for_name(policy, j, &name, &conn, at)
         };
         let v = verdict::with_name_ips(policy, j, first, &name, &conn, at);
-        let v = verdict::with_dest(policy, j, v, &name, ip, &conn, at);
+        let v = verdict::with_dest_at_hello(policy, j, v, &name, ip, &conn, at);
         let target = if name.is_empty() {
             ip.to_string()
         } else {

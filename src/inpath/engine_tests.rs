@@ -1019,20 +1019,22 @@ fn detector_input_is_bounded_per_flow_and_in_total() {
 /// dtls.example` (OpenSSL 3.0), captured on a UDP socket.
 const OPENSSL_DTLS_HELLO: &[u8] = include_bytes!("../../tests/data/openssl-dtls-client-hello.bin");
 
+/// A UDP datagram from `src` to `dst` carrying `payload`.
+fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    craft_udp(
+        &mut p,
+        src.parse().unwrap(),
+        dst.parse().unwrap(),
+        64,
+        payload,
+    )
+    .unwrap();
+    p
+}
+
 #[test]
 fn a_ja4_rule_applies_to_a_dtls_client_hello() {
-    let udp = |src: &str, dst: &str, payload: &[u8]| {
-        let mut p = Vec::new();
-        craft_udp(
-            &mut p,
-            src.parse().unwrap(),
-            dst.parse().unwrap(),
-            64,
-            payload,
-        )
-        .unwrap();
-        p
-    };
     let h = client_hello::parse_dtls(OPENSSL_DTLS_HELLO)
         .unwrap()
         .unwrap();
@@ -1090,6 +1092,58 @@ fn a_ja4_rule_applies_to_a_dtls_client_hello() {
         } else {
             assert!(e.is_none(), "{:?}", r.events);
         }
+    }
+}
+
+/// A STUN binding request and pion's default DTLS ClientHello, the first two client
+/// datagrams of `tests/data/webrtc/pion-datachannel.pcap`.
+fn webrtc_datagrams() -> (Vec<u8>, Vec<u8>) {
+    let mut d = include_str!("../../tests/data/webrtc/stun-then-dtls-hello.hex")
+        .lines()
+        .map(crate::detect::testutil::hex);
+    (d.next().unwrap(), d.next().unwrap())
+}
+
+#[test]
+fn a_webrtc_hello_after_stun_is_read_from_either_side_and_the_snowflake_rule_drops_it() {
+    let (stun, hello) = webrtc_datagrams();
+    let shipped = || {
+        let nets = [ClientNet {
+            net: "10.0.0.0/8".parse().unwrap(),
+            jurisdiction: "ru".into(),
+        }];
+        Policy::compile(&RuleSet::embedded().unwrap(), &nets).unwrap()
+    };
+    let (user, proxy) = ("10.0.0.1:40000", "198.51.100.20:50000");
+    // The censored user starts the STUN checks; the DTLS hello comes from the proxy (the SDP
+    // answerer, as Snowflake's proxies are), or from the user.
+    for (day, from_proxy, dropped) in [
+        ("2026-03-30", true, true),
+        ("2026-03-30", false, true),
+        ("2026-03-29", true, false),
+    ] {
+        let mut r = Run::new(true);
+        r.policy = shipped();
+        r.at = at(day);
+        assert_eq!(r.feed(&udp(user, proxy, &stun)).0, Fate::Forward);
+        assert_eq!(r.feed(&udp(proxy, user, &stun)).0, Fate::Forward);
+        let pkt = if from_proxy {
+            udp(proxy, user, &hello)
+        } else {
+            udp(user, proxy, &hello)
+        };
+        let case = format!("{day} from the proxy: {from_proxy}");
+        assert_eq!(r.feed(&pkt).0 == Fate::Drop, dropped, "{case}");
+        let later = r
+            .feed(&udp(user, proxy, b"\x17\xfe\xfd application data"))
+            .0;
+        assert_eq!(
+            later == Fate::Drop,
+            dropped,
+            "{case}: the flow stays dropped"
+        );
+        let rule = r.events.iter().find_map(|e| e.rule.as_deref());
+        assert_eq!(rule, dropped.then_some("ru-snowflake-dtls-2026"), "{case}");
     }
 }
 
