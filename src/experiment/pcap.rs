@@ -452,6 +452,8 @@ pub struct Tcp {
     pub ack: bool,
     /// FIN or RST flag.
     pub fin_or_rst: bool,
+    /// RST flag.
+    pub rst: bool,
 }
 
 /// A decoded UDP or TCP packet.
@@ -616,6 +618,7 @@ fn transport(proto: u8, src: IpAddr, dst: IpAddr, l4: &[u8]) -> Option<Decoded<'
                     syn: flags & 0x02 != 0,
                     ack: flags & 0x10 != 0,
                     fin_or_rst: flags & 0x05 != 0,
+                    rst: flags & 0x04 != 0,
                 }),
                 payload: l4.get(off..)?,
             })
