@@ -135,24 +135,35 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
         udp_timeout: args.udp_timeout,
         spill_dir: dir,
         epoch_frames: output::EPOCH_FRAMES,
+        spill_at: output::SPILL_AT,
     };
-    let results = run_files(&args.pcaps, &set, threads.max(1), progress);
+    let jsonl = dir.join("flows.jsonl");
+    let mut w = std::io::BufWriter::with_capacity(
+        1 << 16,
+        std::fs::File::create(&jsonl).map_err(werr(&jsonl))?,
+    );
     let mut warnings = Vec::new();
     let mut packets = 0u64;
     let mut files = Vec::new();
     let mut cost_ns = vec![0; detectors.len()];
     let mut calls = vec![0; detectors.len()];
     let mut tally = Tally::new(&names);
-    let mut spills = Vec::new();
-    let mut write_error = None;
-    for r in results {
+    let mut failed: Option<ExperimentError> = None;
+    let mut commit = |r: run::FileResult| {
         warnings.extend(r.warning);
-        spills.extend(r.spills);
-        if let Some(e) = r.write_error {
-            write_error.get_or_insert(e);
+        if let Some((p, e)) = r.write_error {
+            failed.get_or_insert(werr(&p)(e));
+        }
+        let spilled = failed.is_none();
+        if spilled {
+            if let Err(e) = output::assemble(r.spills, &mut w) {
+                failed = Some(werr(&jsonl)(e));
+            }
+        } else {
+            output::assemble(r.spills, &mut std::io::sink()).ok();
         }
         if !r.read {
-            continue;
+            return;
         }
         for (i, (c, k)) in r.cost_ns.iter().zip(&r.calls).enumerate() {
             cost_ns[i] += c;
@@ -163,24 +174,13 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
             tally.merge(t);
         }
         files.push(r.name);
-    }
-    let jsonl = dir.join("flows.jsonl");
-    let assembled = match write_error {
-        Some((p, e)) => Err(werr(&p)(e)),
-        None => std::fs::File::create(&jsonl)
-            .and_then(|f| {
-                let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
-                output::assemble(&spills, &mut w)?;
-                w.flush()
-            })
-            .map_err(werr(&jsonl)),
     };
-    if assembled.is_err() {
-        for p in &spills {
-            let _ = std::fs::remove_file(p);
-        }
+    run_files(&args.pcaps, &set, threads.max(1), progress, &mut commit);
+    if let Some(e) = failed {
+        return Err(e);
     }
-    assembled?;
+    w.flush().map_err(werr(&jsonl))?;
+    drop(w);
     let seconds = started.elapsed().as_secs_f64();
     let run = RunStats {
         files,

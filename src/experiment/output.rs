@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::flows::FlowRecord;
 use super::report::{Labels, OrderKey, Tally, NONE, ORDER_LEN};
@@ -22,11 +22,26 @@ use super::report::{Labels, OrderKey, Tally, NONE, ORDER_LEN};
 /// per epoch, not per packet.
 pub const EPOCH_FRAMES: u64 = 65_536;
 
+/// A spill stays in memory up to this many bytes, then goes to its file (most captures'
+/// flows never touch the disk).
+pub const SPILL_AT: usize = 4 << 20;
+
+/// A finished spill: its entries in a file (if it grew past [`SPILL_AT`]), else in memory.
+#[derive(Debug)]
+pub struct Spilled {
+    /// The file holding the entries.
+    pub file: Option<PathBuf>,
+    /// The entries held in memory.
+    pub mem: Vec<u8>,
+}
+
 /// One flow table's output: its spill file and its counters.
 #[derive(Debug)]
 pub struct Spill<'a> {
     path: PathBuf,
-    w: BufWriter<File>,
+    w: Option<BufWriter<File>>,
+    buf: Vec<u8>,
+    spill_at: usize,
     file_index: u32,
     /// The capture's name, already a JSON string with quotes.
     file_json: String,
@@ -44,22 +59,25 @@ pub struct Spill<'a> {
 }
 
 impl<'a> Spill<'a> {
-    /// A spill at `path` for the flows of `file` (the `file_index`-th capture).
+    /// A spill for the flows of `file` (the `file_index`-th capture), moved to a file at
+    /// `path` once it holds more than `spill_at` bytes ([`SPILL_AT`]).
     pub fn create(
         path: PathBuf,
         file_index: u32,
         file: &'a str,
         labels: Option<&'a Labels>,
         detectors: &[&'static str],
+        spill_at: usize,
     ) -> std::io::Result<Spill<'a>> {
-        let w = BufWriter::with_capacity(1 << 16, File::create(&path)?);
         let mut file_json = String::new();
         json_str(&mut file_json, file);
         let mut by_name: Vec<usize> = (0..detectors.len()).collect();
         by_name.sort_by_key(|&i| detectors[i]);
         Ok(Spill {
             path,
-            w,
+            w: None,
+            buf: Vec::new(),
+            spill_at,
             file_index,
             file_json,
             file,
@@ -82,7 +100,8 @@ impl<'a> Spill<'a> {
                 .map(|(i, r)| (order_key(self.file_index, self.epoch, r), i)),
         );
         self.order.sort_unstable();
-        for &(key, i) in &self.order {
+        let order = std::mem::take(&mut self.order);
+        for &(key, i) in &order {
             let rec = &done[i];
             let label = self.labels.map_or(NONE, |l| l.label(self.file, rec.server));
             self.tally.add(&key, self.file, rec, label);
@@ -97,27 +116,65 @@ impl<'a> Spill<'a> {
                 self.labels.map(|_| label),
                 &self.by_name,
             );
-            let res = self
-                .w
-                .write_all(&key)
-                .and_then(|()| self.w.write_all(&(self.line.len() as u32).to_le_bytes()))
-                .and_then(|()| self.w.write_all(&self.line));
-            if let Err(e) = res {
-                self.error = Some(e);
+            self.buf.extend_from_slice(&key);
+            self.buf
+                .extend_from_slice(&(self.line.len() as u32).to_le_bytes());
+            self.buf.extend_from_slice(&self.line);
+            if self.buf.len() >= self.spill_at {
+                if let Err(e) = self.write_out() {
+                    self.error = Some(e);
+                }
             }
         }
+        self.order = order;
         done.clear();
         self.epoch += 1;
     }
 
-    /// Flushes the spill: its path and counters, or the first write error.
-    pub fn finish(mut self) -> Result<(PathBuf, Tally), (PathBuf, std::io::Error)> {
-        if let Some(e) = self.error.take() {
-            return Err((self.path, e));
-        }
-        match self.w.flush() {
-            Ok(()) => Ok((self.path, self.tally)),
-            Err(e) => Err((self.path, e)),
+    /// Moves the buffered entries to the spill file (created on first use).
+    fn write_out(&mut self) -> std::io::Result<()> {
+        let w = match &mut self.w {
+            Some(w) => w,
+            None => self
+                .w
+                .insert(BufWriter::with_capacity(1 << 16, File::create(&self.path)?)),
+        };
+        w.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Ends the spill: its entries and counters, or the first write error (the spill file,
+    /// if any, removed).
+    pub fn finish(mut self) -> Result<(Spilled, Tally), (PathBuf, std::io::Error)> {
+        let res = match self.error.take() {
+            Some(e) => Err(e),
+            None if self.w.is_some() => self
+                .write_out()
+                .and_then(|()| self.w.as_mut().map_or(Ok(()), BufWriter::flush)),
+            None => Ok(()),
+        };
+        match res {
+            Ok(()) if self.w.is_some() => Ok((
+                Spilled {
+                    file: Some(self.path),
+                    mem: Vec::new(),
+                },
+                self.tally,
+            )),
+            Ok(()) => Ok((
+                Spilled {
+                    file: None,
+                    mem: self.buf,
+                },
+                self.tally,
+            )),
+            Err(e) => {
+                if self.w.is_some() {
+                    let _ = std::fs::remove_file(&self.path);
+                }
+                Err((self.path, e))
+            }
         }
     }
 }
@@ -288,16 +345,20 @@ pub fn write_line(
 
 /// One spill being merged: its next entry.
 struct Head {
-    r: BufReader<File>,
+    r: Box<dyn Read>,
     key: OrderKey,
     line: Vec<u8>,
     live: bool,
 }
 
 impl Head {
-    fn open(path: &Path) -> std::io::Result<Head> {
+    fn open(s: Spilled) -> std::io::Result<Head> {
+        let r: Box<dyn Read> = match s.file {
+            Some(p) => Box::new(BufReader::with_capacity(1 << 16, File::open(p)?)),
+            None => Box::new(std::io::Cursor::new(s.mem)),
+        };
         let mut h = Head {
-            r: BufReader::with_capacity(1 << 16, File::open(path)?),
+            r,
             key: [0; ORDER_LEN],
             line: Vec::new(),
             live: true,
@@ -323,11 +384,36 @@ impl Head {
 }
 
 /// Writes the lines of `spills` (one file's, or several files' in order) to `out`, merged
-/// by their order keys, and removes the spills.
-pub fn assemble(spills: &[PathBuf], out: &mut impl Write) -> std::io::Result<()> {
+/// by their order keys, and removes the spill files.
+pub fn assemble(spills: Vec<Spilled>, out: &mut impl Write) -> std::io::Result<()> {
+    let files: Vec<PathBuf> = spills.iter().filter_map(|s| s.file.clone()).collect();
+    let res = merge(spills, out);
+    for p in files {
+        let _ = std::fs::remove_file(p);
+    }
+    res
+}
+
+fn merge(spills: Vec<Spilled>, out: &mut impl Write) -> std::io::Result<()> {
+    if let [Spilled { file: None, mem }] = &spills[..] {
+        // One table's entries in memory (the usual case): already in order.
+        let mut at = 0;
+        while at + ORDER_LEN + 4 <= mem.len() {
+            let len = u32::from_le_bytes(
+                mem[at + ORDER_LEN..at + ORDER_LEN + 4]
+                    .try_into()
+                    .unwrap_or_default(),
+            ) as usize;
+            let start = at + ORDER_LEN + 4;
+            let line = mem.get(start..start + len).unwrap_or_default();
+            out.write_all(line)?;
+            at = start + len;
+        }
+        return Ok(());
+    }
     let mut heads = spills
-        .iter()
-        .map(|p| Head::open(p))
+        .into_iter()
+        .map(Head::open)
         .collect::<std::io::Result<Vec<_>>>()?;
     while let Some(h) = heads
         .iter_mut()
@@ -336,10 +422,6 @@ pub fn assemble(spills: &[PathBuf], out: &mut impl Write) -> std::io::Result<()>
     {
         out.write_all(&h.line)?;
         h.advance()?;
-    }
-    drop(heads);
-    for p in spills {
-        let _ = std::fs::remove_file(p);
     }
     Ok(())
 }

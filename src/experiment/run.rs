@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use super::flows::FlowTable;
-use super::output::Spill;
+use super::output::{Spill, Spilled};
 use super::pcap::{self, Stream};
 use super::report::{Labels, Tally};
 use crate::detect::Detector;
@@ -28,8 +28,8 @@ pub struct FileResult {
     pub name: String,
     /// Whether the file was read (else skipped).
     pub read: bool,
-    /// Its spill files (one per flow shard), to be merged.
-    pub spills: Vec<PathBuf>,
+    /// Its spills (one per flow shard), to be merged.
+    pub spills: Vec<Spilled>,
     /// Its flows' counters.
     pub tally: Option<Tally>,
     /// Flows written.
@@ -61,6 +61,8 @@ pub struct Settings<'a> {
     pub spill_dir: &'a Path,
     /// Frames per epoch ([`super::output::EPOCH_FRAMES`] but in tests).
     pub epoch_frames: u64,
+    /// Bytes a spill holds in memory ([`super::output::SPILL_AT`] but in tests).
+    pub spill_at: usize,
 }
 
 /// Frames handed to a shard at a time.
@@ -76,13 +78,16 @@ struct Batch {
     frames: Vec<(u64, u16, u32)>,
 }
 
-/// Processes `paths` with `threads` threads; `progress` gets a line per file.
+/// Processes `paths` with `threads` threads; `progress` gets a line per file as it ends,
+/// `commit` each file's result in the order of `paths`, as soon as the files before it are
+/// done (so only files finished out of turn wait in memory).
 pub fn run_files(
     paths: &[PathBuf],
     set: &Settings<'_>,
     threads: usize,
     progress: &mut dyn FnMut(&str),
-) -> Vec<FileResult> {
+    commit: &mut dyn FnMut(FileResult),
+) {
     let workers = threads.min(paths.len()).max(1);
     let shards = if paths.len() >= threads {
         1
@@ -92,6 +97,7 @@ pub fn run_files(
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, FileResult, String)>();
     let mut slots: Vec<Option<FileResult>> = (0..paths.len()).map(|_| None).collect();
+    let mut done = 0;
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let tx = tx.clone();
@@ -121,9 +127,12 @@ pub fn run_files(
         for (i, r, line) in rx {
             progress(&line);
             slots[i] = Some(r);
+            while let Some(r) = slots.get_mut(done).and_then(Option::take) {
+                commit(r);
+                done += 1;
+            }
         }
     });
-    slots.into_iter().flatten().collect()
 }
 
 /// The shard of a decoded packet: a hash of its flow key, the same for both directions.
@@ -161,7 +170,7 @@ fn each_frame<R: std::io::Read>(
 
 /// What a shard hands back: its spill's outcome, flows, detector cost and calls.
 type ShardOut = (
-    Result<(PathBuf, Tally), (PathBuf, std::io::Error)>,
+    Result<(Spilled, Tally), (PathBuf, std::io::Error)>,
     u64,
     Vec<u64>,
     Vec<u64>,
@@ -221,7 +230,8 @@ pub fn run_file(path: &Path, index: u32, set: &Settings<'_>, shards: usize) -> F
             ".flows.{}.{index}.{shard}.spill",
             std::process::id()
         ));
-        Spill::create(p.clone(), index, &name, set.labels, set.names).map_err(|e| (p, e))
+        Spill::create(p.clone(), index, &name, set.labels, set.names, set.spill_at)
+            .map_err(|e| (p, e))
     };
     let epoch = set.epoch_frames.max(1);
     let mut results: Vec<ShardOut> = Vec::new();
@@ -324,7 +334,6 @@ pub fn run_file(path: &Path, index: u32, set: &Settings<'_>, shards: usize) -> F
                 }
             }
             Err(e) => {
-                out.spills.push(e.0.clone());
                 out.write_error.get_or_insert(e);
             }
         }
@@ -368,7 +377,7 @@ mod tests {
         write::pcap(101, &us)
     }
 
-    fn run(path: &Path, dir: &Path, shards: usize) -> (Vec<u8>, String) {
+    fn run(path: &Path, dir: &Path, shards: usize, spill_at: usize) -> (Vec<u8>, String) {
         let ds = detect::standard(detect::endpoints::Endpoints::default());
         let names: Vec<&'static str> = ds.iter().map(|d| d.name()).collect();
         let set = Settings {
@@ -378,11 +387,12 @@ mod tests {
             udp_timeout: 5,
             spill_dir: dir,
             epoch_frames: 64,
+            spill_at,
         };
         let r = run_file(path, 0, &set, shards);
         assert!(r.warning.is_none() && r.write_error.is_none());
         let mut jsonl = Vec::new();
-        super::super::output::assemble(&r.spills, &mut jsonl).unwrap();
+        super::super::output::assemble(r.spills, &mut jsonl).unwrap();
         let t = r.tally.unwrap();
         let report = super::super::report::Report::build(
             &super::super::report::RunStats {
@@ -405,13 +415,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.pcap");
         std::fs::write(&path, capture(300)).unwrap();
-        let (one, md1) = run(&path, dir.path(), 1);
+        let (one, md1) = run(&path, dir.path(), 1, usize::MAX);
         let lines = String::from_utf8(one.clone()).unwrap();
         // 300 UDP flows (each ends by timeout) and 300 TCP ones (RST).
         assert_eq!(lines.lines().count(), 600, "{lines}");
-        for shards in [2, 3, 5] {
-            let (many, md) = run(&path, dir.path(), shards);
-            assert_eq!(one, many, "{shards} shards");
+        // In memory, and through spill files (moved to disk every 4 kB).
+        for (shards, spill_at) in [(1, 4096), (2, usize::MAX), (3, 4096), (5, usize::MAX)] {
+            let (many, md) = run(&path, dir.path(), shards, spill_at);
+            assert_eq!(one, many, "{shards} shards, spill at {spill_at}");
             assert_eq!(md1, md);
         }
         let spills = std::fs::read_dir(dir.path())
