@@ -271,3 +271,38 @@ fn a_bad_or_truncated_capture_is_skipped_and_the_rest_processed_in_any_thread_co
         "same flows.jsonl with 1 thread and 9 (flow shards)"
     );
 }
+
+#[test]
+fn a_webrtc_flow_is_fingerprinted_from_its_dtls_hello_after_the_stun_checks() {
+    // Two pion/webrtc peers over loopback (tests/data/webrtc/make-capture.sh): STUN binding
+    // requests and responses first, then pion's default DTLS ClientHello on the same ports.
+    let pcap =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/webrtc/pion-datachannel.pcap");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = run(&[
+        "--quiet".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        pcap.as_os_str(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let flows = std::fs::read_to_string(out.join("flows.jsonl")).unwrap();
+    let flows: Vec<Value> = flows
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(flows.len(), 1, "{flows:?}");
+    let f = &flows[0];
+    assert_eq!(f["proto"], "udp", "{f}");
+    // The value the shipped rule ru-snowflake-dtls-2026 blocks is the one read off this capture.
+    let rules = include_str!("../rules/ru.toml");
+    let ja4 = f["ja4"].as_str().unwrap_or_else(|| panic!("no ja4: {f}"));
+    assert!(ja4.starts_with("dd2i"), "DTLS 1.2, no SNI: {ja4}");
+    assert!(
+        rules.contains(&format!("ja4 = [\"{ja4}\"]")),
+        "rules/ru.toml does not block {ja4}"
+    );
+    // WebRTC is never a VPN.
+    assert!(f["verdict"].is_null(), "{f}");
+}

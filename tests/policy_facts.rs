@@ -575,6 +575,39 @@ fn foreign_hosting_freezes_after_16_kb_from_9_june_2025() {
     fact(rows);
 }
 
+/// The JA4 of pion's default DTLS ClientHello, as `tests/data/webrtc/` recorded it.
+const PION_JA4: &str = "dd2i060600_b94582744588_4bbccbffe950";
+
+#[test]
+fn snowflake_dtls_with_pions_default_ja4_dropped_from_30_march_2026() {
+    const R: &str = "ru-snowflake-dtls-2026";
+    const PROXY: &str = "198.51.100.20";
+    let pion = ["--port", "udp/50000", "--ja4", PION_JA4];
+    // A DTLS 1.3 ClientHello (what the browser-extension proxies sent, which passed).
+    let other = [
+        "--port",
+        "udp/50000",
+        "--ja4",
+        "dd3i0912h2_8daaf6152771_b186095e22b6",
+    ];
+    let tcp = ["--port", "tcp/443", "--ja4", PION_JA4];
+    #[rustfmt::skip]
+    let rows: &[Row] = &[
+        // Before: every address has only the 2022 QUIC rule (QUIC Initials, not DTLS).
+        ("ru", "2026-03-29", &pion, PROXY, "ru-quic-v1", &[]),
+        ("ru", "2026-03-30", &pion, PROXY, R, &["techniques=tls-drop"]),
+        ("ru", "2026-03-30", &pion, "2001:db8::20", R, &[]),
+        ("ru", "2026-12-01", &pion, PROXY, R, &[]),
+        // Another fingerprint, no fingerprint, or TCP: not this rule.
+        ("ru", "2026-03-30", &other, PROXY, "ru-quic-v1", &[]),
+        ("ru", "2026-03-30", &["--port", "udp/50000"], PROXY, "ru-quic-v1", &[]),
+        ("ru", "2026-03-30", &tcp, PROXY, "ru-quic-v1", &[]),
+        // Not a fact of the EU.
+        ("eu", "2026-03-30", &pion, PROXY, "allow", &[]),
+    ];
+    fact(rows);
+}
+
 #[test]
 fn ovh_residual_rule_states_its_seconds_for_listed_addresses() {
     // The shipped OVH list is empty (no published prefixes were available): give it one.

@@ -94,8 +94,8 @@ pub fn tls_client_hello(flow: &Flow<'_>) -> Result<Option<(Hello, usize)>, super
     Err(super::Incomplete)
 }
 
-/// The ClientHello in a UDP flow's first client datagram if it is a DTLS handshake record
-/// carrying a complete ClientHello.
+/// The ClientHello in a datagram if it is a DTLS handshake record carrying a complete
+/// ClientHello.
 pub fn dtls_client_hello(p: &[u8]) -> Option<Hello> {
     client_hello::parse_dtls(p)
         .ok()
@@ -103,19 +103,37 @@ pub fn dtls_client_hello(p: &[u8]) -> Option<Hello> {
         .map(ClientHello::into_owned)
 }
 
+/// Datagrams of a UDP flow searched for its DTLS ClientHello.
+pub const DTLS_SEARCH: usize = 16;
+
+/// The DTLS ClientHello of a UDP flow: the first datagram that is a DTLS record is read, in
+/// either direction (in WebRTC the DTLS client is the SDP answerer, which need not be the
+/// side that sent first: Snowflake's proxies send the ClientHello toward the censored user);
+/// datagrams before it that are STUN, TURN channel data or RTP (RFC 7983's first-byte ranges:
+/// WebRTC checks connectivity with STUN on the same ports before DTLS) are skipped. `None`
+/// while it may still come (no datagram but these yet, fewer than [`DTLS_SEARCH`]),
+/// `Some(None)` if the flow has none.
+pub fn udp_client_hello(flow: &Flow<'_>) -> Option<Option<Hello>> {
+    for (i, p) in flow.packets.iter().enumerate() {
+        match p.payload.first() {
+            Some(20..=63) => return Some(dtls_client_hello(p.payload)),
+            Some(0..=3 | 64..=79 | 128..=191) if i + 1 < DTLS_SEARCH => {}
+            _ => return Some(None),
+        }
+    }
+    None
+}
+
 /// The flow's JA4: from the TLS ClientHello of a TCP flow or the DTLS ClientHello of a UDP
-/// flow's first client datagram.
+/// flow (see [`udp_client_hello`]).
 pub fn flow_ja4(flow: &Flow<'_>) -> Option<String> {
     match flow.transport {
         super::Transport::Tcp => tls_client_hello(flow)
             .ok()
             .flatten()
             .map(|(h, _)| h.ja4().to_string()),
-        super::Transport::Udp => flow
-            .packets
-            .iter()
-            .find(|p| p.dir == Dir::ToServer)
-            .and_then(|p| dtls_client_hello(p.payload))
+        super::Transport::Udp => udp_client_hello(flow)
+            .flatten()
             .map(|h| h.ja4().to_string()),
     }
 }
@@ -200,6 +218,38 @@ mod tests {
     use super::*;
     use crate::detect::testutil::flow;
     use crate::detect::{Packet, Transport};
+
+    /// A STUN binding request and pion's default DTLS ClientHello, the first two client
+    /// datagrams of `tests/data/webrtc/pion-datachannel.pcap`, one a line as hex.
+    fn webrtc_datagrams() -> Vec<Vec<u8>> {
+        include_str!("../../tests/data/webrtc/stun-then-dtls-hello.hex")
+            .lines()
+            .map(crate::detect::testutil::hex)
+            .collect()
+    }
+
+    #[test]
+    fn a_dtls_hello_after_stun_checks_is_fingerprinted_in_either_direction() {
+        let d = webrtc_datagrams();
+        let (stun, hello) = (&d[0][..], &d[1][..]);
+        let ja4 = |packets: &[(Dir, &[u8])]| {
+            let raw: Vec<(Dir, Vec<u8>)> = packets.iter().map(|(d, p)| (*d, p.to_vec())).collect();
+            let packets = Packet::all(&raw);
+            udp_client_hello(&flow(Transport::Udp, 50000, &packets))
+                .map(|h| h.map(|h| h.ja4().to_string()))
+        };
+        let pion = Some(Some("dd2i060600_b94582744588_4bbccbffe950".to_string()));
+        let (c, s) = (Dir::ToServer, Dir::ToClient);
+        assert_eq!(ja4(&[(c, stun), (s, stun), (c, hello)]), pion);
+        // The answerer (DTLS client) need not be the side that sent first.
+        assert_eq!(ja4(&[(c, stun), (s, stun), (s, hello)]), pion);
+        // Only STUN so far: the hello may still come; after too many, it is given up.
+        assert_eq!(ja4(&[(c, stun), (s, stun)]), None);
+        let many = vec![(c, stun); DTLS_SEARCH];
+        assert_eq!(ja4(&many), Some(None));
+        // A flow whose first datagram is neither STUN nor DTLS has none.
+        assert_eq!(ja4(&[(c, &[0xe0, 1, 2, 3][..]), (c, hello)]), Some(None));
+    }
 
     /// Chrome's ClientHello as listed (original order, `ja4_ro`) by browserleaks.com, with its
     /// published JA4 `t13d1516h2_8daaf6152771_d8a2da3f94cd`.

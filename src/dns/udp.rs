@@ -34,14 +34,32 @@ pub const BATCH: usize = 32;
 const SLOT: usize = 65_535;
 
 /// Binds `count` UDP sockets on `addr` (port 0: a free port, the same for all of them).
+///
+/// With more than one socket, a socket without `SO_REUSEPORT` first checks the port (port 0:
+/// lets the kernel pick one) and is closed, then the group binds it. Asked directly for
+/// port 0 with `SO_REUSEPORT`, Linux may hand out a port that another process's
+/// `SO_REUSEPORT` socket (same user) holds, and a fixed port held that way binds too: the
+/// two would then share its datagrams. With the check, a held fixed port is `AddrInUse`; a
+/// picked port taken in between is given up for another.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
-    let first = bind_one(addr, count > 1)?;
-    let bound = first.local_addr()?;
-    let mut socks = vec![first];
-    for _ in 1..count {
-        socks.push(bind_one(bound, true)?);
+    if count <= 1 {
+        return Ok(vec![bind_one(addr, false)?]);
     }
-    Ok(socks)
+    let mut last = None;
+    for _ in 0..8 {
+        let port = bind_one(addr, false)?.local_addr()?.port();
+        match bind_group(SocketAddr::new(addr.ip(), port), count) {
+            Ok(socks) => return Ok(socks),
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+}
+
+/// Binds `count` sockets with `SO_REUSEPORT` on `addr`, whose port is not 0.
+fn bind_group(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    (0..count).map(|_| bind_one(addr, true)).collect()
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
@@ -158,5 +176,41 @@ fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
 fn send(sock: &UdpSocket, bytes: &[u8], peer: SocketAddr) {
     if let Err(e) = sock.send_to(bytes, peer) {
         tracing::debug!(error = %e, %peer, "udp send failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Another process's `SO_REUSEPORT` socket on `addr`, as a test of sharing would meet it.
+    fn foreign(addr: SocketAddr) -> io::Result<UdpSocket> {
+        bind_one(addr, true)
+    }
+
+    #[test]
+    fn a_picked_port_is_never_one_a_reuseport_socket_holds() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let held: Vec<UdpSocket> = (0..400).map(|_| foreign(any).unwrap()).collect();
+        let ports: std::collections::HashSet<u16> = held
+            .iter()
+            .map(|s| s.local_addr().unwrap().port())
+            .collect();
+        for _ in 0..300 {
+            let socks = bind(any, 2).unwrap();
+            let port = socks[0].local_addr().unwrap().port();
+            assert!(socks.iter().all(|s| s.local_addr().unwrap().port() == port));
+            assert!(
+                !ports.contains(&port),
+                "port {port} is shared with another socket"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fixed_port_held_by_a_reuseport_socket_is_in_use() {
+        let other = foreign("127.0.0.1:0".parse().unwrap()).unwrap();
+        let err = bind(other.local_addr().unwrap(), 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 }

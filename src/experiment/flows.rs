@@ -336,11 +336,9 @@ fn flow_ja4(flow: &crate::detect::Flow<'_>) -> Option<Option<String>> {
         Transport::Tcp => crate::detect::ja4::tls_client_hello(flow)
             .ok()
             .map(|h| h.map(|(h, _)| h.ja4().to_string())),
-        Transport::Udp => flow
-            .packets
-            .iter()
-            .find(|p| p.dir == Dir::ToServer)
-            .map(|p| crate::detect::ja4::dtls_client_hello(p.payload).map(|h| h.ja4().to_string())),
+        Transport::Udp => {
+            crate::detect::ja4::udp_client_hello(flow).map(|h| h.map(|h| h.ja4().to_string()))
+        }
     }
 }
 
