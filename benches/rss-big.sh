@@ -91,5 +91,5 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 grep 'packets/s' "$OUT/summary.txt" | sed 's/^/blocklab: /'
 echo "flows.jsonl: $(wc -l <"$OUT/out/flows.jsonl") lines, $(du -h "$OUT/out/flows.jsonl" | cut -f1)"
 rss=$(awk -F': *' '/Maximum resident set size/ { print $2 }' "$OUT/time.txt")
-wall=$(awk -F': *' '/Elapsed \(wall clock\)/ { print $2 }' "$OUT/time.txt")
+wall=$(sed -n 's/.*Elapsed (wall clock).*: //p' "$OUT/time.txt")
 echo "max RSS: $rss KiB ($((rss / 1024)) MiB), wall $wall (target: < 200 MB)"
