@@ -8,7 +8,8 @@
 # Env: CORPUS=directory of the labelled corpus (benches/corpus/make-corpus.sh; default
 #      target/corpus): its captures join the throughput mix (mixed protocols, not only OpenVPN).
 # Env: BLOCKLAB=path to the binary (default: target/release/blocklab, built if missing);
-#      RUNS=timed runs of each tool, interleaved, best kept (default 5).
+#      RUNS=timed runs of each tool, interleaved, best kept (default 5); each run's wall
+#      times are printed with the load average, and the best CPU time (user+sys) of each.
 # Ground truth: flows on port 1194 are OpenVPN, everything else and all of non-vpn.pcap not.
 # Needs: ndpiReader, jq, awk. Writes into a temporary directory, printed at the end.
 set -euo pipefail
@@ -42,21 +43,26 @@ for _ in $(seq "$REPEAT"); do
 done
 # Interleaved runs, best of RUNS each: the machine may be shared.
 RUNS=${RUNS:-5}
-bl_best=999999; nd_best=999999
+bl_best=999999; nd_best=999999; bl_cpu=999999; nd_cpu=999999
 for _ in $(seq "$RUNS"); do
-  t0=$(now); /usr/bin/time -f %M -o "$OUT/bl-rss" "$BLOCKLAB" experiment --quiet --out "$OUT/bl-timing" "${args[@]}" >"$OUT/bl-timing.txt"; t1=$(now)
-  t2=$(now); /usr/bin/time -f %M -o "$OUT/nd-rss" ndpiReader -i "$OUT/playlist" >"$OUT/ndpi-timing.txt" 2>&1; t3=$(now)
+  t0=$(now); /usr/bin/time -f '%M %U %S' -o "$OUT/bl-rss" "$BLOCKLAB" experiment --quiet --out "$OUT/bl-timing" "${args[@]}" >"$OUT/bl-timing.txt"; t1=$(now)
+  t2=$(now); /usr/bin/time -f '%M %U %S' -o "$OUT/nd-rss" ndpiReader -i "$OUT/playlist" >"$OUT/ndpi-timing.txt" 2>&1; t3=$(now)
   bl_best=$(awk -v a="$t0" -v b="$t1" -v c="$bl_best" 'BEGIN { d = b - a; print (d < c ? d : c) }')
   nd_best=$(awk -v a="$t2" -v b="$t3" -v c="$nd_best" 'BEGIN { d = b - a; print (d < c ? d : c) }')
+  # CPU time (user + system) of each process: less sensitive to a shared machine's load.
+  bl_cpu=$(awk -v c="$bl_cpu" '{ d = $2 + $3; print (d < c ? d : c) }' "$OUT/bl-rss")
+  nd_cpu=$(awk -v c="$nd_cpu" '{ d = $2 + $3; print (d < c ? d : c) }' "$OUT/nd-rss")
+  echo "  run: blocklab $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }') s wall, ndpiReader $(awk -v a="$t2" -v b="$t3" 'BEGIN { printf "%.3f", b - a }') s wall (load $(cut -d' ' -f1 /proc/loadavg))"
 done
 bl_total=$(jq .packets "$OUT/bl-timing/report.json")
-awk -v p="$bl_total" -v bl="$bl_best" -v nd="$nd_best" -v r="$REPEAT" -v runs="$RUNS" 'BEGIN {
+awk -v p="$bl_total" -v bl="$bl_best" -v nd="$nd_best" -v r="$REPEAT" -v runs="$RUNS" -v blc="$bl_cpu" -v ndc="$nd_cpu" 'BEGIN {
   printf "\nthroughput over %d packets (%d x the mixed captures), best of %d runs, wall time of the whole process:\n", p, r, runs
   printf "  %-36s %8.3f s  %10.0f packets/s\n", "blocklab experiment (all detectors)", bl, p / bl
   printf "  %-36s %8.3f s  %10.0f packets/s\n", "ndpiReader (all protocols)", nd, p / nd
   printf "  ratio blocklab/ndpiReader: %.2fx\n", nd / bl
+  printf "  CPU time (user+sys, best of %d): blocklab %.3f s, ndpiReader %.3f s: %.2fx\n", runs, blc, ndc, (blc > 0 ? ndc / blc : 0)
 }'
-echo "  max RSS (last run): blocklab $(cat "$OUT/bl-rss") KiB, ndpiReader $(cat "$OUT/nd-rss") KiB"
+echo "  max RSS (last run): blocklab $(cut -d' ' -f1 "$OUT/bl-rss") KiB, ndpiReader $(cut -d' ' -f1 "$OUT/nd-rss") KiB"
 echo "  (last run, own figures: blocklab $(awk '/packets\/s/{print $(NF-1), $NF; exit}' "$OUT/bl-timing.txt"); ndpiReader: $(awk -F': *' '/nDPI throughput/{print $2; exit}' "$OUT/ndpi-timing.txt"), setup $(awk -F': *' '/Setup Time/{print $2; exit}' "$OUT/ndpi-timing.txt"))"
 
 # --- which flows each labels as VPN -------------------------------------------------------

@@ -2,7 +2,12 @@
 //!
 //! A flow is a 5-tuple seen from both sides. The client is the sender of a TCP SYN (without
 //! ACK), or else the first sender seen. UDP flows end after `udp_timeout` of silence, TCP
-//! flows after `tcp_timeout` or on a new SYN after FIN/RST. TCP payload is delivered to the
+//! flows after `tcp_timeout` of silence, [`FlowTable::tcp_linger_ns`] after a RST or a FIN
+//! from each side (so the last ACK still counts), or on a new SYN after a FIN/RST; all in
+//! capture time. A new packet past its flow's end starts a new flow; [`FlowTable::expire`]
+//! (called by the reader every epoch of frames, not per packet) ends the flows whose time has
+//! passed, so finished flows leave the table ([`FlowTable::take_finished`]) while the capture
+//! is still being read and the table holds only the live flows. TCP payload is delivered to the
 //! detectors in sequence order: retransmitted bytes are cut, out-of-order segments wait (up to
 //! 16 per direction) until the gap is filled. Only the first [`MAX_PACKETS`] payload packets
 //! are kept, and none once every detector has decided.
@@ -93,6 +98,8 @@ impl Key {
 struct TcpDir {
     next: Option<u32>,
     waiting: Vec<(u32, Vec<u8>)>,
+    /// A FIN was sent this way.
+    fin: bool,
 }
 
 /// `a` before `b` in sequence space.
@@ -112,7 +119,10 @@ struct Active<'d> {
     classifier: Classifier<&'d [Box<dyn Detector>]>,
     pending: bool,
     tcp: [TcpDir; 2],
+    /// A FIN or RST was seen.
     closing: bool,
+    /// When the flow closed (a RST, or a FIN each way).
+    closed_ns: Option<u64>,
     sampled: bool,
     /// JA4 so far; `ja4_open` while the ClientHello may still complete.
     ja4: Option<String>,
@@ -129,12 +139,14 @@ pub struct FlowTable<'d> {
     pub udp_timeout_ns: u64,
     /// TCP idle timeout (ns).
     pub tcp_timeout_ns: u64,
+    /// How long a closed TCP flow (RST, or FIN both ways) still takes its stragglers, such as
+    /// retransmitted FINs (ns; 60 s, the TIME_WAIT of Linux).
+    pub tcp_linger_ns: u64,
     /// Nanoseconds spent in each detector, in detector order.
     pub cost_ns: Vec<u64>,
     /// Detector calls timed (one flow in eight is timed), in detector order.
     pub calls: Vec<u64>,
     opened: u64,
-    pushed: u64,
 }
 
 impl<'d> FlowTable<'d> {
@@ -146,29 +158,36 @@ impl<'d> FlowTable<'d> {
             done: Vec::new(),
             udp_timeout_ns: 120_000_000_000,
             tcp_timeout_ns: 600_000_000_000,
+            tcp_linger_ns: 60_000_000_000,
             cost_ns: vec![0; detectors.len()],
             calls: vec![0; detectors.len()],
             opened: 0,
-            pushed: 0,
         }
     }
 
-    /// Number of flows seen so far (open and finished).
-    pub fn flows(&self) -> usize {
-        self.active.len() + self.done.len()
+    /// Number of flows opened so far.
+    pub fn flows(&self) -> u64 {
+        self.opened
     }
 
-    /// Finishes every flow idle for longer than its timeout at `now_ns` (keeps the table as
-    /// small as the live flows, whatever the capture's length).
-    fn expire(&mut self, now_ns: u64) {
-        let (udp, tcp) = (self.udp_timeout_ns, self.tcp_timeout_ns);
+    /// Flows open now.
+    pub fn open(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The flows finished since the last call, in no particular order.
+    pub fn take_finished(&mut self) -> &mut Vec<FlowRecord> {
+        &mut self.done
+    }
+
+    /// Finishes every flow whose time is up at `now_ns`: idle longer than its timeout, or
+    /// closed longer than the linger ago. A later packet would have split these flows all
+    /// the same; this only makes them leave the table sooner.
+    pub fn expire(&mut self, now_ns: u64) {
+        let (udp, tcp, linger) = (self.udp_timeout_ns, self.tcp_timeout_ns, self.tcp_linger_ns);
         let done = &mut self.done;
         self.active.retain(|_, a| {
-            let timeout = match a.transport {
-                Transport::Udp => udp,
-                Transport::Tcp => tcp,
-            };
-            if now_ns.saturating_sub(a.last_ns) > timeout {
+            if ended(a, now_ns, udp, tcp, linger) {
                 a.payloads = Vec::new();
                 done.push(finish_ref(a));
                 false
@@ -180,15 +199,8 @@ impl<'d> FlowTable<'d> {
 
     /// Adds one decoded packet captured at `ts_ns`.
     pub fn push(&mut self, ts_ns: u64, p: &Decoded<'_>) {
-        self.pushed += 1;
-        if self.pushed % 65_536 == 0 {
-            self.expire(ts_ns);
-        }
         let key = Key::new(p.transport, p.src, p.dst);
-        let timeout = match p.transport {
-            Transport::Udp => self.udp_timeout_ns,
-            Transport::Tcp => self.tcp_timeout_ns,
-        };
+        let (udp, tcp, linger) = (self.udp_timeout_ns, self.tcp_timeout_ns, self.tcp_linger_ns);
         let fresh_syn = p.tcp.is_some_and(|t| t.syn && !t.ack);
         let detectors = self.detectors;
         let opened = &mut self.opened;
@@ -212,6 +224,7 @@ impl<'d> FlowTable<'d> {
                 pending: true,
                 tcp: [TcpDir::default(), TcpDir::default()],
                 closing: false,
+                closed_ns: None,
                 sampled: *opened % 8 == 1,
                 ja4: None,
                 ja4_open: true,
@@ -221,7 +234,7 @@ impl<'d> FlowTable<'d> {
         let a = match self.active.entry(key) {
             Entry::Occupied(o) => {
                 let a = o.into_mut();
-                if ts_ns.saturating_sub(a.last_ns) > timeout || (fresh_syn && a.closing) {
+                if ended(a, ts_ns, udp, tcp, linger) || (fresh_syn && a.closing) {
                     let old = std::mem::replace(a, open());
                     self.done.push(finish(old));
                 }
@@ -236,6 +249,13 @@ impl<'d> FlowTable<'d> {
         } else {
             Dir::ToClient
         };
+        if let Some(t) = p.tcp {
+            a.closing |= t.fin_or_rst;
+            a.tcp[usize::from(dir == Dir::ToClient)].fin |= t.fin_or_rst && !t.rst;
+            if a.closed_ns.is_none() && (t.rst || (a.tcp[0].fin && a.tcp[1].fin)) {
+                a.closed_ns = Some(ts_ns);
+            }
+        }
         if !(a.pending || a.ja4_open) || a.payloads.len() >= MAX_PACKETS {
             return;
         }
@@ -247,7 +267,6 @@ impl<'d> FlowTable<'d> {
                 }
             }
             Some(t) => {
-                a.closing |= t.fin_or_rst;
                 let d = &mut a.tcp[usize::from(dir == Dir::ToClient)];
                 let seq = if t.syn {
                     d.next = Some(t.seq.wrapping_add(1));
@@ -289,13 +308,26 @@ impl<'d> FlowTable<'d> {
         }
     }
 
-    /// Ends every open flow and returns all flows in order of their first packet.
+    /// Ends every open flow and returns the flows not yet taken, in order of their first
+    /// packet.
     pub fn finish_all(&mut self) -> Vec<FlowRecord> {
         let mut out = std::mem::take(&mut self.done);
         out.extend(self.active.drain().map(|(_, a)| finish(a)));
         out.sort_by_key(|f| f.first_ns);
         out
     }
+}
+
+/// Whether flow `a` has ended by `now_ns`: idle past its transport's timeout, or closed
+/// longer than `linger` ago.
+fn ended(a: &Active<'_>, now_ns: u64, udp: u64, tcp: u64, linger: u64) -> bool {
+    let timeout = match a.transport {
+        Transport::Udp => udp,
+        Transport::Tcp => tcp,
+    };
+    now_ns.saturating_sub(a.last_ns) > timeout
+        || a.closed_ns
+            .is_some_and(|c| now_ns.saturating_sub(c) > linger)
 }
 
 /// The JA4 of a flow once its ClientHello is complete: `Some(None)` when the flow has none.

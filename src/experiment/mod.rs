@@ -2,9 +2,12 @@
 //! them against ground-truth labels (docs/ARCHITECTURE.md, "VPN detection experiments").
 //!
 //! [`pcap`] reads the captures (format by magic number) and decodes frames to UDP/TCP,
-//! [`flows`] groups packets into bidirectional flows and classifies each as it grows, and
-//! [`report`] scores the detectors (precision, recall, F1, packets-to-decision, throughput)
-//! and writes `flows.jsonl`, `report.json`, `report.md` and `chart.svg` into `--out`.
+//! [`flows`] groups packets into bidirectional flows and classifies each as it grows,
+//! [`output`] writes each flow's `flows.jsonl` line and counts it for the report as soon as
+//! it ends, [`run`] drives it all on every core, and [`report`] scores the detectors from
+//! those counters (precision, recall, F1, packets-to-decision, throughput) and writes
+//! `report.json`, `report.md` and `chart.svg` into `--out`. Memory holds the live flows, not
+//! every flow of the run.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,13 +17,14 @@ use std::time::Instant;
 use crate::detect::{self, endpoints::Endpoints};
 
 pub mod flows;
+pub mod output;
 pub mod pcap;
 pub mod report;
 pub mod run;
 
 use run::run_files;
 
-use report::{FlowLine, Labels, Report, RunStats};
+use report::{Labels, Report, RunStats, Tally};
 
 /// `blocklab experiment`.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,8 +90,6 @@ pub enum ExperimentError {
 pub struct Outcome {
     /// The scored report.
     pub report: Report,
-    /// Every flow.
-    pub flows: Vec<FlowLine>,
     /// Captures that could not be read (skipped) or ended early (truncated or corrupt; their
     /// flows up to that point are included), with the reason.
     pub warnings: Vec<String>,
@@ -115,55 +117,82 @@ pub fn experiment(args: &Args, progress: &mut dyn FnMut(&str)) -> Result<Outcome
     } else {
         detect::select(&args.detectors, endpoints)?
     };
+    let names: Vec<&'static str> = detectors.iter().map(|d| d.name()).collect();
+    let werr = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| ExperimentError::Write { path, source }
+    };
+    let dir = &args.out;
+    std::fs::create_dir_all(dir).map_err(werr(dir))?;
     let started = Instant::now();
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    let results = run_files(
-        &args.pcaps,
-        &detectors,
-        args.udp_timeout,
-        threads.max(1),
-        progress,
+    let set = run::Settings {
+        detectors: &detectors,
+        names: &names,
+        labels: labels.as_ref(),
+        udp_timeout: args.udp_timeout,
+        spill_dir: dir,
+        epoch_frames: output::EPOCH_FRAMES,
+        spill_at: output::SPILL_AT,
+    };
+    let jsonl = dir.join("flows.jsonl");
+    let mut w = std::io::BufWriter::with_capacity(
+        1 << 16,
+        std::fs::File::create(&jsonl).map_err(werr(&jsonl))?,
     );
-    let mut lines = Vec::new();
     let mut warnings = Vec::new();
     let mut packets = 0u64;
     let mut files = Vec::new();
     let mut cost_ns = vec![0; detectors.len()];
     let mut calls = vec![0; detectors.len()];
-    for r in results {
+    let mut tally = Tally::new(&names);
+    let mut failed: Option<ExperimentError> = None;
+    let mut commit = |r: run::FileResult| {
         warnings.extend(r.warning);
-        let Some(recs) = r.recs else {
-            continue;
-        };
+        if let Some((p, e)) = r.write_error {
+            failed.get_or_insert(werr(&p)(e));
+        }
+        let spilled = failed.is_none();
+        if spilled {
+            if let Err(e) = output::assemble(r.spills, &mut w) {
+                failed = Some(werr(&jsonl)(e));
+            }
+        } else {
+            output::assemble(r.spills, &mut std::io::sink()).ok();
+        }
+        if !r.read {
+            return;
+        }
         for (i, (c, k)) in r.cost_ns.iter().zip(&r.calls).enumerate() {
             cost_ns[i] += c;
             calls[i] += k;
         }
         packets += r.packets;
-        lines.extend(
-            recs.iter()
-                .map(|rec| FlowLine::new(&r.name, rec, labels.as_ref())),
-        );
+        if let Some(t) = r.tally {
+            tally.merge(t);
+        }
         files.push(r.name);
+    };
+    run_files(&args.pcaps, &set, threads.max(1), progress, &mut commit);
+    if let Some(e) = failed {
+        return Err(e);
     }
+    w.flush().map_err(werr(&jsonl))?;
+    drop(w);
     let seconds = started.elapsed().as_secs_f64();
     let run = RunStats {
         files,
         packets,
         seconds,
-        detectors: detectors.iter().map(|d| d.name()).collect(),
+        detectors: names.clone(),
         cost_ns,
         calls,
     };
-    let report = Report::build(&run, &lines, labels.is_some());
-    write_outputs(&args.out, &lines, &report)?;
-    Ok(Outcome {
-        report,
-        flows: lines,
-        warnings,
-    })
+    let report = Report::build(&run, &tally, labels.is_some());
+    write_outputs(dir, &report)?;
+    Ok(Outcome { report, warnings })
 }
 
 /// The shown name and text of the file at `p`; a read error names the file.
@@ -183,32 +212,21 @@ fn load_labels(p: &Path) -> Result<Labels, ExperimentError> {
     Ok(Labels::parse(&shown, &text)?)
 }
 
-fn write_outputs(dir: &Path, lines: &[FlowLine], report: &Report) -> Result<(), ExperimentError> {
-    let werr = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| ExperimentError::Write { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(werr(dir))?;
-    let mut jsonl = Vec::new();
-    for l in lines {
-        serde_json::to_writer(&mut jsonl, l).map_err(|e| ExperimentError::Write {
-            path: "flows.jsonl".into(),
-            source: e.into(),
-        })?;
-        jsonl.push(b'\n');
-    }
+fn write_outputs(dir: &Path, report: &Report) -> Result<(), ExperimentError> {
     let json = serde_json::to_vec_pretty(report).map_err(|e| ExperimentError::Write {
         path: "report.json".into(),
         source: e.into(),
     })?;
     for (name, bytes) in [
-        ("flows.jsonl", jsonl),
         ("report.json", json),
         ("report.md", report.markdown().into_bytes()),
         ("chart.svg", report.svg().into_bytes()),
     ] {
         let p = dir.join(name);
-        std::fs::write(&p, bytes).map_err(werr(&p))?;
+        std::fs::write(&p, bytes).map_err(|source| ExperimentError::Write {
+            path: p.display().to_string(),
+            source,
+        })?;
     }
     Ok(())
 }

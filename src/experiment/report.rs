@@ -8,13 +8,14 @@
 //! detector other than `fully-encrypted` fired": the fully-encrypted rule is generic and has
 //! a known false-positive profile (Wu et al.), so it is scored on its own line only.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
 use super::flows::FlowRecord;
+use crate::detect::MAX_PACKETS;
 use crate::rules::{csv, Diagnostic, RulesError};
 
 /// The label of flows nobody labelled.
@@ -88,65 +89,16 @@ impl Labels {
     }
 }
 
-/// One flow as written to `flows.jsonl`.
-#[derive(Debug, Clone, Serialize)]
-pub struct FlowLine {
-    /// Capture file name.
-    pub file: String,
-    /// `udp` or `tcp`.
-    pub proto: &'static str,
-    /// Client address.
-    pub client: String,
-    /// Server address.
-    pub server: String,
-    /// Packets in the flow.
-    pub packets: u64,
-    /// Protocol of the first detector that fired, or null.
-    pub verdict: Option<&'static str>,
-    /// That detector.
-    pub detector: Option<&'static str>,
-    /// The detector's rule that fired.
-    pub rule: Option<&'static str>,
-    /// Payload packets needed to decide.
-    pub decided_after: Option<usize>,
-    /// JA4 fingerprint of the TLS/DTLS ClientHello, or null.
-    pub ja4: Option<String>,
-    /// Ground-truth label (only with `--labels`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    /// Every detector's packets-to-decision, or null when it did not fire.
-    pub detectors: std::collections::BTreeMap<&'static str, Option<usize>>,
-}
+/// Misclassified flows kept per detector in the report (the first ones in `flows.jsonl`
+/// order); the rest are only counted.
+pub const MISSES_KEPT: usize = 1000;
 
-impl FlowLine {
-    /// The line for `flow` of `file`.
-    pub fn new(file: &str, flow: &FlowRecord, labels: Option<&Labels>) -> FlowLine {
-        let v = flow.verdict();
-        FlowLine {
-            file: file.to_string(),
-            proto: flow.transport.as_str(),
-            client: flow.client.to_string(),
-            server: flow.server.to_string(),
-            packets: flow.packets,
-            verdict: v.map(|(_, v)| v.protocol),
-            detector: v.map(|(n, _)| n),
-            rule: v.map(|(_, v)| v.rule),
-            decided_after: v.map(|(_, v)| v.after),
-            ja4: flow.ja4.clone(),
-            label: labels.map(|l| l.label(file, flow.server).to_string()),
-            detectors: flow
-                .outcomes
-                .iter()
-                .map(|(n, o)| (*n, o.map(|v| v.after)))
-                .collect(),
-        }
-    }
+/// A flow's place in `flows.jsonl`, compared bytewise: file index, epoch, first packet time,
+/// transport, client, server (see [`super::output`]).
+pub type OrderKey = [u8; ORDER_LEN];
 
-    /// The flow's label (`none` without labels).
-    fn label(&self) -> &str {
-        self.label.as_deref().unwrap_or(NONE)
-    }
-}
+/// Length of an [`OrderKey`].
+pub const ORDER_LEN: usize = 4 + 4 + 8 + 1 + 19 + 19;
 
 /// A flow a detector got wrong.
 #[derive(Debug, Clone, Serialize)]
@@ -173,16 +125,16 @@ pub struct Score {
     /// The labels it is scored against.
     pub positive: String,
     /// Flows it flagged.
-    pub hits: usize,
+    pub hits: u64,
     /// True positives.
-    pub tp: usize,
+    pub tp: u64,
     /// False positives.
-    pub fp: usize,
+    pub fp: u64,
     /// False negatives (`"fn"` in JSON).
     #[serde(rename = "fn")]
-    pub fn_: usize,
+    pub fn_: u64,
     /// True negatives.
-    pub tn: usize,
+    pub tn: u64,
     /// tp / (tp + fp), null without hits.
     pub precision: Option<f64>,
     /// tp / (tp + fn), null without positives.
@@ -193,8 +145,10 @@ pub struct Score {
     pub median_packets_to_decision: Option<f64>,
     /// Mean time per detector call (ns), from the run itself.
     pub ns_per_call: Option<f64>,
-    /// Flows it got wrong.
+    /// The first [`MISSES_KEPT`] flows it got wrong, in `flows.jsonl` order.
     pub misclassified: Vec<Miss>,
+    /// How many more it got wrong.
+    pub misclassified_more: u64,
 }
 
 /// Hits per detector for one label.
@@ -203,9 +157,9 @@ pub struct LabelRow {
     /// The label.
     pub label: String,
     /// Flows with that label.
-    pub flows: usize,
+    pub flows: u64,
     /// Flows each detector flagged, in detector order.
-    pub hits: Vec<(String, usize)>,
+    pub hits: Vec<(String, u64)>,
 }
 
 /// The whole report (`report.json`).
@@ -216,7 +170,7 @@ pub struct Report {
     /// Packets read.
     pub packets: u64,
     /// Flows found.
-    pub flows: usize,
+    pub flows: u64,
     /// Wall time of reading and classifying (s).
     pub seconds: f64,
     /// Packets per second over that time.
@@ -239,83 +193,226 @@ fn positive_class(detector: &str) -> Option<&str> {
 }
 
 /// Packets-to-decision of the first detector other than `fully-encrypted` that fired.
-fn any_vpn(l: &FlowLine) -> Option<usize> {
-    l.detectors
+fn any_vpn(rec: &FlowRecord) -> Option<usize> {
+    rec.outcomes
         .iter()
-        .filter(|(d, _)| **d != "fully-encrypted")
-        .filter_map(|(_, a)| *a)
+        .filter(|(d, _)| *d != "fully-encrypted")
+        .filter_map(|(_, v)| v.map(|v| v.after))
         .min()
 }
 
-fn score(
-    name: &str,
-    lines: &[FlowLine],
-    hit: impl Fn(&FlowLine) -> Option<usize>,
-    cost: Option<f64>,
-) -> Score {
-    let class = positive_class(name);
-    let positive = |l: &FlowLine| match class {
-        Some(c) => l.label() == c,
-        None => l.label() != NONE,
-    };
-    let mut s = Score {
-        detector: name.to_string(),
-        positive: class.map_or_else(|| "any label but none".to_string(), str::to_string),
-        hits: 0,
-        tp: 0,
-        fp: 0,
-        fn_: 0,
-        tn: 0,
-        precision: None,
-        recall: None,
-        f1: None,
-        median_packets_to_decision: None,
-        ns_per_call: cost,
-        misclassified: Vec::new(),
-    };
-    let mut afters = Vec::new();
-    for l in lines {
-        let h = hit(l);
-        let miss = |error| Miss {
-            file: l.file.clone(),
-            proto: l.proto,
-            client: l.client.clone(),
-            server: l.server.clone(),
-            label: l.label().to_string(),
-            error,
-        };
-        match (h.is_some(), positive(l)) {
-            (true, true) => s.tp += 1,
-            (true, false) => {
-                s.fp += 1;
-                s.misclassified.push(miss("false-positive"));
-            }
-            (false, true) => {
-                s.fn_ += 1;
-                s.misclassified.push(miss("false-negative"));
-            }
-            (false, false) => s.tn += 1,
-        }
-        afters.extend(h);
-    }
-    s.hits = s.tp + s.fp;
-    s.precision = (s.hits > 0).then(|| s.tp as f64 / s.hits as f64);
-    s.recall = (s.tp + s.fn_ > 0).then(|| s.tp as f64 / (s.tp + s.fn_) as f64);
-    s.f1 = match (s.precision, s.recall) {
-        (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
-        (Some(_), Some(_)) => Some(0.0),
-        _ => None,
-    };
-    afters.sort_unstable();
-    s.median_packets_to_decision = match afters.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(afters[n / 2] as f64),
-        n => Some((afters[n / 2 - 1] + afters[n / 2]) as f64 / 2.0),
-    };
-    s
+/// Histogram buckets of packets-to-decision: 0 ..= [`MAX_PACKETS`] (a decision never needs
+/// more packets than the classifier keeps; a larger value would count in the last bucket).
+const AFTER_BUCKETS: usize = MAX_PACKETS + 1;
+
+/// One detector's counters.
+#[derive(Debug, Clone)]
+struct Counts {
+    name: &'static str,
+    class: Option<&'static str>,
+    tp: u64,
+    fp: u64,
+    fn_: u64,
+    tn: u64,
+    after: [u64; AFTER_BUCKETS],
+    misses: Vec<(OrderKey, Miss)>,
 }
 
-/// Inputs of [`Report::build`] beyond the flows.
+impl Counts {
+    fn new(name: &'static str) -> Counts {
+        Counts {
+            name,
+            class: positive_class(name).map(|_| name),
+            tp: 0,
+            fp: 0,
+            fn_: 0,
+            tn: 0,
+            after: [0; AFTER_BUCKETS],
+            misses: Vec::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        at: &OrderKey,
+        file: &str,
+        rec: &FlowRecord,
+        label: &str,
+        hit: Option<usize>,
+    ) {
+        let positive = match self.class {
+            Some(c) => label == c,
+            None => label != NONE,
+        };
+        let error = match (hit.is_some(), positive) {
+            (true, true) => {
+                self.tp += 1;
+                None
+            }
+            (true, false) => {
+                self.fp += 1;
+                Some("false-positive")
+            }
+            (false, true) => {
+                self.fn_ += 1;
+                Some("false-negative")
+            }
+            (false, false) => {
+                self.tn += 1;
+                None
+            }
+        };
+        if let Some(a) = hit {
+            self.after[a.min(AFTER_BUCKETS - 1)] += 1;
+        }
+        if let Some(error) = error {
+            if self.misses.len() < MISSES_KEPT {
+                self.misses.push((
+                    *at,
+                    Miss {
+                        file: file.to_string(),
+                        proto: rec.transport.as_str(),
+                        client: rec.client.to_string(),
+                        server: rec.server.to_string(),
+                        label: label.to_string(),
+                        error,
+                    },
+                ));
+            }
+        }
+    }
+
+    fn merge(&mut self, o: Counts) {
+        self.tp += o.tp;
+        self.fp += o.fp;
+        self.fn_ += o.fn_;
+        self.tn += o.tn;
+        for (a, b) in self.after.iter_mut().zip(o.after) {
+            *a += b;
+        }
+        self.misses.extend(o.misses);
+        self.misses.sort_by_key(|m| m.0);
+        self.misses.truncate(MISSES_KEPT);
+    }
+
+    /// The `k`-th smallest packets-to-decision (0-based) in the histogram.
+    fn nth_after(&self, k: u64) -> usize {
+        let mut seen = 0;
+        for (v, n) in self.after.iter().enumerate() {
+            seen += n;
+            if seen > k {
+                return v;
+            }
+        }
+        AFTER_BUCKETS - 1
+    }
+
+    fn score(&self, cost: Option<f64>) -> Score {
+        let hits = self.tp + self.fp;
+        let precision = (hits > 0).then(|| self.tp as f64 / hits as f64);
+        let recall = (self.tp + self.fn_ > 0).then(|| self.tp as f64 / (self.tp + self.fn_) as f64);
+        let f1 = match (precision, recall) {
+            (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+            (Some(_), Some(_)) => Some(0.0),
+            _ => None,
+        };
+        let n: u64 = self.after.iter().sum();
+        let median = match n {
+            0 => None,
+            n if n % 2 == 1 => Some(self.nth_after(n / 2) as f64),
+            n => Some((self.nth_after(n / 2 - 1) + self.nth_after(n / 2)) as f64 / 2.0),
+        };
+        Score {
+            detector: self.name.to_string(),
+            positive: self
+                .class
+                .map_or_else(|| "any label but none".to_string(), str::to_string),
+            hits,
+            tp: self.tp,
+            fp: self.fp,
+            fn_: self.fn_,
+            tn: self.tn,
+            precision,
+            recall,
+            f1,
+            median_packets_to_decision: median,
+            ns_per_call: cost,
+            misclassified: self.misses.iter().map(|(_, m)| m.clone()).collect(),
+            misclassified_more: (self.fp + self.fn_).saturating_sub(self.misses.len() as u64),
+        }
+    }
+}
+
+/// The report's counters, added up flow by flow as flows finish (one per worker, merged at
+/// the end): no flow is kept, only the first [`MISSES_KEPT`] misses per detector.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    /// Per detector, in detector order, then `any-vpn`.
+    counts: Vec<Counts>,
+    /// Per label: flows, and hits per detector.
+    per_label: BTreeMap<String, (u64, Vec<u64>)>,
+    flows: u64,
+}
+
+impl Tally {
+    /// Empty counters for `detectors` (names, in detector order).
+    pub fn new(detectors: &[&'static str]) -> Tally {
+        let mut counts: Vec<Counts> = detectors.iter().map(|d| Counts::new(d)).collect();
+        counts.push(Counts::new("any-vpn"));
+        Tally {
+            counts,
+            per_label: BTreeMap::new(),
+            flows: 0,
+        }
+    }
+
+    /// Counts one finished flow of `file` with ground truth `label`, at `at` in the output.
+    pub fn add(&mut self, at: &OrderKey, file: &str, rec: &FlowRecord, label: &str) {
+        self.flows += 1;
+        let n = self.counts.len() - 1;
+        let row = match self.per_label.get_mut(label) {
+            Some(r) => r,
+            None => self
+                .per_label
+                .entry(label.to_string())
+                .or_insert_with(|| (0, vec![0; n])),
+        };
+        row.0 += 1;
+        for (i, c) in self.counts[..n].iter_mut().enumerate() {
+            let hit = rec.outcomes.get(i).and_then(|(_, v)| v.map(|v| v.after));
+            if hit.is_some() {
+                row.1[i] += 1;
+            }
+            c.add(at, file, rec, label, hit);
+        }
+        self.counts[n].add(at, file, rec, label, any_vpn(rec));
+    }
+
+    /// Adds `other`'s counts (of the same detectors) to these.
+    pub fn merge(&mut self, other: Tally) {
+        self.flows += other.flows;
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            a.merge(b);
+        }
+        for (label, (flows, hits)) in other.per_label {
+            let row = self
+                .per_label
+                .entry(label)
+                .or_insert_with(|| (0, vec![0; hits.len()]));
+            row.0 += flows;
+            for (a, b) in row.1.iter_mut().zip(hits) {
+                *a += b;
+            }
+        }
+    }
+
+    /// Flows counted.
+    pub fn flows(&self) -> u64 {
+        self.flows
+    }
+}
+
+/// Inputs of [`Report::build`] beyond the counters.
 #[derive(Debug, Clone)]
 pub struct RunStats {
     /// Capture files read.
@@ -333,50 +430,39 @@ pub struct RunStats {
 }
 
 impl Report {
-    /// Scores every detector on the flow lines.
-    pub fn build(run: &RunStats, lines: &[FlowLine], labelled: bool) -> Report {
-        let detectors = run
-            .detectors
+    /// Scores every detector from the counters.
+    pub fn build(run: &RunStats, tally: &Tally, labelled: bool) -> Report {
+        let n = tally.counts.len() - 1;
+        let detectors = tally.counts[..n]
             .iter()
             .enumerate()
-            .map(|(i, &d)| {
+            .map(|(i, c)| {
                 let cost = match (run.cost_ns.get(i), run.calls.get(i)) {
                     (Some(&c), Some(&n)) if n > 0 => Some(c as f64 / n as f64),
                     _ => None,
                 };
-                score(d, lines, |l| l.detectors.get(d).copied().flatten(), cost)
+                c.score(cost)
             })
             .collect();
-        let overall = score("any-vpn", lines, any_vpn, None);
-        let mut labels: Vec<&str> = lines.iter().map(FlowLine::label).collect();
-        labels.sort_unstable();
-        labels.dedup();
-        let per_label = labels
+        let overall = tally.counts[n].score(None);
+        let per_label = tally
+            .per_label
             .iter()
-            .map(|&label| {
-                let of: Vec<&FlowLine> = lines.iter().filter(|l| l.label() == label).collect();
-                LabelRow {
-                    label: label.to_string(),
-                    flows: of.len(),
-                    hits: run
-                        .detectors
-                        .iter()
-                        .map(|&d| {
-                            (
-                                d.to_string(),
-                                of.iter()
-                                    .filter(|l| l.detectors.get(d).copied().flatten().is_some())
-                                    .count(),
-                            )
-                        })
-                        .collect(),
-                }
+            .map(|(label, (flows, hits))| LabelRow {
+                label: label.clone(),
+                flows: *flows,
+                hits: run
+                    .detectors
+                    .iter()
+                    .zip(hits)
+                    .map(|(d, h)| (d.to_string(), *h))
+                    .collect(),
             })
             .collect();
         Report {
             files: run.files.clone(),
             packets: run.packets,
-            flows: lines.len(),
+            flows: tally.flows,
             seconds: run.seconds,
             packets_per_second: if run.seconds > 0.0 {
                 run.packets as f64 / run.seconds
@@ -389,7 +475,6 @@ impl Report {
             per_label,
         }
     }
-
     /// The terminal summary table.
     pub fn table(&self) -> String {
         let f = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
@@ -529,12 +614,13 @@ impl Report {
                     s.detector, m.error, m.file, m.proto, m.client, m.server, m.label
                 );
             }
-            if s.misclassified.len() > 50 {
+            let more = s.misclassified.len().saturating_sub(50) as u64 + s.misclassified_more;
+            if more > 0 {
                 let _ = writeln!(
                     md,
-                    "| {} | … {} more in report.json | | | | | |",
+                    "| {} | … {more} more ({} listed in report.json) | | | | | |",
                     s.detector,
-                    s.misclassified.len() - 50
+                    s.misclassified.len()
                 );
             }
         }
@@ -640,41 +726,56 @@ mod tests {
         assert_eq!((err.diagnostics[0].line, err.diagnostics[1].line), (2, 3));
     }
 
-    fn line(label: &str, after: Option<usize>) -> FlowLine {
-        FlowLine {
-            file: "f".into(),
-            proto: "udp",
-            client: "1.1.1.1:1".into(),
-            server: "2.2.2.2:2".into(),
+    fn rec(after: Option<usize>, port: u16) -> FlowRecord {
+        FlowRecord {
+            transport: crate::detect::Transport::Udp,
+            client: SocketAddr::from(([1, 1, 1, 1], port)),
+            server: "2.2.2.2:2".parse().unwrap(),
             packets: 3,
-            verdict: after.map(|_| "openvpn"),
-            detector: after.map(|_| "openvpn"),
-            rule: None,
-            decided_after: after,
+            first_ns: u64::from(port),
+            outcomes: vec![(
+                "openvpn",
+                after.map(|after| crate::detect::Verdict {
+                    protocol: "openvpn",
+                    rule: "handshake",
+                    after,
+                }),
+            )],
             ja4: None,
-            label: Some(label.into()),
-            detectors: [("openvpn", after)].into_iter().collect(),
         }
     }
 
-    #[test]
-    fn scores_count_confusion_and_name_the_misses() {
-        let lines = [
-            line("openvpn", Some(2)),
-            line("openvpn", Some(4)),
-            line("openvpn", None),
-            line("none", Some(16)),
-            line("none", None),
-        ];
-        let run = RunStats {
+    fn at(n: u32) -> OrderKey {
+        let mut k = [0; ORDER_LEN];
+        k[..4].copy_from_slice(&n.to_be_bytes());
+        k
+    }
+
+    fn run() -> RunStats {
+        RunStats {
             files: vec!["f".into()],
             packets: 10,
             seconds: 1.0,
             detectors: vec!["openvpn"],
             cost_ns: vec![100],
             calls: vec![10],
-        };
-        let r = Report::build(&run, &lines, true);
+        }
+    }
+
+    #[test]
+    fn scores_count_confusion_and_name_the_misses() {
+        let flows = [
+            ("openvpn", Some(2)),
+            ("openvpn", Some(4)),
+            ("openvpn", None),
+            ("none", Some(16)),
+            ("none", None),
+        ];
+        let mut t = Tally::new(&["openvpn"]);
+        for (i, (label, after)) in flows.iter().enumerate() {
+            t.add(&at(i as u32), "f", &rec(*after, i as u16), label);
+        }
+        let r = Report::build(&run(), &t, true);
         let s = &r.detectors[0];
         assert_eq!((s.tp, s.fp, s.fn_, s.tn), (2, 1, 1, 1));
         assert_eq!(s.precision, Some(2.0 / 3.0));
@@ -682,8 +783,53 @@ mod tests {
         assert_eq!(s.median_packets_to_decision, Some(4.0));
         assert_eq!(s.ns_per_call, Some(10.0));
         assert_eq!(s.misclassified.len(), 2);
+        assert_eq!(s.misclassified[0].client, "1.1.1.1:2", "in output order");
+        assert_eq!(r.flows, 5);
+        assert_eq!(r.per_label[0].label, "none");
+        assert_eq!(r.per_label[1].hits, vec![("openvpn".to_string(), 2)]);
         assert!(r.markdown().contains("| openvpn | false-negative |"));
         assert!(r.svg().starts_with("<svg") && r.svg().contains("<rect x="));
         assert!(r.table().contains("openvpn"));
+    }
+
+    #[test]
+    fn misses_are_bounded_and_merged_tallies_equal_one_tally() {
+        // 2500 false negatives dealt to two tallies (odd/even places), and one tally of all.
+        let mut one = Tally::new(&["openvpn"]);
+        let mut parts = [Tally::new(&["openvpn"]), Tally::new(&["openvpn"])];
+        for i in 0..2500u32 {
+            let after = (i % 3 == 0).then_some((i % 7) as usize);
+            let label = if i % 5 == 0 { "none" } else { "openvpn" };
+            let r = rec(after, (i % 60_000) as u16);
+            one.add(&at(i), "f", &r, label);
+            parts[(i % 2) as usize].add(&at(i), "f", &r, label);
+        }
+        let [mut a, b] = parts;
+        a.merge(b);
+        let (x, y) = (
+            Report::build(&run(), &one, true),
+            Report::build(&run(), &a, true),
+        );
+        assert_eq!(
+            serde_json::to_string(&x).unwrap(),
+            serde_json::to_string(&y).unwrap()
+        );
+        let s = &x.detectors[0];
+        assert_eq!(s.misclassified.len(), MISSES_KEPT);
+        assert_eq!(
+            s.misclassified.len() as u64 + s.misclassified_more,
+            s.fp + s.fn_
+        );
+        assert!(x.markdown().contains("more (1000 listed in report.json)"));
+        // The median from the histogram: hits have after = i % 7 for i % 3 == 0.
+        let mut afters: Vec<usize> = (0..2500).filter(|i| i % 3 == 0).map(|i| i % 7).collect();
+        afters.sort_unstable();
+        let m = afters.len();
+        let want = if m % 2 == 1 {
+            afters[m / 2] as f64
+        } else {
+            (afters[m / 2 - 1] + afters[m / 2]) as f64 / 2.0
+        };
+        assert_eq!(s.median_packets_to_decision, Some(want));
     }
 }
