@@ -283,18 +283,7 @@ pub fn for_dest(
     for_dest_with(policy, j, name, ip, conn, at, IP)
 }
 
-/// [`for_dest`] at a ClientHello: the address rule's techniques are [`IP_AT_HELLO`].
-pub fn for_dest_at_hello(
-    policy: &Policy,
-    j: JurisdictionId,
-    name: &str,
-    ip: IpAddr,
-    conn: &Conn<'_>,
-    at: At,
-) -> Verdict {
-    for_dest_with(policy, j, name, ip, conn, at, IP_AT_HELLO)
-}
-
+/// [`for_dest`] with the address rule's techniques `by_ip`.
 fn for_dest_with(
     policy: &Policy,
     j: JurisdictionId,
@@ -352,14 +341,13 @@ pub fn with_dest(
     conn: &Conn<'_>,
     at: At,
 ) -> Verdict {
-    if !v.passes() {
-        return v;
-    }
-    v.and(for_dest(policy, j, name, ip, conn, at))
+    with_dest_using(policy, j, v, name, ip, conn, at, IP)
 }
 
-/// [`with_dest`] at a ClientHello (see [`for_dest_at_hello`]).
-pub fn with_dest_at_hello(
+/// [`with_dest`] with the address rule's techniques `by_ip` ([`IP_AT_HELLO`] once a
+/// ClientHello is seen).
+#[allow(clippy::too_many_arguments)]
+pub fn with_dest_using(
     policy: &Policy,
     j: JurisdictionId,
     v: Verdict,
@@ -367,11 +355,12 @@ pub fn with_dest_at_hello(
     ip: IpAddr,
     conn: &Conn<'_>,
     at: At,
+    by_ip: &[Technique],
 ) -> Verdict {
     if !v.passes() {
         return v;
     }
-    v.and(for_dest_at_hello(policy, j, name, ip, conn, at))
+    v.and(for_dest_with(policy, j, name, ip, conn, at, by_ip))
 }
 
 /// The `quic-drop` rule for a QUIC flow to `ip` whose Initials name `sni` (if read), by name

@@ -1196,11 +1196,12 @@ impl Ctx {
             None => verdict::for_name(policy, j, &name, &conn, at),
         };
         let v = verdict::with_name_ips(policy, j, first, &name, &conn, at);
-        let v = if path.is_some() {
-            verdict::with_dest(policy, j, v, &name, ip, &conn, at)
+        let by_ip = if path.is_some() {
+            verdict::IP
         } else {
-            verdict::with_dest_at_hello(policy, j, v, &name, ip, &conn, at)
+            verdict::IP_AT_HELLO
         };
+        let v = verdict::with_dest_using(policy, j, v, &name, ip, &conn, at, by_ip);
         if v == Verdict::Pass && !name.is_empty() {
             if let Some((rule, after)) =
                 self.freeze_rule(policy, j, Target::Domain(&name), &conn, at)
@@ -1483,7 +1484,7 @@ impl Ctx {
             verdict::for_name(policy, j, &name, &conn, at)
         };
         let v = verdict::with_name_ips(policy, j, first, &name, &conn, at);
-        let v = verdict::with_dest_at_hello(policy, j, v, &name, ip, &conn, at);
+        let v = verdict::with_dest_using(policy, j, v, &name, ip, &conn, at, verdict::IP_AT_HELLO);
         let target = if name.is_empty() {
             ip.to_string()
         } else {
