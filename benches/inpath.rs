@@ -12,6 +12,8 @@ use blocklab::policy::{At, ClientNet, Policy};
 use blocklab::rules::RuleSet;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+// The bench uses the TCP segments only.
+#[allow(dead_code)]
 #[path = "../src/inpath/testdata.rs"]
 mod inpath_testdata;
 #[path = "../src/sniff/testdata.rs"]

@@ -1112,18 +1112,7 @@ fn tcp(src: &str, dst: &str, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> V
     testdata::tcp_segment((src, dst), seq, ack, flags, 64, payload)
 }
 
-fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    blocklab::inpath::packet::craft_udp(
-        &mut p,
-        src.parse().unwrap(),
-        dst.parse().unwrap(),
-        64,
-        payload,
-    )
-    .unwrap();
-    p
-}
+use testdata::udp_datagram as udp;
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
@@ -1442,34 +1431,11 @@ fn live_real_openvpn_passes_in_observe_and_is_cut_in_enforce_by_date() {
     assert_eq!(enforce_before.1["verdict"], "allow");
 }
 
-/// A minimal IPv4/UDP packet for a WireGuard tunnel (boringtun checks the inner IP header).
-fn wg_inner_packet() -> Vec<u8> {
-    let payload = b"through the tunnel";
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut p = vec![
-        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-    ];
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
-    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p.extend_from_slice(&[0, 0]);
-    p.extend_from_slice(payload);
-    p
-}
-
 /// One real WireGuard session (boringtun peers, UDP sockets in the client and origin
 /// namespaces) through the engine: whether the handshake completed, whether a tunnelled
 /// packet arrived, and the decision the engine logged for the flow.
 fn wireguard_case(date: &str, mode: &str) -> (bool, bool, serde_json::Value) {
-    use boringtun::noise::{Tunn, TunnResult};
-    use boringtun::x25519::{PublicKey, StaticSecret};
     let lab = Lab::start_at(date, mode, "");
-    let (ck, sk) = (
-        StaticSecret::from([0x11; 32]),
-        StaticSecret::from([0x22; 32]),
-    );
-    let mut client = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 1, None);
-    let mut server = Tunn::new(sk, PublicKey::from(&ck), None, None, 2, None);
     let ssock = in_ns(lab.ns(2), || UdpSocket::bind("0.0.0.0:51820").unwrap());
     ssock
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -1481,65 +1447,8 @@ fn wireguard_case(date: &str, mode: &str) -> (bool, bool, serde_json::Value) {
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
     let dst: SocketAddr = format!("{ORIGIN}:51820").parse().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let responder = std::thread::spawn(move || {
-        let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
-        while !stop2.load(Ordering::Relaxed) {
-            let Ok((n, from)) = ssock.recv_from(&mut buf) else {
-                continue;
-            };
-            let mut datagram = &buf[..n];
-            loop {
-                match server.decapsulate(Some(from.ip()), datagram, &mut out) {
-                    TunnResult::WriteToNetwork(p) => {
-                        ssock.send_to(p, from).unwrap();
-                    }
-                    TunnResult::WriteToTunnelV4(p, _) => {
-                        let _ = tx.send(p.to_vec());
-                        break;
-                    }
-                    _ => break,
-                }
-                datagram = &[]; // flush queued packets
-            }
-        }
-    });
-    let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
-    match client.format_handshake_initiation(&mut out, false) {
-        TunnResult::WriteToNetwork(p) => {
-            assert_eq!(p.len(), 148, "a real initiation is 148 bytes");
-            csock.send_to(p, dst).unwrap();
-        }
-        other => panic!("no handshake initiation: {other:?}"),
-    }
-    let mut handshake = false;
-    if let Ok((n, _)) = csock.recv_from(&mut buf) {
-        assert_eq!(n, 92, "a real response is 92 bytes");
-        if let TunnResult::WriteToNetwork(p) = client.decapsulate(None, &buf[..n], &mut out) {
-            csock.send_to(p, dst).unwrap(); // the keepalive confirming the session
-        }
-        handshake = true;
-    }
-    let mut data = false;
-    if handshake {
-        for _ in 0..3 {
-            if let TunnResult::WriteToNetwork(p) = client.encapsulate(&wg_inner_packet(), &mut out)
-            {
-                csock.send_to(p, dst).unwrap();
-            }
-            if rx
-                .recv_timeout(Duration::from_secs(1))
-                .is_ok_and(|p| p == wg_inner_packet())
-            {
-                data = true;
-                break;
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
-    responder.join().unwrap();
+    let (handshake, data) =
+        common::wireguard_session(&csock, ssock, dst, 3, Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(5);
     let d = loop {
         if let Some(d) = lab

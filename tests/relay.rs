@@ -10,7 +10,6 @@ mod common;
 use std::io::Read as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{free_port, Gateway};
@@ -196,23 +195,6 @@ fn unmapped_clients_get_nothing_relayed() {
 /// A real WireGuard peer pair (boringtun) talking through a UDP relay.
 mod wireguard {
     use super::*;
-    use boringtun::noise::{Tunn, TunnResult};
-    use boringtun::x25519::{PublicKey, StaticSecret};
-
-    /// A minimal IPv4/UDP packet for the tunnel (boringtun checks the inner IP header).
-    fn inner_packet() -> Vec<u8> {
-        let payload = b"through the tunnel";
-        let total = (20 + 8 + payload.len()) as u16;
-        let mut p = vec![
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ];
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
-        p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0]);
-        p.extend_from_slice(payload);
-        p
-    }
 
     struct Outcome {
         handshake: bool,
@@ -221,12 +203,6 @@ mod wireguard {
     }
 
     fn session(mode: &str, date: &str) -> Outcome {
-        let (ck, sk) = (
-            StaticSecret::from([0x11; 32]),
-            StaticSecret::from([0x22; 32]),
-        );
-        let mut client = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 1, None);
-        let mut server = Tunn::new(sk, PublicKey::from(&ck), None, None, 2, None);
         let ssock = udp_socket(200);
         let config = relay_config(
             &format!("date = \"{date}\"\n"),
@@ -236,59 +212,9 @@ mod wireguard {
             mode,
         );
         let (glog, relay) = gateway(&config, &[], "relay/udp");
-        let (tx, rx) = mpsc::channel();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop2 = std::sync::Arc::clone(&stop);
-        let responder = std::thread::spawn(move || {
-            let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
-            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-                let Ok((n, from)) = ssock.recv_from(&mut buf) else {
-                    continue;
-                };
-                let mut datagram = &buf[..n];
-                loop {
-                    match server.decapsulate(Some(from.ip()), datagram, &mut out) {
-                        TunnResult::WriteToNetwork(p) => {
-                            ssock.send_to(p, from).unwrap();
-                        }
-                        TunnResult::WriteToTunnelV4(p, _) => {
-                            let _ = tx.send(p.to_vec());
-                            break;
-                        }
-                        _ => break,
-                    }
-                    datagram = &[]; // flush queued packets
-                }
-            }
-        });
         let csock = udp_socket(3000);
-        let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
-        match client.format_handshake_initiation(&mut out, false) {
-            TunnResult::WriteToNetwork(p) => {
-                assert_eq!(p.len(), 148, "a real initiation is 148 bytes");
-                csock.send_to(p, relay).unwrap();
-            }
-            other => panic!("no handshake initiation: {other:?}"),
-        }
-        let mut handshake = false;
-        if let Ok((n, _)) = csock.recv_from(&mut buf) {
-            assert_eq!(n, 92, "a real response is 92 bytes");
-            if let TunnResult::WriteToNetwork(p) = client.decapsulate(None, &buf[..n], &mut out) {
-                csock.send_to(p, relay).unwrap(); // keepalive confirming the session
-            }
-            handshake = true;
-        }
-        let mut data = false;
-        if handshake {
-            if let TunnResult::WriteToNetwork(p) = client.encapsulate(&inner_packet(), &mut out) {
-                csock.send_to(p, relay).unwrap();
-            }
-            data = rx
-                .recv_timeout(Duration::from_secs(2))
-                .is_ok_and(|p| p == inner_packet());
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        responder.join().unwrap();
+        let (handshake, data) =
+            common::wireguard_session(&csock, ssock, relay, 1, Duration::from_secs(2));
         let verdict = vpn_verdict(&glog);
         Outcome {
             handshake,

@@ -1019,19 +1019,7 @@ fn detector_input_is_bounded_per_flow_and_in_total() {
 /// dtls.example` (OpenSSL 3.0), captured on a UDP socket.
 const OPENSSL_DTLS_HELLO: &[u8] = include_bytes!("../../tests/data/openssl-dtls-client-hello.bin");
 
-/// A UDP datagram from `src` to `dst` carrying `payload`.
-fn udp(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    craft_udp(
-        &mut p,
-        src.parse().unwrap(),
-        dst.parse().unwrap(),
-        64,
-        payload,
-    )
-    .unwrap();
-    p
-}
+use crate::inpath::testdata::udp_datagram as udp;
 
 #[test]
 fn a_ja4_rule_applies_to_a_dtls_client_hello() {

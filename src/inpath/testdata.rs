@@ -1,10 +1,10 @@
-//! Test inputs: TCP segments made with the engine's own packet writer. One copy, shared by the
+//! Test inputs: TCP segments and UDP datagrams made with the engine's own packet writer. One copy, shared by the
 //! engine's unit tests, `tests/inpath.rs` and `benches/inpath.rs` (they include this file with
 //! `#[path]`, so it names the library as `blocklab`).
 
 use std::net::SocketAddr;
 
-use blocklab::inpath::packet::{craft_tcp, TcpSpec};
+use blocklab::inpath::packet::{craft_tcp, craft_udp, TcpSpec};
 
 /// An IP packet with one TCP segment from `src` to `dst` (window 65535, TTL `ttl`).
 pub(crate) fn tcp_segment(
@@ -27,5 +27,19 @@ pub(crate) fn tcp_segment(
     };
     let mut p = Vec::new();
     craft_tcp(&mut p, &spec).expect("both ends of one address family");
+    p
+}
+
+/// An IP packet with one UDP datagram from `src` to `dst` (TTL 64), both given as text.
+pub(crate) fn udp_datagram(src: &str, dst: &str, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    craft_udp(
+        &mut p,
+        src.parse().expect("src"),
+        dst.parse().expect("dst"),
+        64,
+        payload,
+    )
+    .expect("both ends of one address family");
     p
 }

@@ -954,3 +954,97 @@ pub fn openvpn(ns: Option<&str>, dir: &Path, args: &[String]) -> OpenVpn {
     });
     OpenVpn { child, lines }
 }
+
+/// A minimal IPv4/UDP packet for a WireGuard tunnel (boringtun checks the inner IP header).
+pub fn wireguard_inner_packet() -> Vec<u8> {
+    let payload = b"through the tunnel";
+    let total = (20 + 8 + payload.len()) as u16;
+    let mut p = vec![
+        0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ];
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&[0x13, 0x88, 0x13, 0x89]);
+    p.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p.extend_from_slice(payload);
+    p
+}
+
+/// One real WireGuard session between two boringtun peers: the server answers on `ssock`
+/// (its thread stops when the session ends), the client sends from `csock` to `dst` (the
+/// server's address, or a relay's). Returns whether the handshake completed and whether a
+/// tunnelled packet reached the server, sent up to `tries` times, `wait` for each.
+pub fn wireguard_session(
+    csock: &std::net::UdpSocket,
+    ssock: std::net::UdpSocket,
+    dst: SocketAddr,
+    tries: usize,
+    wait: Duration,
+) -> (bool, bool) {
+    use boringtun::noise::{Tunn, TunnResult};
+    use boringtun::x25519::{PublicKey, StaticSecret};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (ck, sk) = (
+        StaticSecret::from([0x11; 32]),
+        StaticSecret::from([0x22; 32]),
+    );
+    let mut client = Tunn::new(ck.clone(), PublicKey::from(&sk), None, None, 1, None);
+    let mut server = Tunn::new(sk, PublicKey::from(&ck), None, None, 2, None);
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let responder = std::thread::spawn(move || {
+        let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok((n, from)) = ssock.recv_from(&mut buf) else {
+                continue;
+            };
+            let mut datagram = &buf[..n];
+            loop {
+                match server.decapsulate(Some(from.ip()), datagram, &mut out) {
+                    TunnResult::WriteToNetwork(p) => {
+                        ssock.send_to(p, from).unwrap();
+                    }
+                    TunnResult::WriteToTunnelV4(p, _) => {
+                        let _ = tx.send(p.to_vec());
+                        break;
+                    }
+                    _ => break,
+                }
+                datagram = &[]; // flush queued packets
+            }
+        }
+    });
+    let (mut buf, mut out) = (vec![0u8; 2048], vec![0u8; 2048]);
+    match client.format_handshake_initiation(&mut out, false) {
+        TunnResult::WriteToNetwork(p) => {
+            assert_eq!(p.len(), 148, "a real initiation is 148 bytes");
+            csock.send_to(p, dst).unwrap();
+        }
+        other => panic!("no handshake initiation: {other:?}"),
+    }
+    let mut handshake = false;
+    if let Ok((n, _)) = csock.recv_from(&mut buf) {
+        assert_eq!(n, 92, "a real response is 92 bytes");
+        if let TunnResult::WriteToNetwork(p) = client.decapsulate(None, &buf[..n], &mut out) {
+            csock.send_to(p, dst).unwrap(); // the keepalive confirming the session
+        }
+        handshake = true;
+    }
+    let mut data = false;
+    if handshake {
+        let inner = wireguard_inner_packet();
+        for _ in 0..tries {
+            if let TunnResult::WriteToNetwork(p) = client.encapsulate(&inner, &mut out) {
+                csock.send_to(p, dst).unwrap();
+            }
+            if rx.recv_timeout(wait).is_ok_and(|p| p == inner) {
+                data = true;
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    responder.join().unwrap();
+    (handshake, data)
+}
