@@ -109,32 +109,30 @@ pub const DTLS_SEARCH: usize = 16;
 /// The DTLS ClientHello of a UDP flow: the first datagram that is a DTLS record is read, in
 /// either direction (in WebRTC the DTLS client is the SDP answerer, which need not be the
 /// side that sent first: Snowflake's proxies send the ClientHello toward the censored user);
-/// datagrams before it that are STUN, TURN channel data or RTP (RFC 7983's first-byte ranges:
-/// WebRTC checks connectivity with STUN on the same ports before DTLS) are skipped. `None`
+/// datagrams before it that WebRTC sends first ([`super::known::before_dtls`]: STUN checks,
+/// TURN channel data, RTP) are skipped. `None`
 /// while it may still come (no datagram but these yet, fewer than [`DTLS_SEARCH`]),
 /// `Some(None)` if the flow has none.
 pub fn udp_client_hello(flow: &Flow<'_>) -> Option<Option<Hello>> {
     for (i, p) in flow.packets.iter().enumerate() {
         match p.payload.first() {
             Some(20..=63) => return Some(dtls_client_hello(p.payload)),
-            Some(0..=3 | 64..=79 | 128..=191) if i + 1 < DTLS_SEARCH => {}
+            _ if i + 1 < DTLS_SEARCH && super::known::before_dtls(p.payload) => {}
             _ => return Some(None),
         }
     }
     None
 }
 
-/// The flow's JA4: from the TLS ClientHello of a TCP flow or the DTLS ClientHello of a UDP
-/// flow (see [`udp_client_hello`]).
-pub fn flow_ja4(flow: &Flow<'_>) -> Option<String> {
+/// The flow's JA4 once its ClientHello is complete: from the TLS ClientHello of a TCP flow
+/// or the DTLS ClientHello of a UDP flow (see [`udp_client_hello`]); `None` while it may
+/// still come, `Some(None)` when the flow has none.
+pub fn flow_ja4(flow: &Flow<'_>) -> Option<Option<String>> {
     match flow.transport {
         super::Transport::Tcp => tls_client_hello(flow)
             .ok()
-            .flatten()
-            .map(|(h, _)| h.ja4().to_string()),
-        super::Transport::Udp => udp_client_hello(flow)
-            .flatten()
-            .map(|h| h.ja4().to_string()),
+            .map(|h| h.map(|(h, _)| h.ja4().to_string())),
+        super::Transport::Udp => udp_client_hello(flow).map(|h| h.map(|h| h.ja4().to_string())),
     }
 }
 
@@ -310,7 +308,7 @@ mod tests {
         );
         let f = flow(Transport::Tcp, 443, &pk);
         assert_eq!(
-            flow_ja4(&f).as_deref(),
+            flow_ja4(&f).flatten().as_deref(),
             Some("t13d1516h2_8daaf6152771_d8a2da3f94cd")
         );
         for n in 0..rec.len() {
@@ -329,7 +327,7 @@ mod tests {
             dir: Dir::ToServer,
             payload: &rec,
         }];
-        let j = flow_ja4(&flow(Transport::Tcp, 443, &pk)).unwrap();
+        let j = flow_ja4(&flow(Transport::Tcp, 443, &pk)).flatten().unwrap();
         assert!(j.starts_with("t12i010100_"), "{j}");
         let http = [Packet {
             dir: Dir::ToServer,

@@ -97,6 +97,12 @@ pub fn rtp(p: &[u8]) -> bool {
     (rtcp || pt <= 34 || (96..=127).contains(&pt)) && 12 + 4 * csrc <= p.len()
 }
 
+/// A datagram WebRTC may send before its DTLS handshake on the same ports (RFC 7983's
+/// demultiplexing): STUN connectivity checks, TURN channel data (first byte 64–79), RTP/RTCP.
+pub fn before_dtls(p: &[u8]) -> bool {
+    stun(p) || rtp(p) || matches!(p.first(), Some(64..=79))
+}
+
 /// A DNS message: at most a few questions and records, and a well-formed first question name.
 pub fn dns(p: &[u8]) -> bool {
     if p.len() < 17 {

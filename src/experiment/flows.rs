@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use super::pcap::Decoded;
-use crate::detect::{Classifier, Detector, Dir, Transport, Verdict, MAX_PACKETS};
+use crate::detect::{ja4, Classifier, Detector, Dir, Transport, Verdict, MAX_PACKETS};
 
 /// A finished flow and what each detector said about it.
 #[derive(Debug, Clone)]
@@ -287,7 +287,7 @@ impl<'d> FlowTable<'d> {
             let (sampled, pending, ja4_open) = (a.sampled, a.pending, a.ja4_open);
             let (pending, ja4) =
                 crate::detect::with_flow(a.transport, a.client, a.server, &a.payloads, |flow| {
-                    let ja4 = ja4_open.then(|| flow_ja4(flow)).flatten();
+                    let ja4 = ja4_open.then(|| ja4::flow_ja4(flow)).flatten();
                     let pending = if !pending {
                         false
                     } else if sampled {
@@ -328,18 +328,6 @@ fn ended(a: &Active<'_>, now_ns: u64, udp: u64, tcp: u64, linger: u64) -> bool {
     now_ns.saturating_sub(a.last_ns) > timeout
         || a.closed_ns
             .is_some_and(|c| now_ns.saturating_sub(c) > linger)
-}
-
-/// The JA4 of a flow once its ClientHello is complete: `Some(None)` when the flow has none.
-fn flow_ja4(flow: &crate::detect::Flow<'_>) -> Option<Option<String>> {
-    match flow.transport {
-        Transport::Tcp => crate::detect::ja4::tls_client_hello(flow)
-            .ok()
-            .map(|h| h.map(|(h, _)| h.ja4().to_string())),
-        Transport::Udp => {
-            crate::detect::ja4::udp_client_hello(flow).map(|h| h.map(|h| h.ja4().to_string()))
-        }
-    }
 }
 
 /// Asks detector `d` (index `i`) about `flow`, adding its time (ns) and one call to

@@ -1389,9 +1389,8 @@ impl Ctx {
         }
         if quic::long_header_version(payload).is_none() {
             // WebRTC checks connectivity with STUN on the same ports before its DTLS
-            // handshake (RFC 7983's first bytes: 0-3 STUN, 64-79 TURN channels, 128-191
-            // RTP); the hello is looked for among the first packets.
-            let webrtc = matches!(payload.first(), Some(0..=3 | 64..=79 | 128..=191));
+            // handshake: the hello is looked for among the first packets.
+            let webrtc = crate::detect::known::before_dtls(payload);
             if !(webrtc && (flow.packets as usize) < crate::detect::ja4::DTLS_SEARCH) {
                 flow.naming = false;
             }
