@@ -370,14 +370,19 @@ impl Lab {
     }
 
     fn wait_decision(&self, rule: &str) -> serde_json::Value {
+        self.wait_decision_where("rule", rule)
+    }
+
+    /// The first logged decision whose `key` is `want`, waiting up to 5 s for it.
+    fn wait_decision_where(&self, key: &str, want: &str) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(d) = self.decisions().into_iter().find(|d| d["rule"] == rule) {
+            if let Some(d) = self.decisions().into_iter().find(|d| d[key] == want) {
                 return d;
             }
             assert!(
                 Instant::now() < deadline,
-                "no decision for {rule}; log:\n{}",
+                "no decision with {key} {want}; log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -1389,22 +1394,7 @@ fn openvpn_case(date: &str, mode: &str, patience: Duration) -> (bool, serde_json
         &common::openvpn_client_args("udp", ORIGIN, 1194),
     );
     let (up, _) = client.wait_for("Initialization Sequence Completed", patience);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let d = loop {
-        if let Some(d) = lab
-            .decisions()
-            .into_iter()
-            .find(|d| d["detector"] == "openvpn")
-        {
-            break d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no openvpn decision; log:\n{}",
-            lab.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let d = lab.wait_decision_where("detector", "openvpn");
     (up, d)
 }
 
@@ -1449,22 +1439,7 @@ fn wireguard_case(date: &str, mode: &str) -> (bool, bool, serde_json::Value) {
     let dst: SocketAddr = format!("{ORIGIN}:51820").parse().unwrap();
     let (handshake, data) =
         common::wireguard_session(&csock, ssock, dst, 3, Duration::from_secs(1));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let d = loop {
-        if let Some(d) = lab
-            .decisions()
-            .into_iter()
-            .find(|d| d["detector"] == "wireguard")
-        {
-            break d;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no wireguard decision; log:\n{}",
-            lab.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let d = lab.wait_decision_where("detector", "wireguard");
     (handshake, data, d)
 }
 
